@@ -1,0 +1,51 @@
+# scoped-step: the two commands are `make demo` and `make test`. Everything else they need
+# (Node 24, npm packages, the Go-built etcd and kube-apiserver) is installed on first use.
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+NODE_DIR := $(shell hack/ensure-node.sh)
+export PATH := $(NODE_DIR):$(PATH)
+NODE := $(NODE_DIR)/node
+
+.PHONY: all demo test check lint typecheck format cluster-up cluster-down cluster-status tools clean
+
+all: check
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	touch $@
+
+## tools: build (or take from the cache) etcd and kube-apiserver
+tools:
+	hack/build-tool.sh etcd >/dev/null
+	hack/build-tool.sh kube-apiserver >/dev/null
+
+typecheck: node_modules/.installed
+	npx tsc --noEmit -p .
+
+lint: node_modules/.installed
+	npx eslint .
+	npx prettier --check .
+
+format: node_modules/.installed
+	npx prettier --write .
+
+check: typecheck lint
+
+## test: static checks, then every test file against one shared local control plane
+test: node_modules/.installed tools check
+	$(NODE) test/run.ts
+
+demo: node_modules/.installed tools
+	$(NODE) hack/demo.ts
+
+cluster-up: node_modules/.installed tools
+	$(NODE) hack/cluster/cli.ts up
+
+cluster-down: node_modules/.installed
+	$(NODE) hack/cluster/cli.ts down
+
+cluster-status: node_modules/.installed
+	$(NODE) hack/cluster/cli.ts status
+
+clean:
+	rm -rf node_modules .state

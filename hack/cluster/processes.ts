@@ -1,0 +1,75 @@
+// Starting and stopping the control plane's processes. Each runs under guard.sh, which ends it when
+// this Node process dies, however it dies.
+import { spawn, type ChildProcess } from "node:child_process";
+import { openSync, closeSync } from "node:fs";
+import net from "node:net";
+import path from "node:path";
+import { hackDir } from "./upstream.ts";
+
+export interface Supervised {
+  name: string;
+  child: ChildProcess;
+  logFile: string;
+  exited: Promise<number | null>;
+}
+
+export function startSupervised(name: string, command: string, args: string[], logDir: string): Supervised {
+  const logFile = path.join(logDir, `${name}.log`);
+  const fd = openSync(logFile, "a");
+  const child = spawn(path.join(hackDir, "cluster", "guard.sh"), [String(process.pid), command, ...args], {
+    stdio: ["ignore", fd, fd],
+  });
+  closeSync(fd);
+  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+  return { name, child, logFile, exited };
+}
+
+export async function stopSupervised(p: Supervised, graceMs = 15_000): Promise<void> {
+  if (p.child.exitCode !== null || p.child.signalCode !== null) return;
+  p.child.kill("SIGTERM");
+  const timer = setTimeout(() => p.child.kill("SIGKILL"), graceMs);
+  await p.exited;
+  clearTimeout(timer);
+}
+
+/** Ports the kernel reports free right now; the caller binds them at once. */
+export async function freePorts(count: number): Promise<number[]> {
+  const servers = await Promise.all(
+    Array.from(
+      { length: count },
+      () =>
+        new Promise<net.Server>((resolve, reject) => {
+          const s = net.createServer();
+          s.once("error", reject);
+          s.listen(0, "127.0.0.1", () => resolve(s));
+        }),
+    ),
+  );
+  const ports = servers.map((s) => (s.address() as net.AddressInfo).port);
+  await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
+  return ports;
+}
+
+/** Polls until check() returns true, a process given as `alive` exits, or the deadline passes. */
+export async function waitFor(
+  what: string,
+  check: () => Promise<boolean>,
+  opts: { timeoutMs: number; intervalMs?: number; alive?: Supervised },
+): Promise<void> {
+  const deadline = Date.now() + opts.timeoutMs;
+  let lastError = "";
+  while (Date.now() < deadline) {
+    if (opts.alive && (opts.alive.child.exitCode !== null || opts.alive.child.signalCode !== null)) {
+      throw new Error(`${opts.alive.name} exited while waiting for ${what}; see ${opts.alive.logFile}`);
+    }
+    try {
+      if (await check()) return;
+    } catch (err) {
+      lastError = err instanceof Error ? err.message : String(err);
+    }
+    await new Promise((r) => setTimeout(r, opts.intervalMs ?? 200));
+  }
+  throw new Error(
+    `timed out after ${opts.timeoutMs} ms waiting for ${what}${lastError ? `: ${lastError}` : ""}`,
+  );
+}
