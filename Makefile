@@ -6,7 +6,7 @@ NODE_DIR := $(shell hack/ensure-node.sh)
 export PATH := $(NODE_DIR):$(PATH)
 NODE := $(NODE_DIR)/node
 
-.PHONY: all demo test check lint typecheck format cluster-up cluster-down cluster-status tools clean
+.PHONY: all demo test generate check lint typecheck format cluster-up cluster-down cluster-status tools clean
 
 all: check
 
@@ -28,6 +28,10 @@ lint: node_modules/.installed
 
 format: node_modules/.installed
 	npx prettier --write .
+
+## generate: files derived from code (the ScopedStep CRD from its JSON Schema)
+generate: node_modules/.installed
+	$(NODE) tasks/scoped-step/crd.ts > catalog/crds/scopedstep.yaml
 
 check: typecheck lint
 

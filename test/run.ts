@@ -4,10 +4,13 @@ import { spawn } from "node:child_process";
 import { writeFile } from "node:fs/promises";
 import path from "node:path";
 import { startControlPlane } from "../hack/cluster/control-plane.ts";
-import type { SharedCluster } from "./support/cluster.ts";
+import { ownCrdFiles, type SharedCluster } from "./support/cluster.ts";
 
 const started = Date.now();
-const cp = await startControlPlane({ log: (l) => console.log(`[control plane] ${l}`) });
+const cp = await startControlPlane({
+  extraCrdFiles: ownCrdFiles,
+  log: (l) => console.log(`[control plane] ${l}`),
+});
 console.log(`[control plane] up in ${((Date.now() - started) / 1000).toFixed(1)} s`);
 const info: SharedCluster = { server: cp.server, etcdUrl: cp.etcdUrl, kubeconfig: cp.kubeconfigPath };
 const infoPath = path.join(cp.dir, "cluster.json");

@@ -3,8 +3,12 @@
 import { readFile } from "node:fs/promises";
 import { randomBytes } from "node:crypto";
 import { after } from "node:test";
+import { fileURLToPath } from "node:url";
 import { CoreV1Api, CustomObjectsApi, KubeConfig } from "@kubernetes/client-node";
 import { startControlPlane } from "../../hack/cluster/control-plane.ts";
+
+/** This project's own CRDs, installed with the upstream ones. */
+export const ownCrdFiles = [fileURLToPath(new URL("../../catalog/crds/scopedstep.yaml", import.meta.url))];
 
 export interface SharedCluster {
   server: string;
@@ -26,7 +30,7 @@ async function connect(): Promise<TestCluster> {
   if (shared) {
     info = JSON.parse(await readFile(shared, "utf8")) as SharedCluster;
   } else {
-    const cp = await startControlPlane();
+    const cp = await startControlPlane({ extraCrdFiles: ownCrdFiles });
     after(() => cp.stop());
     info = { server: cp.server, etcdUrl: cp.etcdUrl, kubeconfig: cp.kubeconfigPath };
   }

@@ -1,0 +1,116 @@
+// A work queue of object keys on p-queue: a key waits at most once, is never processed by two
+// workers at once (an event during processing marks it to run again after), failures come back
+// with capped exponential backoff and jitter, and timers ask for a key again after a delay.
+import PQueue from "p-queue";
+
+export interface QueueOptions {
+  concurrency: number;
+  baseBackoffMs?: number;
+  maxBackoffMs?: number;
+  /** Returns how long to wait before the key should be processed again, if at all. */
+  process: (key: string) => Promise<{ requeueAfterMs?: number }>;
+  /** Called with the error of a failed pass; the key is requeued with backoff. */
+  onError?: (key: string, err: unknown, failures: number) => void;
+  /** True for errors that mean "re-read and go again now" (optimistic concurrency). */
+  isRetryNow?: (err: unknown) => boolean;
+}
+
+export interface QueueStats {
+  depth: number;
+  inFlight: number;
+  delayed: number;
+}
+
+export class WorkQueue {
+  private readonly pq: PQueue;
+  private readonly waiting = new Set<string>();
+  private readonly processing = new Set<string>();
+  private readonly dirty = new Set<string>();
+  private readonly timers = new Map<string, { at: number; timer: NodeJS.Timeout }>();
+  private readonly failures = new Map<string, number>();
+  private readonly enqueuedAt = new Map<string, number>();
+  private stopped = false;
+  private readonly opts: Required<Omit<QueueOptions, "onError" | "isRetryNow">> & QueueOptions;
+  /** Observers for metrics: wait time of each key taken, retries scheduled. */
+  onTaken?: (waitMs: number) => void;
+  onRetry?: () => void;
+
+  constructor(opts: QueueOptions) {
+    this.opts = { baseBackoffMs: 200, maxBackoffMs: 60_000, ...opts };
+    this.pq = new PQueue({ concurrency: opts.concurrency });
+  }
+
+  add(key: string): void {
+    if (this.stopped) return;
+    if (this.processing.has(key)) {
+      this.dirty.add(key);
+      return;
+    }
+    if (this.waiting.has(key)) return;
+    this.waiting.add(key);
+    this.enqueuedAt.set(key, Date.now());
+    void this.pq.add(() => this.work(key));
+  }
+
+  /** Adds the key after delayMs; an earlier pending timer for the same key wins. */
+  addAfter(key: string, delayMs: number): void {
+    if (this.stopped) return;
+    if (delayMs <= 0) return this.add(key);
+    const at = Date.now() + delayMs;
+    const existing = this.timers.get(key);
+    if (existing && existing.at <= at) return;
+    if (existing) clearTimeout(existing.timer);
+    const timer = setTimeout(() => {
+      this.timers.delete(key);
+      this.add(key);
+    }, delayMs);
+    timer.unref();
+    this.timers.set(key, { at, timer });
+  }
+
+  stats(): QueueStats {
+    return { depth: this.waiting.size, inFlight: this.processing.size, delayed: this.timers.size };
+  }
+
+  /** Stops taking work; resolves when in-flight passes end or after graceMs, whichever is first. */
+  async shutdown(graceMs: number): Promise<void> {
+    this.stopped = true;
+    for (const { timer } of this.timers.values()) clearTimeout(timer);
+    this.timers.clear();
+    this.pq.clear();
+    this.waiting.clear();
+    await Promise.race([this.pq.onIdle(), new Promise((r) => setTimeout(r, graceMs).unref())]);
+  }
+
+  private backoffMs(failures: number): number {
+    const exp = Math.min(this.opts.maxBackoffMs, this.opts.baseBackoffMs * 2 ** Math.min(failures - 1, 20));
+    return Math.round(exp * (0.5 + Math.random() * 0.5));
+  }
+
+  private async work(key: string): Promise<void> {
+    if (this.stopped) return;
+    this.waiting.delete(key);
+    this.processing.add(key);
+    this.onTaken?.(Date.now() - (this.enqueuedAt.get(key) ?? Date.now()));
+    this.enqueuedAt.delete(key);
+    let requeueAfterMs: number | undefined;
+    try {
+      ({ requeueAfterMs } = await this.opts.process(key));
+      this.failures.delete(key);
+    } catch (err) {
+      if (this.opts.isRetryNow?.(err)) {
+        requeueAfterMs = 0;
+      } else {
+        const n = (this.failures.get(key) ?? 0) + 1;
+        this.failures.set(key, n);
+        this.opts.onError?.(key, err, n);
+        this.onRetry?.();
+        requeueAfterMs = this.backoffMs(n);
+      }
+    } finally {
+      this.processing.delete(key);
+    }
+    if (this.dirty.delete(key) || requeueAfterMs === 0) this.add(key);
+    else if (requeueAfterMs !== undefined) this.addAfter(key, requeueAfterMs);
+  }
+}

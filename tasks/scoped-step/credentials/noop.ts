@@ -1,0 +1,10 @@
+// A provider that mints nothing: the step runs with no cloud credentials. Used where no cloud is
+// configured, and as the baseline the real providers are measured against.
+import type { CredentialProvider } from "./types.ts";
+
+export const noopProvider: CredentialProvider = {
+  name: "none",
+  intent: () => ({}),
+  mint: () => Promise.resolve({ results: {}, secretData: {}, mount: { secretEnv: {}, env: {}, files: {} } }),
+  revoke: () => Promise.resolve(),
+};

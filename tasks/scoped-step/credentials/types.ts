@@ -1,0 +1,63 @@
+// The narrow interface between the run lifecycle and whatever mints cloud credentials. A new
+// cloud is a new provider file; the lifecycle only mints, mounts, and revokes.
+import type { ResolvedTrait } from "../trait.ts";
+
+/** Facts about the run a credential is minted for; all come from the API server, none from the step. */
+export interface RunFacts {
+  namespace: string;
+  customRun: string;
+  uid: string;
+  attempt: number;
+  pipelineRun?: string;
+  pipelineTask?: string;
+  serviceAccount: string;
+  application: string;
+  component: string;
+}
+
+/**
+ * The durable, public record of one credential, kept in the CustomRun's status.extraFields. It is
+ * written (state "minting") before the provider is called, so a controller killed mid-mint finds
+ * it on restart and revokes whatever may have been issued. Never holds secret material.
+ */
+export interface CredentialRecord {
+  provider: string;
+  attempt: number;
+  state: "minting" | "active" | "revoked";
+  /** Identifiers known before minting (session name, source identity): enough to revoke blind. */
+  intent: Record<string, string>;
+  /** Result name -> value, published as CustomRun results (identity-subject, aws-role-arn, ...). */
+  results: Record<string, string>;
+  expiresAt?: string;
+  revokedAt?: string;
+}
+
+/** How the credential Secret reaches the step container. */
+export interface CredentialMount {
+  /** Env var name -> key in the credential Secret. */
+  secretEnv: Record<string, string>;
+  /** Env vars with plain, non-secret values (region, file paths). */
+  env: Record<string, string>;
+  /** Key in the credential Secret -> file name under the credentials mount path. */
+  files: Record<string, string>;
+}
+
+export interface MintedCredential {
+  results: Record<string, string>;
+  expiresAt?: string;
+  /** Secret material; it goes into the credential Secret and nowhere else. */
+  secretData: Record<string, string>;
+  mount: CredentialMount;
+}
+
+export interface CredentialProvider {
+  readonly name: string;
+  /** Identifiers to record before minting; deterministic for a run attempt. */
+  intent(facts: RunFacts, trait: ResolvedTrait): Record<string, string>;
+  mint(facts: RunFacts, trait: ResolvedTrait): Promise<MintedCredential>;
+  /** Idempotent; must work from a record still in state "minting". */
+  revoke(record: CredentialRecord): Promise<void>;
+}
+
+/** Directory the credential Secret's files are mounted at in the step container. */
+export const credentialsMountPath = "/var/run/scoped-step/credentials";

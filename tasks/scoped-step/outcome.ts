@@ -1,0 +1,138 @@
+// What a step pod says about the step: still pending, running, or ended with results or a
+// failure. Pure; the termination message format is the one wrapper.sh writes.
+import type { V1ContainerStatus, V1Pod } from "@kubernetes/client-node";
+import { annotations } from "./pod.ts";
+import type { RunResult } from "./types.ts";
+import { terminationMessageLimit, tooLargeKey } from "./wrapper.ts";
+
+export type StepOutcome =
+  | { phase: "pending"; message: string }
+  | { phase: "running" }
+  | { phase: "succeeded"; results: RunResult[] }
+  | { phase: "failed"; reason: string; message: string; exitCode?: number };
+
+const imagePullReasons = new Set([
+  "ErrImagePull",
+  "ImagePullBackOff",
+  "InvalidImageName",
+  "ErrImageNeverPull",
+]);
+
+function stepStatus(pod: V1Pod): V1ContainerStatus | undefined {
+  return pod.status?.containerStatuses?.find((c) => c.name === "step");
+}
+
+/** The last lines of a log tail or message, bounded, for a condition message. */
+export function lastLines(text: string, lines = 10, maxChars = 1024): string {
+  const tail = text.trimEnd().split("\n").slice(-lines).join("\n");
+  return tail.length > maxChars ? `…${tail.slice(-maxChars)}` : tail;
+}
+
+const isStringArray = (v: unknown): v is string[] =>
+  Array.isArray(v) && v.every((x) => typeof x === "string");
+
+export function parseResults(pod: V1Pod, message: string): StepOutcome {
+  const declared = new Set(
+    (pod.metadata?.annotations?.[annotations.results] ?? "").split(",").filter(Boolean),
+  );
+  const arrays = new Set(
+    (pod.metadata?.annotations?.[annotations.arrayResults] ?? "").split(",").filter(Boolean),
+  );
+  const fail = (reason: string, msg: string): StepOutcome => ({ phase: "failed", reason, message: msg });
+  if (message.trim() === "") return { phase: "succeeded", results: [] };
+  let entries: unknown;
+  try {
+    entries = JSON.parse(message);
+  } catch {
+    if (Buffer.byteLength(message) >= terminationMessageLimit) {
+      return fail(
+        "ResultsTooLarge",
+        `the step's results did not fit in ${terminationMessageLimit} bytes (the kubelet's termination message limit); ` +
+          `write large data to a workspace or object store and return a reference`,
+      );
+    }
+    return fail(
+      "InvalidResults",
+      "the step's termination message is not the results JSON the wrapper writes",
+    );
+  }
+  if (!Array.isArray(entries))
+    return fail("InvalidResults", "the step's termination message is not a JSON array");
+  const results: RunResult[] = [];
+  for (const entry of entries as { key?: unknown; value?: unknown }[]) {
+    const key = typeof entry.key === "string" ? entry.key : "";
+    const value = typeof entry.value === "string" ? entry.value : "";
+    if (key === tooLargeKey) {
+      return fail(
+        "ResultsTooLarge",
+        `the step wrote ${value} bytes of results; at most ${terminationMessageLimit} bytes fit in a termination ` +
+          `message: write large data to a workspace or object store and return a reference`,
+      );
+    }
+    if (!declared.has(key)) {
+      const names = [...declared];
+      return fail(
+        "UndeclaredResult",
+        `the step wrote result ${key}, which it does not declare; declared results: ${names.length ? names.join(", ") : "none"}`,
+      );
+    }
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(value);
+    } catch {
+      parsed = undefined;
+    }
+    if (arrays.has(key) && !isStringArray(parsed)) {
+      return fail(
+        "ResultTypeMismatch",
+        `result ${key} is declared as an array but its value is not a JSON array of strings`,
+      );
+    }
+    if (!arrays.has(key) && isStringArray(parsed)) {
+      return fail(
+        "ResultTypeMismatch",
+        `result ${key} looks like a JSON array, which Tekton would pass on as an array param; declare it with type: array ` +
+          `if that is meant, or write it in another form`,
+      );
+    }
+    results.push({ name: key, value });
+  }
+  return { phase: "succeeded", results };
+}
+
+export function podOutcome(pod: V1Pod): StepOutcome {
+  const status = stepStatus(pod);
+  const terminated = status?.state?.terminated;
+  if (terminated) {
+    const message = terminated.message ?? "";
+    if (terminated.exitCode === 0) return parseResults(pod, message);
+    const tail = lastLines(message);
+    return {
+      phase: "failed",
+      reason: "Failed",
+      exitCode: terminated.exitCode,
+      message: `step exited with code ${terminated.exitCode}${tail ? `; last lines:\n${tail}` : ""}`,
+    };
+  }
+  const waiting = status?.state?.waiting;
+  if (waiting?.reason && imagePullReasons.has(waiting.reason)) {
+    return {
+      phase: "failed",
+      reason: "StepImagePullFailed",
+      message:
+        `the step image ${pod.spec?.containers[0]?.image ?? ""} could not be pulled (${waiting.reason}): ${waiting.message ?? ""}`.trim(),
+    };
+  }
+  if (status?.state?.running) return { phase: "running" };
+  if (pod.status?.phase === "Failed") {
+    return {
+      phase: "failed",
+      reason: "Failed",
+      message: `step pod failed: ${pod.status.reason ?? ""} ${pod.status.message ?? ""}`.trim(),
+    };
+  }
+  const why = waiting?.reason
+    ? `${waiting.reason}${waiting.message ? `: ${waiting.message}` : ""}`
+    : (pod.status?.phase ?? "Pending");
+  return { phase: "pending", message: `step pod ${pod.metadata?.name ?? ""} is not running yet (${why})` };
+}

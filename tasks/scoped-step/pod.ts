@@ -1,0 +1,157 @@
+// The step pod for one attempt of a run. Pure: the same run and attempt always give the same pod.
+import { createHash } from "node:crypto";
+import type { V1EnvVar, V1Pod, V1Volume, V1VolumeMount } from "@kubernetes/client-node";
+import { credentialsMountPath, type CredentialMount } from "./credentials/types.ts";
+import type { ResolvedStep } from "./step.ts";
+import { resultsDir } from "./step.ts";
+import type { CustomRun } from "./types.ts";
+import { scriptsDir, terminationMessagePath, wrapperScript } from "./wrapper.ts";
+
+export const labels = {
+  managedBy: "app.kubernetes.io/managed-by",
+  customRun: "tekton.dev/customRun",
+  attempt: "scopedstep.dev/attempt",
+} as const;
+export const managedByValue = "scoped-step";
+export const annotations = {
+  results: "scopedstep.dev/declared-results",
+  arrayResults: "scopedstep.dev/array-results",
+  source: "scopedstep.dev/step-source",
+} as const;
+export const stepUid = 65532;
+
+/** A DNS label no longer than max: the text itself, or a readable prefix and a short hash. */
+export function boundedName(text: string, max: number): string {
+  if (text.length <= max) return text;
+  const hash = createHash("sha256").update(text).digest("hex").slice(0, 8);
+  return `${text.slice(0, max - 9).replace(/-+$/, "")}-${hash}`;
+}
+
+export function podName(runName: string, attempt: number): string {
+  return boundedName(attempt === 0 ? `${runName}-pod` : `${runName}-pod-retry${attempt}`, 63);
+}
+
+export function credentialSecretName(runName: string, attempt: number): string {
+  return boundedName(`${runName}-credentials-${attempt}`, 253);
+}
+
+// Labels Tekton's pipeline controller puts on a CustomRun, passed on to the step pod.
+const inheritedLabel = /^(tekton\.dev|app\.kubernetes\.io)\//;
+
+export interface PodInputs {
+  run: CustomRun;
+  step: ResolvedStep;
+  attempt: number;
+  credential?: { secretName: string; mount: CredentialMount };
+}
+
+export function buildStepPod({ run, step, attempt, credential }: PodInputs): V1Pod {
+  const name = run.metadata.name ?? "";
+  const spec = step.spec;
+  const env: V1EnvVar[] = (spec.env ?? []).map((e) => ({ name: e.name, value: e.value ?? "" }));
+  if (spec.script) env.push({ name: "SCOPED_STEP_SCRIPT", value: spec.script });
+  const volumes: V1Volume[] = [
+    { name: "tekton-results", emptyDir: {} },
+    { name: "tekton-scripts", emptyDir: {} },
+    { name: "tmp", emptyDir: {} },
+    { name: "workspace", emptyDir: {} },
+  ];
+  const mounts: V1VolumeMount[] = [
+    { name: "tekton-results", mountPath: resultsDir },
+    { name: "tekton-scripts", mountPath: scriptsDir },
+    { name: "tmp", mountPath: "/tmp" },
+    { name: "workspace", mountPath: "/workspace" },
+  ];
+  if (credential) {
+    for (const [envName, key] of Object.entries(credential.mount.secretEnv)) {
+      env.push({ name: envName, valueFrom: { secretKeyRef: { name: credential.secretName, key } } });
+    }
+    for (const [envName, value] of Object.entries(credential.mount.env)) env.push({ name: envName, value });
+    const files = Object.entries(credential.mount.files);
+    if (files.length > 0) {
+      volumes.push({
+        name: "scoped-step-credentials",
+        secret: {
+          secretName: credential.secretName,
+          defaultMode: 0o440,
+          items: files.map(([key, path]) => ({ key, path })),
+        },
+      });
+      mounts.push({ name: "scoped-step-credentials", mountPath: credentialsMountPath, readOnly: true });
+    }
+  }
+  const inherited = Object.fromEntries(
+    Object.entries(run.metadata.labels ?? {}).filter(([k]) => inheritedLabel.test(k)),
+  );
+  const results = spec.results ?? [];
+  return {
+    apiVersion: "v1",
+    kind: "Pod",
+    metadata: {
+      name: podName(name, attempt),
+      namespace: run.metadata.namespace ?? "",
+      labels: {
+        ...inherited,
+        [labels.managedBy]: managedByValue,
+        [labels.customRun]: boundedName(name, 63),
+        [labels.attempt]: String(attempt),
+      },
+      annotations: {
+        [annotations.results]: results.map((r) => r.name).join(","),
+        [annotations.arrayResults]: results
+          .filter((r) => r.type === "array")
+          .map((r) => r.name)
+          .join(","),
+        [annotations.source]: step.source,
+      },
+      ownerReferences: [
+        {
+          apiVersion: run.apiVersion,
+          kind: run.kind,
+          name,
+          uid: run.metadata.uid ?? "",
+          controller: true,
+          blockOwnerDeletion: true,
+        },
+      ],
+    },
+    spec: {
+      restartPolicy: "Never",
+      serviceAccountName: run.spec.serviceAccountName ?? "default",
+      automountServiceAccountToken: spec.automountServiceAccountToken ?? false,
+      enableServiceLinks: false,
+      securityContext: {
+        runAsNonRoot: true,
+        runAsUser: stepUid,
+        runAsGroup: stepUid,
+        fsGroup: stepUid,
+        seccompProfile: { type: "RuntimeDefault" },
+      },
+      volumes,
+      containers: [
+        {
+          name: "step",
+          image: spec.image,
+          command: ["/bin/sh", "-c", wrapperScript, "scoped-step"],
+          args: spec.script ? [...(spec.args ?? [])] : [...(spec.command ?? []), ...(spec.args ?? [])],
+          ...(spec.workingDir ? { workingDir: spec.workingDir } : {}),
+          env,
+          resources: {
+            ...(spec.resources?.requests ? { requests: spec.resources.requests } : {}),
+            ...(spec.resources?.limits ? { limits: spec.resources.limits } : {}),
+          },
+          volumeMounts: mounts,
+          terminationMessagePath,
+          terminationMessagePolicy: "FallbackToLogsOnError",
+          securityContext: {
+            allowPrivilegeEscalation: false,
+            readOnlyRootFilesystem: true,
+            runAsNonRoot: true,
+            privileged: false,
+            capabilities: { drop: ["ALL"] },
+          },
+        },
+      ],
+    },
+  };
+}

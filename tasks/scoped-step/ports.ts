@@ -1,0 +1,59 @@
+// What the scoped-step lifecycle needs from the outside world. The engine implements these on
+// the Kubernetes API (controller/kube.ts); the lifecycle never touches a client directly.
+import type { V1Pod, V1Secret } from "@kubernetes/client-node";
+import type { Logger } from "pino";
+import type { CredentialProvider } from "./credentials/types.ts";
+import type { Application, CustomRun, CustomRunStatus } from "./types.ts";
+
+/** Optimistic concurrency lost: someone else wrote the object; re-read and try again. */
+export class ConflictError extends Error {
+  constructor(what: string) {
+    super(`conflict writing ${what}`);
+    this.name = "ConflictError";
+  }
+}
+
+export interface ClusterPort {
+  getRun(namespace: string, name: string): Promise<CustomRun | undefined>;
+  /** Replaces status through the status subresource, guarded by the run's resourceVersion. */
+  writeStatus(run: CustomRun, status: CustomRunStatus): Promise<CustomRun>;
+  setFinalizer(run: CustomRun, finalizer: string, present: boolean): Promise<CustomRun>;
+  getApplication(namespace: string, name: string): Promise<Application | undefined>;
+  /** The spec of a ScopedStep object, or undefined when there is none by that name. */
+  getScopedStep(namespace: string, name: string): Promise<{ spec?: unknown } | undefined>;
+  getPod(namespace: string, name: string): Promise<V1Pod | undefined>;
+  listRunPods(namespace: string, runName: string): Promise<V1Pod[]>;
+  /** Creates the pod; false when one by that name already exists. */
+  createPod(pod: V1Pod): Promise<boolean>;
+  deletePod(namespace: string, name: string): Promise<void>;
+  createSecret(secret: V1Secret): Promise<boolean>;
+  getSecret(namespace: string, name: string): Promise<V1Secret | undefined>;
+  deleteSecret(namespace: string, name: string): Promise<void>;
+  listRunSecrets(namespace: string, runName: string): Promise<V1Secret[]>;
+}
+
+export interface EventPort {
+  emit(run: CustomRun, type: "Normal" | "Warning", reason: string, message: string): void;
+}
+
+export interface RunMetricsPort {
+  runStarted(): void;
+  runFinished(outcome: "succeeded" | "failed", reason: string): void;
+  podRunSeconds(seconds: number): void;
+}
+
+export interface TaskContext {
+  cluster: ClusterPort;
+  events: EventPort;
+  credentials: CredentialProvider;
+  log: Logger;
+  now: () => Date;
+  metrics?: RunMetricsPort;
+  /** Used when spec.timeout is not set; Tekton's own default is 60 minutes. */
+  defaultTimeoutMs: number;
+}
+
+export interface Next {
+  /** Reconcile this run again after this many milliseconds (timers such as timeouts). */
+  requeueAfterMs?: number;
+}

@@ -1,0 +1,175 @@
+// One JSON Schema per object we own. Each gives the TypeScript type (FromSchema), the runtime
+// validator (ajv) and, for the ScopedStep CRD, the openAPIV3Schema (see crd.ts).
+import { Ajv, type ErrorObject } from "ajv";
+import type { FromSchema } from "json-schema-to-ts";
+
+const name = { type: "string", pattern: "^[A-Za-z_][A-Za-z0-9_.-]*$", maxLength: 253 } as const;
+const resultName = {
+  type: "string",
+  pattern: "^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$",
+  maxLength: 63,
+} as const;
+/** Names of Kubernetes objects (DNS-1123 subdomains), checked after params are substituted. */
+export const dnsSubdomain = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
+const stringMap = { type: "object", additionalProperties: { type: "string" } } as const;
+const paramValue = {
+  anyOf: [{ type: "string" }, { type: "array", items: { type: "string" } }, stringMap],
+} as const;
+const quantityMap = {
+  type: "object",
+  additionalProperties: { type: "string", pattern: "^[0-9.]+([a-zA-Z]{1,2})?$" },
+} as const;
+
+export const stepSpecSchema = {
+  type: "object",
+  description: "A reusable step that runs with its own short-lived cloud identity.",
+  additionalProperties: false,
+  properties: {
+    description: { type: "string" },
+    params: {
+      type: "array",
+      description: "Params the step declares; $(params.<name>) in any string field is replaced by the value.",
+      items: {
+        type: "object",
+        additionalProperties: false,
+        required: ["name"],
+        properties: {
+          name,
+          type: { type: "string", enum: ["string", "array", "object"] },
+          description: { type: "string" },
+          default: paramValue,
+        },
+      },
+    },
+    results: {
+      type: "array",
+      description: "Results the step may write to $(results.<name>.path).",
+      items: {
+        type: "object",
+        additionalProperties: false,
+        required: ["name"],
+        properties: {
+          name: resultName,
+          type: { type: "string", enum: ["string", "array"] },
+          description: { type: "string" },
+        },
+      },
+    },
+    image: {
+      type: "string",
+      minLength: 1,
+      description: "Container image of the step; it needs /bin/sh and awk.",
+    },
+    script: {
+      type: "string",
+      minLength: 1,
+      description: "Script to run; starts with #! to pick an interpreter.",
+    },
+    command: { type: "array", items: { type: "string" }, minItems: 1 },
+    args: { type: "array", items: { type: "string" } },
+    env: {
+      type: "array",
+      items: {
+        type: "object",
+        additionalProperties: false,
+        required: ["name"],
+        properties: {
+          name: { type: "string", pattern: "^[-._a-zA-Z][-._a-zA-Z0-9]*$" },
+          value: { type: "string" },
+        },
+      },
+    },
+    workingDir: { type: "string" },
+    resources: {
+      type: "object",
+      additionalProperties: false,
+      properties: { requests: quantityMap, limits: quantityMap },
+    },
+    application: {
+      type: "string",
+      minLength: 1,
+      maxLength: 253,
+      description: "KubeVela Application in the run's namespace.",
+    },
+    component: {
+      type: "string",
+      minLength: 1,
+      maxLength: 253,
+      description: "Component of that Application.",
+    },
+    trait: { type: "string", minLength: 1, description: "Trait type to read; default scoped-identity." },
+    automountServiceAccountToken: { type: "boolean" },
+  },
+} as const;
+
+export type StepSpec = FromSchema<typeof stepSpecSchema>;
+
+export const traitSchema = {
+  type: "object",
+  additionalProperties: false,
+  properties: {
+    audience: { type: "string", minLength: 1, maxLength: 255, default: "sts.amazonaws.com" },
+    tokenExpirationSeconds: { type: "integer", minimum: 60, maximum: 3600, default: 600 },
+    delivery: { type: "string", enum: ["env", "file", "token-only"], default: "env" },
+    aws: {
+      type: "object",
+      additionalProperties: false,
+      required: ["roleArn"],
+      properties: {
+        roleArn: {
+          type: "string",
+          minLength: 20,
+          maxLength: 2048,
+          pattern: "^arn:aws[a-z-]*:iam::[0-9]{12}:role/[\\w+=,.@/-]+$",
+        },
+        sessionDuration: { type: "integer", minimum: 900, maximum: 43200, default: 900 },
+        sessionPolicy: { anyOf: [{ type: "object" }, { type: "string", minLength: 1 }] },
+        policyArns: {
+          type: "array",
+          maxItems: 10,
+          items: { type: "string", minLength: 20, maxLength: 2048, pattern: "^arn:aws[a-z-]*:iam::" },
+        },
+        region: { type: "string", pattern: "^[a-z]{2}(-[a-z]+)+-[0-9]+$" },
+        sessionTags: { ...stringMap, maxProperties: 50 },
+        transitiveTagKeys: { type: "array", items: { type: "string" } },
+      },
+    },
+  },
+} as const;
+
+export type TraitProperties = FromSchema<typeof traitSchema>;
+
+const ajv = new Ajv({ allErrors: true, useDefaults: true, strict: true, strictTypes: false });
+const validateStep = ajv.compile<StepSpec>(stepSpecSchema);
+const validateTrait = ajv.compile<TraitProperties>(traitSchema);
+
+/** "at spec.params[0].name: must match pattern ...; ..." — short enough for a condition message. */
+export function describeErrors(where: string, errors: ErrorObject[] | null | undefined): string {
+  const parts = (errors ?? []).slice(0, 5).map((e) => {
+    const at = `${where}${e.instancePath.replaceAll("/", ".")}`;
+    if (e.keyword === "additionalProperties") {
+      return `${at}: unknown field "${String(e.params.additionalProperty)}"`;
+    }
+    if (e.keyword === "enum") {
+      return `${at}: must be one of ${(e.params.allowedValues as string[]).join(", ")}`;
+    }
+    return `${at}: ${e.message ?? "is invalid"}`;
+  });
+  const more = (errors?.length ?? 0) > 5 ? ` (and ${(errors?.length ?? 0) - 5} more)` : "";
+  return parts.join("; ") + more;
+}
+
+export type Validation<T> = { ok: true; value: T } | { ok: false; message: string };
+
+/** Validates a copy, filling defaults; never mutates the input. */
+export function checkStepSpec(input: unknown, where: string): Validation<StepSpec> {
+  const value = structuredClone(input);
+  if (validateStep(value)) return { ok: true, value };
+  return { ok: false, message: describeErrors(where, validateStep.errors) };
+}
+
+export function checkTraitProperties(input: unknown, where: string): Validation<TraitProperties> {
+  const value = structuredClone(input ?? {});
+  if (validateTrait(value)) return { ok: true, value };
+  return { ok: false, message: describeErrors(where, validateTrait.errors) };
+}

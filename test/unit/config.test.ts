@@ -1,0 +1,31 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { loadConfig } from "../../controller/config.ts";
+import { scopedStepCrdYaml } from "../../tasks/scoped-step/crd.ts";
+import { readFile } from "node:fs/promises";
+
+test("configuration comes from flags over environment over defaults", () => {
+  const c = loadConfig(["--concurrency=3"], {
+    SCOPED_STEP_CONCURRENCY: "5",
+    SCOPED_STEP_WATCH_NAMESPACES: "a, b",
+  });
+  assert.equal(c.concurrency, 3);
+  assert.deepEqual(c.watchNamespaces, ["a", "b"]);
+  assert.equal(c.defaultTimeoutMs, 3_600_000);
+});
+
+test("bad configuration is refused with a message naming the setting", () => {
+  assert.throws(
+    () => loadConfig(["--concurrency=0"], {}),
+    /--concurrency \(SCOPED_STEP_CONCURRENCY\) must be an integer/,
+  );
+  assert.throws(() => loadConfig(["--bogus=1"], {}), /unknown flag --bogus/);
+  assert.throws(() => loadConfig([], { SCOPED_STEP_DEFAULT_TIMEOUT: "1 day" }), /must be a Go duration/);
+  assert.throws(() => loadConfig(["--renew-deadline-seconds=20"], {}), /must be shorter than/);
+  assert.throws(() => loadConfig(["--log-level=loud"], {}), /must be one of/);
+});
+
+test("the committed ScopedStep CRD is generated from the current schema", async () => {
+  const committed = await readFile(new URL("../../catalog/crds/scopedstep.yaml", import.meta.url), "utf8");
+  assert.equal(committed, scopedStepCrdYaml(), "run `make generate`");
+});

@@ -1,0 +1,80 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import type { V1Pod } from "@kubernetes/client-node";
+import { podOutcome } from "../../tasks/scoped-step/outcome.ts";
+import { annotations } from "../../tasks/scoped-step/pod.ts";
+
+const pod = (state: Record<string, unknown>, declared = "greeting,list", arrays = "list"): V1Pod => ({
+  metadata: {
+    name: "r-pod",
+    annotations: { [annotations.results]: declared, [annotations.arrayResults]: arrays },
+  },
+  spec: { containers: [{ name: "step", image: "alpine:3" }] },
+  status: {
+    phase: "Running",
+    containerStatuses: [{ name: "step", state, ready: true, restartCount: 0, image: "", imageID: "" }],
+  },
+});
+const terminated = (exitCode: number, message: string) => pod({ terminated: { exitCode, message } });
+
+test("a completed step's results come from its termination message", () => {
+  const out = podOutcome(
+    terminated(0, '[{"key":"greeting","value":"hi","type":1},{"key":"list","value":"[\\"a\\"]","type":1}]'),
+  );
+  assert.deepEqual(out, {
+    phase: "succeeded",
+    results: [
+      { name: "greeting", value: "hi" },
+      { name: "list", value: '["a"]' },
+    ],
+  });
+});
+
+test("a failed step reports its exit code and the last lines of its log", () => {
+  const out = podOutcome(terminated(3, Array.from({ length: 30 }, (_, i) => `line ${i}`).join("\n")));
+  assert.equal(out.phase, "failed");
+  assert.ok(out.phase === "failed" && out.message.startsWith("step exited with code 3"));
+  assert.ok(out.phase === "failed" && out.message.includes("line 29") && !out.message.includes("line 19\n"));
+});
+
+const bad: [string, V1Pod, string][] = [
+  ["an undeclared result", terminated(0, '[{"key":"other","value":"x","type":1}]'), "UndeclaredResult"],
+  [
+    "results over the size limit",
+    terminated(0, '[{"key":"scopedstep.dev/results-too-large","value":"9000","type":3}]'),
+    "ResultsTooLarge",
+  ],
+  [
+    "a message truncated by the kubelet",
+    terminated(0, `[{"key":"greeting","value":"${"x".repeat(5000)}`.slice(0, 4096)),
+    "ResultsTooLarge",
+  ],
+  [
+    "a string result that looks like an array",
+    terminated(0, '[{"key":"greeting","value":"[\\"a\\",\\"b\\"]","type":1}]'),
+    "ResultTypeMismatch",
+  ],
+  [
+    "an array result that is not an array",
+    terminated(0, '[{"key":"list","value":"a,b","type":1}]'),
+    "ResultTypeMismatch",
+  ],
+  ["garbage in the message", terminated(0, "not json"), "InvalidResults"],
+  [
+    "an image that cannot be pulled",
+    pod({ waiting: { reason: "ErrImagePull", message: "not found" } }),
+    "StepImagePullFailed",
+  ],
+];
+for (const [what, p, reason] of bad) {
+  test(`fails the step on ${what} with ${reason}`, () => {
+    const out = podOutcome(p);
+    assert.equal(out.phase, "failed");
+    assert.equal(out.phase === "failed" ? out.reason : "", reason);
+  });
+}
+
+test("a pod still creating its container is pending, a running one running", () => {
+  assert.equal(podOutcome(pod({ waiting: { reason: "ContainerCreating" } })).phase, "pending");
+  assert.equal(podOutcome(pod({ running: {} })).phase, "running");
+});
