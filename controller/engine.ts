@@ -55,6 +55,7 @@ export function startEngine(kc: KubeConfig, config: EngineConfig, hooks: EngineH
     process: async (key) => {
       const [namespace = "", name = ""] = key.split("/");
       const started = process.hrtime.bigint();
+      log.debug({ key }, "reconciling");
       try {
         const next = await hooks.reconcile(namespace, name);
         hooks.onReconciled?.(Number(process.hrtime.bigint() - started) / 1e9, "ok");

@@ -11,6 +11,21 @@ import { kubeEvents } from "./events.ts";
 import { kubeClusterPort } from "./kube.ts";
 import { createLogger } from "./log.ts";
 
+/** Test-only crash injection: the process kills itself when the named point is reached. */
+function failpointFromEnv(
+  name: string | undefined,
+  logger: { warn: (o: object, m: string) => void },
+): Pick<TaskContext, "failpoint"> {
+  if (!name) return {};
+  return {
+    failpoint: (point) => {
+      if (point !== name) return;
+      logger.warn({ failpoint: point }, "failpoint reached; killing the process");
+      process.kill(process.pid, "SIGKILL");
+    },
+  };
+}
+
 let config: Config;
 try {
   config = loadConfig(process.argv.slice(2), process.env);
@@ -29,6 +44,7 @@ const ctx: TaskContext = {
   credentials: noopProvider,
   log,
   now: () => new Date(),
+  ...failpointFromEnv(process.env.SCOPED_STEP_FAILPOINT, log),
   defaultTimeoutMs: config.defaultTimeoutMs,
 };
 

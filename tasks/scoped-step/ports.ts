@@ -49,9 +49,26 @@ export interface TaskContext {
   log: Logger;
   now: () => Date;
   metrics?: RunMetricsPort;
+  /**
+   * Named points between the lifecycle's side effects. The crash-safety tests make the process
+   * kill itself at one of them; in production it does nothing.
+   */
+  failpoint?: (name: Failpoint) => void;
   /** Used when spec.timeout is not set; Tekton's own default is 60 minutes. */
   defaultTimeoutMs: number;
 }
+
+export const failpoints = [
+  "after-finalizer",
+  "after-start",
+  "after-intent",
+  "after-mint",
+  "after-secret",
+  "after-pod",
+  "after-revoke",
+  "after-terminal",
+] as const;
+export type Failpoint = (typeof failpoints)[number];
 
 export interface Next {
   /** Reconcile this run again after this many milliseconds (timers such as timeouts). */

@@ -34,6 +34,7 @@ export async function reconcileRun(namespace: string, name: string, ctx: TaskCon
   if (isDone(run.status)) return pass.afterDone();
   if (!(run.metadata.finalizers ?? []).includes(finalizer)) {
     run = await ctx.cluster.setFinalizer(run, finalizer, true);
+    ctx.failpoint?.("after-finalizer");
     pass.run = run;
   }
   return pass.progress();
@@ -115,6 +116,7 @@ class Pass {
       );
       this.status.startTime = now.toISOString();
       await this.write();
+      this.ctx.failpoint?.("after-start");
       this.ctx.events.emit(this.run, "Normal", "Started", "scoped-step run started");
       this.ctx.metrics?.runStarted();
       return done;
@@ -256,6 +258,7 @@ class Pass {
         results: {},
       };
       await this.write();
+      this.ctx.failpoint?.("after-intent");
       return again;
     }
 
@@ -273,6 +276,7 @@ class Pass {
           if (isRunFailure(err)) return this.fail(err);
           throw err;
         }
+        this.ctx.failpoint?.("after-mint");
         record = {
           ...record,
           state: "active",
@@ -284,6 +288,7 @@ class Pass {
             this.credentialSecret(secretName, record, minted.secretData, minted.mount),
           );
         }
+        this.ctx.failpoint?.("after-secret");
         mount = minted.mount;
         this.log.info(
           { audit: "mint", provider: provider.name, attempt: this.attempt, ...record.results },
@@ -304,6 +309,7 @@ class Pass {
       ...(mount ? { credential: { secretName, mount } } : {}),
     });
     const created = await this.ctx.cluster.createPod(pod);
+    this.ctx.failpoint?.("after-pod");
     this.state.pod = name;
     this.status = setSucceeded(this.status, "Unknown", "Started", `step pod ${name} created`, this.ctx.now());
     await this.write();
@@ -356,6 +362,7 @@ class Pass {
     if (!record || record.state === "revoked") return;
     await this.ctx.cluster.deleteSecret(this.namespace, credentialSecretName(this.name, record.attempt));
     await this.ctx.credentials.revoke(record);
+    this.ctx.failpoint?.("after-revoke");
     const revokedAt = this.ctx.now().toISOString();
     this.state.credential = { ...record, state: "revoked", revokedAt };
     this.log.info(
@@ -382,6 +389,7 @@ class Pass {
     this.status.completionTime = now.toISOString();
     this.status.results = [...results, ...this.identityResults()];
     await this.write();
+    this.ctx.failpoint?.("after-terminal");
     this.ctx.events.emit(this.run, "Normal", "Succeeded", "the step completed");
     this.ctx.metrics?.runFinished("succeeded", "Succeeded");
     return done;
@@ -396,7 +404,10 @@ class Pass {
   private async endAttempt(reason: string, message: string): Promise<Next> {
     const retries = this.run.spec.retries ?? 0;
     if (this.attempt >= retries) return this.end(reason, message, {});
-    await this.ctx.cluster.deletePod(this.namespace, podName(this.name, this.attempt));
+    // A pod that ended by itself stays for its logs, as Tekton keeps a failed attempt's pod.
+    if (reason === "CustomRunTimedOut" || reason === "StepImagePullFailed") {
+      await this.ctx.cluster.deletePod(this.namespace, podName(this.name, this.attempt));
+    }
     await this.revokeCredential();
     const now = this.ctx.now();
     const snapshot: CustomRunStatus = {
@@ -437,6 +448,7 @@ class Pass {
     this.status.completionTime = now.toISOString();
     this.status.results = this.identityResults();
     await this.write();
+    this.ctx.failpoint?.("after-terminal");
     const event = opts.cancelled ? "Cancelled" : reason === "CustomRunTimedOut" ? "TimedOut" : "Failed";
     this.ctx.events.emit(this.run, "Warning", event, `${reason}: ${message}`);
     this.ctx.metrics?.runFinished("failed", reason);

@@ -1,0 +1,310 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import type { CustomRunSpec, Param } from "../../tasks/scoped-step/types.ts";
+import { condition, paymentsApp, roleArn, startWorld } from "../support/world.ts";
+
+// Every bad input ends the run Succeeded=False with a specific reason and a message that says
+// what to fix, and the controller stays healthy: no crash, no hot retry loop.
+
+const step: Param[] = [
+  { name: "image", value: "alpine" },
+  { name: "script", value: "true" },
+];
+const withIdentity = (application: string, component = "api"): Param[] => [
+  ...step,
+  { name: "application", value: application },
+  { name: "component", value: component },
+];
+const trait = (properties: unknown) => [
+  { name: "api", type: "webservice", traits: [{ type: "scoped-identity", properties }] },
+];
+
+interface Case {
+  name: string;
+  spec: Partial<CustomRunSpec>;
+  reason: string;
+  message: RegExp;
+}
+
+const cases: Case[] = [
+  {
+    name: "unknown-param",
+    spec: { params: [...withIdentity("payments"), { name: "imagePullPolicy", value: "x" }] },
+    reason: "UnknownParam",
+    message: /param imagePullPolicy is not known/,
+  },
+  {
+    name: "wrong-type",
+    spec: {
+      params: [
+        ...withIdentity("payments").filter((p) => p.name !== "script"),
+        { name: "command", value: "ls -l" },
+      ],
+    },
+    reason: "WrongParamType",
+    message: /command must be of type array/,
+  },
+  {
+    name: "env-as-array",
+    spec: { params: [...withIdentity("payments"), { name: "env", value: ["A=1"] }] },
+    reason: "WrongParamType",
+    message: /env must be of type object/,
+  },
+  {
+    name: "no-image",
+    spec: { params: withIdentity("payments").filter((p) => p.name !== "image") },
+    reason: "MissingParam",
+    message: /param image is required/,
+  },
+  {
+    name: "no-script",
+    spec: { params: withIdentity("payments").filter((p) => p.name !== "script") },
+    reason: "MissingParam",
+    message: /script or command/,
+  },
+  {
+    name: "no-application",
+    spec: { params: step },
+    reason: "MissingParam",
+    message: /param application is required/,
+  },
+  {
+    name: "no-component",
+    spec: { params: [...step, { name: "application", value: "payments" }] },
+    reason: "MissingParam",
+    message: /param component is required/,
+  },
+  {
+    name: "duplicate-param",
+    spec: { params: [...withIdentity("payments"), { name: "image", value: "b" }] },
+    reason: "DuplicateParam",
+    message: /image is given more than once/,
+  },
+  {
+    name: "bad-app-name",
+    spec: { params: withIdentity("Payments_App") },
+    reason: "InvalidParams",
+    message: /not a valid Application name/,
+  },
+  {
+    name: "unknown-app",
+    spec: { params: withIdentity("ledger") },
+    reason: "ApplicationNotFound",
+    message: /Application ledger not found in namespace/,
+  },
+  {
+    name: "unknown-component",
+    spec: { params: withIdentity("payments", "web") },
+    reason: "ComponentNotFound",
+    message: /component web not found in Application payments .* it has components api/,
+  },
+  {
+    name: "no-trait",
+    spec: { params: withIdentity("plain") },
+    reason: "TraitNotFound",
+    message: /trait scoped-identity not found on component api of Application plain/,
+  },
+  {
+    name: "two-traits",
+    spec: { params: withIdentity("twice") },
+    reason: "AmbiguousTrait",
+    message: /has 2 scoped-identity traits/,
+  },
+  { name: "bad-role", spec: { params: withIdentity("badrole") }, reason: "InvalidTrait", message: /roleArn/ },
+  {
+    name: "unknown-trait-field",
+    spec: { params: withIdentity("typo") },
+    reason: "InvalidTrait",
+    message: /unknown field "sessionDurationSeconds"/,
+  },
+  {
+    name: "short-session",
+    spec: { params: withIdentity("short") },
+    reason: "InvalidTrait",
+    message: /sessionDuration: must be >= 900/,
+  },
+  {
+    name: "cross-ns-app",
+    spec: { params: withIdentity("team-b/payments") },
+    reason: "CrossNamespaceReference",
+    message: /must be in the run's own namespace/,
+  },
+  {
+    name: "cross-ns-param",
+    spec: { params: [...withIdentity("payments"), { name: "namespace", value: "team-b" }] },
+    reason: "CrossNamespaceReference",
+    message: /always read from the run's own namespace/,
+  },
+  {
+    name: "unknown-scopedstep",
+    spec: { customRef: { apiVersion: "scopedstep.dev/v1alpha1", kind: "ScopedStep", name: "nope" } },
+    reason: "ScopedStepNotFound",
+    message: /ScopedStep nope not found in namespace/,
+  },
+  {
+    name: "empty-customspec",
+    spec: {
+      customRef: undefined,
+      customSpec: { apiVersion: "scopedstep.dev/v1alpha1", kind: "ScopedStep", spec: {} },
+    },
+    reason: "InvalidStepSpec",
+    message: /empty spec/,
+  },
+  {
+    name: "customspec-typo",
+    spec: {
+      customRef: undefined,
+      customSpec: {
+        apiVersion: "scopedstep.dev/v1alpha1",
+        kind: "ScopedStep",
+        spec: { image: "a", scriptt: "x" },
+      },
+    },
+    reason: "InvalidStepSpec",
+    message: /unknown field "scriptt"/,
+  },
+  {
+    name: "script-and-command",
+    spec: { params: [...withIdentity("payments"), { name: "command", value: ["ls"] }] },
+    reason: "InvalidStepSpec",
+    message: /both script and command/,
+  },
+  {
+    name: "undeclared-result-path",
+    spec: {
+      params: [
+        ...withIdentity("payments").filter((p) => p.name !== "script"),
+        { name: "script", value: "echo > $(results.out.path)" },
+      ],
+    },
+    reason: "UndeclaredResult",
+    message: /does not declare/,
+  },
+  {
+    name: "scopedstep-missing-param",
+    spec: {
+      customRef: { apiVersion: "scopedstep.dev/v1alpha1", kind: "ScopedStep", name: "upload" },
+      params: [],
+    },
+    reason: "MissingParam",
+    message: /param bucket is required by ScopedStep upload/,
+  },
+  {
+    name: "scopedstep-extra-param",
+    spec: {
+      customRef: { apiVersion: "scopedstep.dev/v1alpha1", kind: "ScopedStep", name: "upload" },
+      params: [
+        { name: "bucket", value: "b" },
+        { name: "region", value: "x" },
+      ],
+    },
+    reason: "UnknownParam",
+    message: /param region is not declared by ScopedStep upload; it declares bucket/,
+  },
+  {
+    name: "bad-timeout",
+    spec: { timeout: "ten minutes", params: withIdentity("payments") },
+    reason: "InvalidTimeout",
+    message: /not a duration/,
+  },
+  {
+    name: "days-timeout",
+    spec: { timeout: "1d", params: withIdentity("payments") },
+    reason: "InvalidTimeout",
+    message: /Go duration/,
+  },
+  {
+    name: "undeclared-result",
+    spec: {
+      params: [
+        ...withIdentity("payments").filter((p) => p.name !== "script"),
+        { name: "script", value: "echo x > /tekton/results/secret" },
+      ],
+    },
+    reason: "UndeclaredResult",
+    message: /wrote result secret, which it does not declare/,
+  },
+  {
+    name: "oversized-results",
+    spec: {
+      params: [
+        ...withIdentity("payments").filter((p) => p.name !== "script"),
+        { name: "script", value: "head -c 6000 /dev/zero | tr '\\0' y > $(results.r.path)" },
+        { name: "results", value: ["r"] },
+      ],
+    },
+    reason: "ResultsTooLarge",
+    message: /at most 4096 bytes/,
+  },
+  {
+    name: "array-looking-result",
+    spec: {
+      params: [
+        ...withIdentity("payments").filter((p) => p.name !== "script"),
+        { name: "script", value: 'echo \'["a","b"]\' > $(results.r.path)' },
+        { name: "results", value: ["r"] },
+      ],
+    },
+    reason: "ResultTypeMismatch",
+    message: /declare it with type: array/,
+  },
+  {
+    name: "image-pull",
+    spec: {
+      params: [
+        ...withIdentity("payments").filter((p) => p.name !== "image"),
+        { name: "image", value: "kubelet.test/image-pull-error" },
+      ],
+    },
+    reason: "StepImagePullFailed",
+    message: /could not be pulled/,
+  },
+];
+
+test("a corpus of bad inputs each fail with a specific reason and an actionable message", async () => {
+  const w = await startWorld();
+  await w.createApplication("payments", paymentsApp);
+  await w.createApplication("plain", [{ name: "api", type: "webservice" }]);
+  await w.createApplication("twice", [
+    {
+      name: "api",
+      type: "webservice",
+      traits: [
+        { type: "scoped-identity", properties: { aws: { roleArn } } },
+        { type: "scoped-identity@v1", properties: { aws: { roleArn } } },
+      ],
+    },
+  ]);
+  await w.createApplication("badrole", trait({ aws: { roleArn: "arn:aws:iam::12:user/someone-else" } }));
+  await w.createApplication("typo", trait({ aws: { roleArn }, sessionDurationSeconds: 900 }));
+  await w.createApplication("short", trait({ aws: { roleArn, sessionDuration: 60 } }));
+  await w.createScopedStep("upload", {
+    params: [{ name: "bucket" }],
+    image: "amazon/aws-cli",
+    script: "aws s3 ls s3://$(params.bucket)",
+    application: "payments",
+    component: "api",
+  });
+  assert.ok(cases.length >= 25);
+  for (const c of cases) await w.createRun(c.name, c.spec);
+
+  for (const c of cases) {
+    const run = await w.waitDone(c.name);
+    const cond = condition(run);
+    assert.equal(cond?.status, "False", `${c.name}: ${cond?.message ?? ""}`);
+    assert.equal(cond?.reason, c.reason, `${c.name}: ${cond?.message ?? ""}`);
+    assert.match(cond?.message ?? "", c.message, c.name);
+    assert.doesNotMatch(cond?.message ?? "", /\n\s+at /, `${c.name}: no stack trace in the message`);
+  }
+
+  // Still healthy: alive, no failed passes, and a good run still goes through.
+  await w.createRun("still-fine", { params: withIdentity("payments") });
+  assert.equal(condition(await w.waitDone("still-fine"))?.status, "True");
+  assert.equal(w.controller?.child.exitCode, null);
+  const failedPasses =
+    w.controller?.logLines().filter((l) => l.msg === "reconcile failed; will retry with backoff") ?? [];
+  assert.deepEqual(failedPasses, [], "no reconcile pass failed");
+  // No hot loop: a finished bad run is not reconciled over and over.
+  const passes = (w.controller?.logLines() ?? []).filter((l) => l.key === `${w.ns}/bad-timeout`).length;
+  assert.ok(passes < 15, `bad-timeout was reconciled ${passes} times`);
+});
