@@ -1,0 +1,506 @@
+// The AWS test peer: one HTTP server on loopback speaking STS, IAM (query protocol) and S3 (REST)
+// to the real AWS SDK, so minting, scoping and revocation are exercised over the real wire
+// protocols. Requests are routed by the SigV4 credential scope's service; unsigned form posts
+// (AssumeRoleWithWebIdentity) by their Action; anything else unsigned is anonymous S3.
+import { randomBytes } from "node:crypto";
+import { createServer } from "node:http";
+import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
+import { AuthFailure, authenticate, principalArn, queryAuthError, s3AuthError } from "./auth.ts";
+import type { Principal } from "./auth.ts";
+import { IAM_ACTIONS, handleIam } from "./iam.ts";
+import { issuerHostPath } from "./oidc.ts";
+import { parsePolicy, parsePolicyValue } from "./policy.ts";
+import type { PolicyDocument, PolicyKind } from "./policy.ts";
+import { handleS3, s3Arn, s3PayloadHash, s3Target, storeObject } from "./s3.ts";
+import type { HttpReply } from "./s3.ts";
+import { MalformedAuthorization, parseAuthorization, sha256Hex } from "./sigv4.ts";
+import type { SigV4Authorization, WireRequest } from "./sigv4.ts";
+import { awsId, now, parseRoleArn, secretKey } from "./state.ts";
+import type { CallRecord, PeerState, Role, Session } from "./state.ts";
+import { assumeRoleWithWebIdentity, getCallerIdentity } from "./sts.ts";
+import {
+  AwsError,
+  IAM_NAMESPACE,
+  STS_NAMESPACE,
+  queryError,
+  queryResponse,
+  requestId,
+  s3Error,
+  statusForCode,
+} from "./wire.ts";
+
+export type { CallRecord } from "./state.ts";
+
+export interface AwsPeerOptions {
+  /** The one account that holds every role, provider and session. Default 111122223333. */
+  accountId?: string;
+  /** How long STS waits for the issuer's discovery document and JWKS. Default 5000 ms. */
+  jwksFetchTimeoutMs?: number;
+}
+
+export interface AwsCredentials {
+  accessKeyId: string;
+  secretAccessKey: string;
+}
+
+export interface OidcProviderInput {
+  /** The issuer URL exactly as the tokens' `iss` says it (http on loopback is accepted). */
+  url: string;
+  /** Client ids: the token's `aud` (or `azp`) must be one of them. */
+  audiences: string[];
+  /** Kept for the record; the peer trusts the issuer's TLS through Node's own CA store. */
+  thumbprints?: string[];
+}
+
+/** A JSON policy document, as an object or as its text. */
+export type PolicyInput = string | Record<string, unknown>;
+
+export interface RoleInput {
+  arn: string;
+  trustPolicy: PolicyInput;
+  /** 3600..43200 seconds; default 3600. */
+  maxSessionDuration?: number;
+  /** The role's identity policies (attached, so outside the inline size limit). */
+  permissionPolicies?: PolicyInput[];
+  /** Inline policies to start with, as PutRolePolicy would have stored them. */
+  inlinePolicies?: Record<string, PolicyInput>;
+}
+
+/** An issued session, without its secret key and session token. */
+export interface SessionInfo {
+  accessKeyId: string;
+  roleArn: string;
+  roleSessionName: string;
+  assumedRoleArn: string;
+  assumedRoleId: string;
+  subject: string;
+  audience: string;
+  provider: string;
+  sourceIdentity: string | undefined;
+  tags: Record<string, string>;
+  transitiveTagKeys: string[];
+  sessionPolicy: string | undefined;
+  policyArns: string[];
+  issuedAt: Date;
+  expiration: Date;
+  /** Bytes of the session token, which carries the session policies and tags. */
+  sessionTokenSize: number;
+  /** Percentage of the maximum session token size (AWS's SessionTokenUtilization). */
+  sessionTokenUtilization: number;
+}
+
+export interface AwsPeer {
+  /** `http://127.0.0.1:<port>`: the endpoint for the STS, IAM and S3 clients alike. */
+  endpoint: string;
+  accountId: string;
+  /** A user with AdministratorAccess, for IAM calls (sign them in us-east-1, as IAM requires). */
+  adminCredentials: AwsCredentials;
+  stop(): Promise<void>;
+  registerOidcProvider(input: OidcProviderInput): { arn: string };
+  createRole(input: RoleInput): { arn: string; roleId: string; roleName: string };
+  /** Defines a managed policy that PolicyArns may name (a few AWS-managed ones exist already). */
+  createManagedPolicy(arn: string, document: PolicyInput): void;
+  putObject(bucket: string, key: string, body: string | Uint8Array, contentType?: string): void;
+  getObject(bucket: string, key: string): Buffer | undefined;
+  sessions(): SessionInfo[];
+  calls(): CallRecord[];
+  /** The next `count` calls of `action` (e.g. "AssumeRoleWithWebIdentity", "GetObject") fail so. */
+  failNext(action: string, code: string, message?: string, count?: number): void;
+  /** A role's inline policies: name -> document text. */
+  rolePolicies(roleName: string): Record<string, string>;
+  /** Moves the peer's clock (and the Date it answers with) forward; the SDK corrects its skew. */
+  advanceClock(seconds: number): void;
+  now(): Date;
+}
+
+const AWS_MANAGED: Record<string, Record<string, unknown>> = {
+  "arn:aws:iam::aws:policy/AdministratorAccess": {
+    Version: "2012-10-17",
+    Statement: [{ Effect: "Allow", Action: "*", Resource: "*" }],
+  },
+  "arn:aws:iam::aws:policy/AmazonS3ReadOnlyAccess": {
+    Version: "2012-10-17",
+    Statement: [
+      {
+        Effect: "Allow",
+        Action: ["s3:Get*", "s3:List*", "s3:Describe*", "s3-object-lambda:Get*", "s3-object-lambda:List*"],
+        Resource: "*",
+      },
+    ],
+  },
+  "arn:aws:iam::aws:policy/AmazonS3FullAccess": {
+    Version: "2012-10-17",
+    Statement: [{ Effect: "Allow", Action: ["s3:*", "s3-object-lambda:*"], Resource: "*" }],
+  },
+};
+
+function toDocument(input: PolicyInput, kind: PolicyKind): PolicyDocument {
+  return typeof input === "string" ? parsePolicy(input, kind) : parsePolicyValue(input, kind);
+}
+
+function policyText(input: PolicyInput): string {
+  return typeof input === "string" ? input : JSON.stringify(input);
+}
+
+function header(headers: IncomingHttpHeaders, name: string): string | undefined {
+  const value = headers[name];
+  return Array.isArray(value) ? value.join(",") : value;
+}
+
+/** One request on its way through the peer. */
+interface Exchange {
+  id: string;
+  wire: WireRequest;
+  headers: IncomingHttpHeaders;
+  body: Buffer;
+  auth: SigV4Authorization | undefined;
+  malformedAuth: string | undefined;
+  record: Partial<CallRecord>;
+}
+
+function takeInjected(state: PeerState, action: string, service: string): AwsError | undefined {
+  const failure = state.failures.find((f) => f.action === action && f.remaining > 0);
+  if (!failure) return undefined;
+  failure.remaining -= 1;
+  state.failures = state.failures.filter((f) => f.remaining > 0);
+  return new AwsError(failure.code, failure.message, statusForCode(service, failure.code));
+}
+
+function authenticateExchange(state: PeerState, ex: Exchange, service: string): Principal {
+  if (ex.malformedAuth !== undefined) throw new AuthFailure("malformed", ex.malformedAuth);
+  if (!ex.auth) throw new AuthFailure("missing");
+  const payloadHash = service === "s3" ? s3PayloadHash(ex.headers, ex.body) : sha256Hex(ex.body);
+  const principal = authenticate(state, ex.wire, ex.headers, ex.auth, service, payloadHash);
+  ex.record.principal = principalArn(principal);
+  ex.record.accessKeyId = ex.auth.accessKeyId;
+  return principal;
+}
+
+function queryParams(ex: Exchange): URLSearchParams {
+  const params = new URLSearchParams(ex.wire.rawQuery);
+  if (header(ex.headers, "content-type")?.startsWith("application/x-www-form-urlencoded")) {
+    for (const [k, v] of new URLSearchParams(ex.body.toString("utf8"))) params.append(k, v);
+  }
+  return params;
+}
+
+async function handleQuery(state: PeerState, service: "sts" | "iam", ex: Exchange): Promise<HttpReply> {
+  const namespace = service === "sts" ? STS_NAMESPACE : IAM_NAMESPACE;
+  const params = queryParams(ex);
+  const action = params.get("Action") ?? "";
+  ex.record.action = action;
+  const headers = { "Content-Type": "text/xml", "x-amzn-RequestId": ex.id };
+  try {
+    const injected = takeInjected(state, action, service);
+    if (injected) {
+      ex.record.injected = true;
+      throw injected;
+    }
+    let result: string | undefined;
+    if (service === "sts" && action === "AssumeRoleWithWebIdentity") {
+      result = await assumeRoleWithWebIdentity(state, params, ex.record);
+    } else {
+      let principal: Principal;
+      try {
+        principal = authenticateExchange(state, ex, service);
+      } catch (err) {
+        throw err instanceof AuthFailure ? queryAuthError(err) : err;
+      }
+      if (service === "iam") result = handleIam(state, action, params, principal);
+      else if (action === "GetCallerIdentity") result = getCallerIdentity(state, principal);
+      else throw new AwsError("InvalidAction", `Could not find operation ${action} for version 2011-06-15`);
+    }
+    return { status: 200, headers, body: queryResponse(namespace, action, ex.id, result) };
+  } catch (err) {
+    const error = err instanceof AwsError ? err : internalError(err, "InternalFailure");
+    return { status: error.status, headers, body: queryError(namespace, error, ex.id) };
+  }
+}
+
+function handleS3Exchange(state: PeerState, ex: Exchange, method: string): HttpReply {
+  const query = new URLSearchParams(ex.wire.rawQuery);
+  const headers = {
+    "Content-Type": "application/xml",
+    "x-amz-request-id": ex.id,
+    "x-amz-id-2": randomBytes(32).toString("base64"),
+  };
+  try {
+    const target = s3Target(method, ex.wire.rawPath, query);
+    ex.record.action = target.operation;
+    ex.record.resource = s3Arn(target.bucket, target.key);
+    const injected = takeInjected(state, target.operation, "s3");
+    if (injected) {
+      ex.record.injected = true;
+      throw injected;
+    }
+    let principal: Principal | undefined;
+    if (ex.auth || ex.malformedAuth !== undefined) {
+      try {
+        principal = authenticateExchange(state, ex, "s3");
+      } catch (err) {
+        throw err instanceof AuthFailure ? s3AuthError(err, now(state)) : err;
+      }
+    }
+    const reply = handleS3(
+      state,
+      { method, rawPath: ex.wire.rawPath, query, headers: ex.headers, body: ex.body, principal },
+      target,
+    );
+    return { ...reply, headers: { ...headers, ...reply.headers } };
+  } catch (err) {
+    ex.record.action ??= `${method} ${ex.wire.rawPath}`;
+    const error = err instanceof AwsError ? err : internalError(err, "InternalError");
+    return { status: error.status, headers, body: s3Error(error, ex.id) };
+  }
+}
+
+function internalError(err: unknown, code: string): AwsError {
+  console.error("aws peer: internal error", err);
+  return new AwsError(code, "We encountered an internal error. Please try again.", 500);
+}
+
+/** Which service a request is for: the scope's service if signed, else the query Action's. */
+function serviceOf(ex: Exchange): string {
+  if (ex.auth) return ex.auth.service;
+  if (ex.wire.rawPath === "/") {
+    const action = queryParams(ex).get("Action");
+    if (action) return IAM_ACTIONS.has(action) ? "iam" : "sts";
+  }
+  return "s3";
+}
+
+function readBody(req: IncomingMessage): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    req.on("data", (c: Buffer) => chunks.push(c));
+    req.on("end", () => resolve(Buffer.concat(chunks)));
+    req.on("error", reject);
+  });
+}
+
+async function serve(state: PeerState, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  const method = req.method ?? "GET";
+  const url = req.url ?? "/";
+  const q = url.indexOf("?");
+  const ex: Exchange = {
+    id: requestId(),
+    wire: {
+      method,
+      rawPath: q < 0 ? url : url.slice(0, q),
+      rawQuery: q < 0 ? "" : url.slice(q + 1),
+      rawHeaders: req.rawHeaders,
+    },
+    headers: req.headers,
+    body: await readBody(req),
+    auth: undefined,
+    malformedAuth: undefined,
+    record: {},
+  };
+  const authorization = header(req.headers, "authorization");
+  if (authorization !== undefined) {
+    try {
+      ex.auth = parseAuthorization(
+        authorization,
+        header(req.headers, "date"),
+        header(req.headers, "x-amz-date"),
+      );
+    } catch (err) {
+      if (!(err instanceof MalformedAuthorization)) throw err;
+      ex.malformedAuth = err.message;
+    }
+  }
+  const service = serviceOf(ex);
+  let reply: HttpReply;
+  if (service === "sts" || service === "iam") reply = await handleQuery(state, service, ex);
+  else if (service === "s3") reply = handleS3Exchange(state, ex, method);
+  else {
+    const error = new AwsError("InvalidAction", `The AWS peer does not implement the ${service} service`);
+    reply = {
+      status: 400,
+      headers: { "Content-Type": "text/xml" },
+      body: queryError(STS_NAMESPACE, error, ex.id),
+    };
+    ex.record.action = `${service}:?`;
+  }
+
+  const outcome =
+    reply.status < 300
+      ? "ok"
+      : (/<Code>([^<]*)<\/Code>/.exec(String(reply.body))?.[1] ?? String(reply.status));
+  state.calls.push({
+    ...ex.record,
+    at: now(state),
+    service: service === "iam" || service === "s3" ? service : "sts",
+    action: ex.record.action ?? "",
+    outcome,
+    status: reply.status,
+    injected: ex.record.injected ?? false,
+  });
+
+  const body = method === "HEAD" ? "" : reply.body;
+  res.writeHead(reply.status, {
+    ...reply.headers,
+    Date: now(state).toUTCString(),
+    ...(method === "HEAD" ? {} : { "Content-Length": String(Buffer.byteLength(body)) }),
+  });
+  res.end(body);
+}
+
+function sessionInfo(s: Session): SessionInfo {
+  return {
+    accessKeyId: s.accessKeyId,
+    roleArn: s.role.arn,
+    roleSessionName: s.roleSessionName,
+    assumedRoleArn: s.assumedRoleArn,
+    assumedRoleId: s.assumedRoleId,
+    subject: s.subject,
+    audience: s.audience,
+    provider: s.provider,
+    sourceIdentity: s.sourceIdentity,
+    tags: { ...s.tags },
+    transitiveTagKeys: [...s.transitiveTagKeys],
+    sessionPolicy: s.sessionPolicy,
+    policyArns: [...s.policyArns],
+    issuedAt: s.issuedAt,
+    expiration: s.expiration,
+    sessionTokenSize: s.sessionTokenSize,
+    sessionTokenUtilization: s.sessionTokenUtilization,
+  };
+}
+
+export async function startAwsPeer(opts: AwsPeerOptions = {}): Promise<AwsPeer> {
+  const accountId = opts.accountId ?? "111122223333";
+  const admin = {
+    accessKeyId: awsId("AKIA"),
+    secretAccessKey: secretKey(),
+    arn: `arn:aws:iam::${accountId}:user/aws-peer-admin`,
+    userId: awsId("AIDA", 17),
+  };
+  const state: PeerState = {
+    accountId,
+    clockOffsetMs: 0,
+    fetchTimeoutMs: opts.jwksFetchTimeoutMs ?? 5000,
+    admin,
+    providers: new Map(),
+    roles: new Map(),
+    managedPolicies: new Map(),
+    sessions: new Map(),
+    buckets: new Map(),
+    calls: [],
+    failures: [],
+  };
+  for (const [arn, doc] of Object.entries(AWS_MANAGED))
+    state.managedPolicies.set(arn, toDocument(doc, "identity"));
+
+  const server = createServer((req, res) => {
+    serve(state, req, res).catch((err: unknown) => {
+      console.error("aws peer: request failed", err);
+      if (!res.headersSent) res.writeHead(500);
+      res.end();
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address() as AddressInfo;
+
+  const findRole = (name: string): Role => {
+    for (const role of state.roles.values()) if (role.name === name) return role;
+    throw new Error(`aws peer: no role named ${name}`);
+  };
+
+  return {
+    endpoint: `http://127.0.0.1:${port}`,
+    accountId,
+    adminCredentials: { accessKeyId: admin.accessKeyId, secretAccessKey: admin.secretAccessKey },
+
+    stop: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
+
+    registerOidcProvider({ url, audiences, thumbprints = [] }) {
+      const parsed = new URL(url);
+      if (!["http:", "https:"].includes(parsed.protocol) || parsed.search || parsed.hash) {
+        throw new Error(`aws peer: an OIDC provider URL is http(s) without query or fragment, not ${url}`);
+      }
+      if (audiences.length === 0) throw new Error("aws peer: an OIDC provider needs at least one audience");
+      const hostPath = issuerHostPath(url);
+      const arn = `arn:aws:iam::${accountId}:oidc-provider/${hostPath}`;
+      state.providers.set(hostPath, {
+        url,
+        hostPath,
+        arn,
+        audiences: [...audiences],
+        thumbprints: [...thumbprints],
+      });
+      return { arn };
+    },
+
+    createRole({
+      arn,
+      trustPolicy,
+      maxSessionDuration = 3600,
+      permissionPolicies = [],
+      inlinePolicies = {},
+    }) {
+      const parts = parseRoleArn(arn);
+      if (!parts || parts.accountId !== accountId) {
+        throw new Error(`aws peer: ${arn} is not a role ARN in account ${accountId}`);
+      }
+      if (state.roles.has(arn) || [...state.roles.values()].some((r) => r.name === parts.name)) {
+        throw new Error(`aws peer: role ${parts.name} already exists`);
+      }
+      if (!Number.isInteger(maxSessionDuration) || maxSessionDuration < 3600 || maxSessionDuration > 43200) {
+        throw new Error("aws peer: maxSessionDuration must be 3600..43200 seconds");
+      }
+      const role: Role = {
+        arn,
+        name: parts.name,
+        id: awsId("AROA", 17),
+        trustPolicy: toDocument(trustPolicy, "trust"),
+        maxSessionDuration,
+        attachedPolicies: permissionPolicies.map((p) => toDocument(p, "identity")),
+        inlinePolicies: new Map(
+          Object.entries(inlinePolicies).map(([name, p]) => [
+            name,
+            { text: policyText(p), document: toDocument(p, "identity") },
+          ]),
+        ),
+      };
+      state.roles.set(arn, role);
+      return { arn, roleId: role.id, roleName: role.name };
+    },
+
+    createManagedPolicy(arn, document) {
+      state.managedPolicies.set(arn, toDocument(document, "identity"));
+    },
+
+    putObject(bucket, key, body, contentType) {
+      storeObject(state, bucket, key, Buffer.from(body), contentType);
+    },
+
+    getObject(bucket, key) {
+      return state.buckets.get(bucket)?.get(key)?.body;
+    },
+
+    sessions: () => [...state.sessions.values()].map(sessionInfo),
+
+    calls: () => state.calls.map((c) => ({ ...c })),
+
+    failNext(action, code, message = `Injected ${code}`, count = 1) {
+      state.failures.push({ action, code, message, remaining: count });
+    },
+
+    rolePolicies(roleName) {
+      const role = findRole(roleName);
+      return Object.fromEntries([...role.inlinePolicies].map(([name, p]) => [name, p.text]));
+    },
+
+    advanceClock(seconds) {
+      state.clockOffsetMs += seconds * 1000;
+    },
+
+    now: () => now(state),
+  };
+}

@@ -1,0 +1,864 @@
+// The AWS test peer, driven by the real AWS SDK clients over HTTP, with a real OIDC issuer on
+// loopback: each behaviour here is one the controller's tests rely on AWS to have.
+import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
+import { describe, test } from "node:test";
+import type { TestContext } from "node:test";
+import {
+  DeleteRolePolicyCommand,
+  GetRolePolicyCommand,
+  IAMClient,
+  ListRolePoliciesCommand,
+  PutRolePolicyCommand,
+} from "@aws-sdk/client-iam";
+import { GetObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client } from "@aws-sdk/client-s3";
+import { AssumeRoleWithWebIdentityCommand, GetCallerIdentityCommand, STSClient } from "@aws-sdk/client-sts";
+import type { AssumeRoleWithWebIdentityCommandInput, Credentials } from "@aws-sdk/client-sts";
+import { SignJWT, exportJWK, generateKeyPair } from "jose";
+import type { CryptoKey, JWTPayload } from "jose";
+import { startAwsPeer } from "../support/aws/server.ts";
+import type { AwsPeer } from "../support/aws/server.ts";
+
+const REGION = "eu-west-1";
+const ACCOUNT = "111122223333";
+const ROLE_ARN = `arn:aws:iam::${ACCOUNT}:role/deployer`;
+const SUBJECT = "system:scoped-step:team-a:payments:api";
+const AUDIENCE = "sts.amazonaws.com";
+const BUCKET = "artifacts";
+
+// ---- a real OIDC issuer on loopback ----------------------------------------------------------------
+
+interface Issuer {
+  url: string;
+  sign(
+    claims?: JWTPayload,
+    options?: { key?: CryptoKey; kid?: string; lifetime?: number; at?: Date },
+  ): Promise<string>;
+  /** While unavailable, the discovery document and JWKS answer 503. */
+  setAvailable(available: boolean): void;
+  stop(): Promise<void>;
+}
+
+async function startIssuer(alg: "ES256" | "RS256" = "ES256"): Promise<Issuer> {
+  const { privateKey, publicKey } = await generateKeyPair(alg);
+  const jwk = { ...(await exportJWK(publicKey)), kid: "key-1", alg, use: "sig" };
+  let available = true;
+  let base = "";
+  const server = createServer((req, res) => {
+    const json = (body: unknown): void => {
+      res.writeHead(200, { "Content-Type": "application/json" }).end(JSON.stringify(body));
+    };
+    if (!available) res.writeHead(503).end();
+    else if (req.url === "/issuer/.well-known/openid-configuration") {
+      json({
+        issuer: base,
+        jwks_uri: `${base}/jwks`,
+        response_types_supported: ["id_token"],
+        subject_types_supported: ["public"],
+        id_token_signing_alg_values_supported: [alg],
+      });
+    } else if (req.url === "/issuer/jwks") json({ keys: [jwk] });
+    else res.writeHead(404).end();
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  base = `http://127.0.0.1:${(server.address() as AddressInfo).port}/issuer`;
+  return {
+    url: base,
+    async sign(claims = {}, { key = privateKey, kid = "key-1", lifetime = 600, at = new Date() } = {}) {
+      const iat = Math.floor(at.getTime() / 1000);
+      return new SignJWT({ sub: SUBJECT, aud: AUDIENCE, ...claims })
+        .setProtectedHeader({ alg, kid, typ: "JWT" })
+        .setIssuer(base)
+        .setIssuedAt(iat)
+        .setNotBefore(iat - 5)
+        .setExpirationTime(iat + lifetime)
+        .sign(key);
+    },
+    setAvailable(value) {
+      available = value;
+    },
+    stop: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
+  };
+}
+
+// ---- fixture -------------------------------------------------------------------------------------
+
+type Conditions = Record<string, Record<string, string | string[]>>;
+
+interface Fixture {
+  peer: AwsPeer;
+  issuer: Issuer;
+  providerArn: string;
+  /** The issuer URL without scheme: the prefix of the trust policy's condition keys. */
+  hp: string;
+  sts: STSClient;
+  assume(
+    input?: Partial<AssumeRoleWithWebIdentityCommandInput>,
+    claims?: JWTPayload,
+  ): Promise<{ credentials: Credentials; arn: string; roleId: string }>;
+}
+
+function trustPolicy(
+  providerArn: string,
+  conditions: Conditions,
+  actions = ["sts:AssumeRoleWithWebIdentity"],
+) {
+  return {
+    Version: "2012-10-17",
+    Statement: [
+      { Effect: "Allow", Principal: { Federated: providerArn }, Action: actions, Condition: conditions },
+    ],
+  };
+}
+
+const ROLE_PERMISSIONS = {
+  Version: "2012-10-17",
+  Statement: [
+    {
+      Effect: "Allow",
+      Action: ["s3:GetObject", "s3:PutObject", "s3:ListBucket"],
+      Resource: [`arn:aws:s3:::${BUCKET}`, `arn:aws:s3:::${BUCKET}/*`],
+    },
+  ],
+};
+
+async function fixture(
+  t: TestContext,
+  options: {
+    alg?: "ES256" | "RS256";
+    conditions?: (hp: string) => Conditions;
+    actions?: string[];
+    maxSessionDuration?: number;
+  } = {},
+): Promise<Fixture> {
+  const peer = await startAwsPeer();
+  t.after(() => peer.stop());
+  const issuer = await startIssuer(options.alg);
+  t.after(() => issuer.stop());
+  const { arn: providerArn } = peer.registerOidcProvider({ url: issuer.url, audiences: [AUDIENCE] });
+  const hp = issuer.url.replace(/^http:\/\//, "");
+  const conditions = options.conditions?.(hp) ?? {
+    StringEquals: { [`${hp}:sub`]: SUBJECT, [`${hp}:aud`]: AUDIENCE },
+  };
+  peer.createRole({
+    arn: ROLE_ARN,
+    trustPolicy: trustPolicy(providerArn, conditions, options.actions),
+    maxSessionDuration: options.maxSessionDuration,
+    permissionPolicies: [ROLE_PERMISSIONS],
+  });
+  peer.putObject(BUCKET, "allowed/report.txt", "the report");
+  peer.putObject(BUCKET, "secret/keys.txt", "the keys");
+  const sts = new STSClient({ endpoint: peer.endpoint, region: REGION });
+  t.after(() => sts.destroy());
+  return {
+    peer,
+    issuer,
+    providerArn,
+    hp,
+    sts,
+    async assume(input = {}, claims = {}) {
+      const out = await sts.send(
+        new AssumeRoleWithWebIdentityCommand({
+          RoleArn: ROLE_ARN,
+          RoleSessionName: "run-1",
+          WebIdentityToken: await issuer.sign(claims, { at: peer.now() }),
+          DurationSeconds: 900,
+          ...input,
+        }),
+      );
+      assert.ok(out.Credentials && out.AssumedRoleUser?.Arn && out.AssumedRoleUser.AssumedRoleId);
+      return {
+        credentials: out.Credentials,
+        arn: out.AssumedRoleUser.Arn,
+        roleId: out.AssumedRoleUser.AssumedRoleId,
+      };
+    },
+  };
+}
+
+function sdkCredentials(c: Credentials) {
+  return {
+    accessKeyId: c.AccessKeyId ?? "",
+    secretAccessKey: c.SecretAccessKey ?? "",
+    sessionToken: c.SessionToken,
+  };
+}
+
+function s3For(t: TestContext, peer: AwsPeer, c: Credentials): S3Client {
+  const s3 = new S3Client({
+    endpoint: peer.endpoint,
+    region: REGION,
+    forcePathStyle: true,
+    credentials: sdkCredentials(c),
+  });
+  t.after(() => s3.destroy());
+  return s3;
+}
+
+function stsFor(t: TestContext, peer: AwsPeer, c: Credentials): STSClient {
+  const sts = new STSClient({ endpoint: peer.endpoint, region: REGION, credentials: sdkCredentials(c) });
+  t.after(() => sts.destroy());
+  return sts;
+}
+
+function adminIam(t: TestContext, peer: AwsPeer, region = "us-east-1"): IAMClient {
+  const iam = new IAMClient({ endpoint: peer.endpoint, region, credentials: peer.adminCredentials });
+  t.after(() => iam.destroy());
+  return iam;
+}
+
+interface Failure {
+  name: string;
+  message: string;
+  status: number | undefined;
+}
+
+/** The AWS error a call ends with (after the SDK's own retries). */
+async function failure(call: Promise<unknown>): Promise<Failure> {
+  try {
+    await call;
+  } catch (err) {
+    assert.ok(err instanceof Error);
+    const status = (err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
+    return { name: err.name, message: err.message, status };
+  }
+  assert.fail("expected the call to fail");
+}
+
+async function read(s3: S3Client, key: string): Promise<string> {
+  const out = await s3.send(new GetObjectCommand({ Bucket: BUCKET, Key: key }));
+  return (await out.Body?.transformToString()) ?? "";
+}
+
+// ---- STS -----------------------------------------------------------------------------------------
+
+describe("AssumeRoleWithWebIdentity", () => {
+  test("issues session credentials with the assumed-role ARN, role id and the token's facts", async (t) => {
+    const f = await fixture(t);
+    const token = await f.issuer.sign({}, { at: f.peer.now() });
+    const out = await f.sts.send(
+      new AssumeRoleWithWebIdentityCommand({
+        RoleArn: ROLE_ARN,
+        RoleSessionName: "payments-api-run-1",
+        WebIdentityToken: token,
+        DurationSeconds: 900,
+        Policy: JSON.stringify({
+          Version: "2012-10-17",
+          Statement: [{ Effect: "Allow", Action: "s3:GetObject", Resource: `arn:aws:s3:::${BUCKET}/*` }],
+        }),
+      }),
+    );
+    assert.match(out.Credentials?.AccessKeyId ?? "", /^ASIA[A-Z2-7]{16}$/);
+    assert.ok((out.Credentials?.SecretAccessKey ?? "").length >= 40);
+    assert.ok(out.Credentials?.SessionToken);
+    assert.equal(
+      out.AssumedRoleUser?.Arn,
+      `arn:aws:sts::${ACCOUNT}:assumed-role/deployer/payments-api-run-1`,
+    );
+    assert.match(out.AssumedRoleUser?.AssumedRoleId ?? "", /^AROA[A-Z2-7]{17}:payments-api-run-1$/);
+    assert.equal(out.SubjectFromWebIdentityToken, SUBJECT);
+    assert.equal(out.Audience, AUDIENCE);
+    assert.equal(out.Provider, f.providerArn);
+    assert.equal(f.providerArn, `arn:aws:iam::${ACCOUNT}:oidc-provider/${f.hp}`);
+    const utilization = out.SessionTokenUtilization ?? 0;
+    assert.ok(utilization > 0 && utilization < 100, `utilization ${utilization}%`);
+    assert.equal(out.SessionTokenSize, out.Credentials?.SessionToken?.length);
+
+    const [session] = f.peer.sessions();
+    assert.equal(session?.accessKeyId, out.Credentials?.AccessKeyId);
+    assert.equal((session?.expiration.getTime() ?? 0) - (session?.issuedAt.getTime() ?? 0), 900_000);
+    assert.equal(
+      out.Credentials?.Expiration?.getTime(),
+      Math.floor((session?.expiration.getTime() ?? 0) / 1000) * 1000,
+    );
+    assert.equal(session?.roleArn, ROLE_ARN);
+    assert.equal(session?.subject, SUBJECT);
+    assert.ok(session && !("secretAccessKey" in session) && !("sessionToken" in session));
+    const [call] = f.peer.calls();
+    assert.deepEqual(
+      [call?.service, call?.action, call?.outcome, call?.roleSessionName],
+      ["sts", "AssumeRoleWithWebIdentity", "ok", "payments-api-run-1"],
+    );
+  });
+
+  test("verifies RS256 tokens against the issuer's JWKS as well as ES256 ones", async (t) => {
+    const f = await fixture(t, { alg: "RS256" });
+    const { arn } = await f.assume();
+    assert.equal(arn, `arn:aws:sts::${ACCOUNT}:assumed-role/deployer/run-1`);
+  });
+
+  test("carries the token's session tags and source identity into the session", async (t) => {
+    const f = await fixture(t, {
+      actions: ["sts:AssumeRoleWithWebIdentity", "sts:TagSession", "sts:SetSourceIdentity"],
+    });
+    const out = await f.sts.send(
+      new AssumeRoleWithWebIdentityCommand({
+        RoleArn: ROLE_ARN,
+        RoleSessionName: "run-1",
+        WebIdentityToken: await f.issuer.sign(
+          {
+            "https://aws.amazon.com/tags": {
+              principal_tags: { team: ["payments"] },
+              transitive_tag_keys: ["team"],
+            },
+            "https://aws.amazon.com/source_identity": "cr-team-a-run-1",
+          },
+          { at: f.peer.now() },
+        ),
+      }),
+    );
+    assert.equal(out.SourceIdentity, "cr-team-a-run-1");
+    const [session] = f.peer.sessions();
+    assert.deepEqual(session?.tags, { team: "payments" });
+    assert.deepEqual(session?.transitiveTagKeys, ["team"]);
+    assert.equal(session?.sourceIdentity, "cr-team-a-run-1");
+  });
+
+  test("rejects a token whose audience is not a client id of the provider", async (t) => {
+    const f = await fixture(t);
+    const err = await failure(f.assume({}, { aud: "someone-else" }));
+    assert.deepEqual(err, {
+      name: "InvalidIdentityTokenException",
+      message: "Incorrect token audience",
+      status: 400,
+    });
+  });
+
+  test("rejects a token from an issuer that has no OIDC provider in the account", async (t) => {
+    const f = await fixture(t);
+    const stranger = await startIssuer();
+    t.after(() => stranger.stop());
+    const token = await stranger.sign({}, { at: f.peer.now() });
+    const err = await failure(f.assume({ WebIdentityToken: token }));
+    assert.equal(err.name, "InvalidIdentityTokenException");
+    assert.equal(err.message, `No OpenIDConnect provider found in your account for ${stranger.url}`);
+  });
+
+  test("rejects a token signed by a key the issuer does not publish", async (t) => {
+    const f = await fixture(t);
+    const { privateKey: other } = await generateKeyPair("ES256");
+    const token = await f.issuer.sign({}, { key: other, at: f.peer.now() });
+    const err = await failure(f.assume({ WebIdentityToken: token }));
+    assert.equal(err.name, "InvalidIdentityTokenException");
+    assert.match(err.message, /signature/);
+  });
+
+  test("rejects something that is not a JWT", async (t) => {
+    const f = await fixture(t);
+    const err = await failure(f.assume({ WebIdentityToken: "not-a-jwt-at-all" }));
+    assert.equal(err.name, "InvalidIdentityTokenException");
+    assert.match(err.message, /not a valid JWT/);
+  });
+
+  test("rejects an expired token with ExpiredTokenException, past IAM's five minutes of skew", async (t) => {
+    const f = await fixture(t);
+    const tenMinutesAgo = new Date(f.peer.now().getTime() - 10 * 60_000);
+    const expired = await f.issuer.sign({}, { at: tenMinutesAgo, lifetime: 120 });
+    const err = await failure(f.assume({ WebIdentityToken: expired }));
+    assert.equal(err.name, "ExpiredTokenException");
+    assert.match(
+      err.message,
+      /^Token expired: current date\/time \d+ must be before the expiration date\/time \d+$/,
+    );
+    // Expired by less than the skew allowance: still accepted, as IAM does.
+    const justExpired = await f.issuer.sign(
+      {},
+      { at: new Date(f.peer.now().getTime() - 180_000), lifetime: 60 },
+    );
+    await f.assume({ WebIdentityToken: justExpired });
+  });
+
+  test("denies with AccessDenied when the trust policy's sub condition does not match", async (t) => {
+    const f = await fixture(t);
+    const err = await failure(f.assume({}, { sub: "system:scoped-step:team-b:payments:api" }));
+    assert.deepEqual(err, {
+      name: "AccessDenied",
+      message: "Not authorized to perform sts:AssumeRoleWithWebIdentity",
+      status: 403,
+    });
+  });
+
+  test("denies a role that does not exist exactly like one that does not trust the caller", async (t) => {
+    const f = await fixture(t);
+    const err = await failure(f.assume({ RoleArn: `arn:aws:iam::${ACCOUNT}:role/nobody` }));
+    assert.equal(err.name, "AccessDenied");
+  });
+
+  test("matches StringLike on sub and ForAnyValue:StringLike on aud", async (t) => {
+    const f = await fixture(t, {
+      conditions: (hp) => ({
+        StringLike: { [`${hp}:sub`]: "system:scoped-step:team-a:*" },
+        "ForAnyValue:StringLike": { [`${hp}:aud`]: ["sts.*.com", "other"] },
+      }),
+    });
+    await f.assume({}, { sub: "system:scoped-step:team-a:billing:worker" });
+    const err = await failure(f.assume({}, { sub: "system:scoped-step:team-ab:billing:worker" }));
+    assert.equal(err.name, "AccessDenied");
+  });
+
+  test("validates DurationSeconds against 900..43200 and against the role's maximum", async (t) => {
+    const f = await fixture(t, { maxSessionDuration: 7200 });
+    const short = await failure(f.assume({ DurationSeconds: 899 }));
+    assert.equal(short.name, "ValidationError");
+    assert.equal(
+      short.message,
+      "1 validation error detected: Value '899' at 'durationSeconds' failed to satisfy constraint: Member must have value greater than or equal to 900",
+    );
+    const long = await failure(f.assume({ DurationSeconds: 43201 }));
+    assert.match(long.message, /Member must have value less than or equal to 43200/);
+    const overRole = await failure(f.assume({ DurationSeconds: 7201 }));
+    assert.deepEqual(overRole, {
+      name: "ValidationError",
+      message: "The requested DurationSeconds exceeds the MaxSessionDuration set for this role.",
+      status: 400,
+    });
+    await f.assume({ DurationSeconds: 7200 });
+  });
+
+  test("validates the RoleSessionName's length and characters", async (t) => {
+    const f = await fixture(t);
+    const bad = await failure(f.assume({ RoleSessionName: "run 1/x" }));
+    assert.equal(bad.name, "ValidationError");
+    assert.match(
+      bad.message,
+      /at 'roleSessionName' failed to satisfy constraint: Member must satisfy regular expression pattern: \[\\w\+=,\.@-\]\*/,
+    );
+    const both = await failure(f.assume({ RoleSessionName: "x".repeat(65), DurationSeconds: 100 }));
+    assert.match(both.message, /^2 validation errors detected: /);
+    const short = await failure(f.assume({ RoleSessionName: "x" }));
+    assert.match(short.message, /Member must have length greater than or equal to 2/);
+  });
+
+  test("rejects a session policy over 2048 characters, and a malformed one", async (t) => {
+    const f = await fixture(t);
+    const statement = {
+      Effect: "Allow",
+      Action: "s3:GetObject",
+      Resource: `arn:aws:s3:::${BUCKET}/allowed/*`,
+    };
+    const big = JSON.stringify({
+      Version: "2012-10-17",
+      Statement: Array.from({ length: 40 }, () => statement),
+    });
+    assert.ok(big.length > 2048);
+    const tooLong = await failure(f.assume({ Policy: big }));
+    assert.equal(tooLong.name, "ValidationError");
+    assert.match(
+      tooLong.message,
+      /at 'policy' failed to satisfy constraint: Member must have length less than or equal to 2048/,
+    );
+    const notJson = await failure(f.assume({ Policy: "{not json" }));
+    assert.equal(notJson.name, "MalformedPolicyDocumentException");
+    const noResource = await failure(
+      f.assume({
+        Policy: JSON.stringify({ Version: "2012-10-17", Statement: [{ Effect: "Allow", Action: "s3:*" }] }),
+      }),
+    );
+    assert.deepEqual(noResource, {
+      name: "MalformedPolicyDocumentException",
+      message: "Missing required field Resource",
+      status: 400,
+    });
+  });
+
+  test("pads the session token to MinimumSessionTokenSize", async (t) => {
+    const f = await fixture(t);
+    const out = await f.sts.send(
+      new AssumeRoleWithWebIdentityCommand({
+        RoleArn: ROLE_ARN,
+        RoleSessionName: "run-1",
+        WebIdentityToken: await f.issuer.sign({}, { at: f.peer.now() }),
+        MinimumSessionTokenSize: 4000,
+      }),
+    );
+    assert.ok((out.Credentials?.SessionToken?.length ?? 0) >= 4000);
+    assert.ok((out.SessionTokenUtilization ?? 0) >= 98);
+  });
+
+  test("rejects more than 10 policy ARNs", async (t) => {
+    const f = await fixture(t);
+    const arns = Array.from({ length: 11 }, () => ({
+      arn: "arn:aws:iam::aws:policy/AmazonS3ReadOnlyAccess",
+    }));
+    const err = await failure(f.assume({ PolicyArns: arns }));
+    assert.equal(err.name, "ValidationError");
+    assert.match(
+      err.message,
+      /at 'policyArns' failed to satisfy constraint: Member must have length less than or equal to 10/,
+    );
+  });
+
+  test("rejects session tags and policy whose packed size exceeds the limit", async (t) => {
+    const f = await fixture(t, { actions: ["sts:AssumeRoleWithWebIdentity", "sts:TagSession"] });
+    const tags: Record<string, string[]> = {};
+    for (let i = 0; i < 40; i++) tags[randomBytes(32).toString("hex")] = [randomBytes(100).toString("hex")];
+    const err = await failure(f.assume({}, { "https://aws.amazon.com/tags": { principal_tags: tags } }));
+    assert.equal(err.name, "PackedPolicyTooLargeException");
+    assert.match(
+      err.message,
+      /^The session token would be \d+ bytes, over the maximum allowed size of 4096 bytes/,
+    );
+  });
+
+  test("requires sts:TagSession and sts:SetSourceIdentity in the trust policy for those claims", async (t) => {
+    const f = await fixture(t);
+    const tagged = await failure(
+      f.assume({}, { "https://aws.amazon.com/tags": { principal_tags: { team: ["a"] } } }),
+    );
+    assert.deepEqual(
+      [tagged.name, tagged.message],
+      ["AccessDenied", "Not authorized to perform sts:TagSession"],
+    );
+    const sourced = await failure(f.assume({}, { "https://aws.amazon.com/source_identity": "run-1" }));
+    assert.deepEqual(
+      [sourced.name, sourced.message],
+      ["AccessDenied", "Not authorized to perform sts:SetSourceIdentity"],
+    );
+  });
+
+  test("answers InvalidIdentityToken 'Couldn't retrieve verification key' when the JWKS is unreachable", async (t) => {
+    const f = await fixture(t);
+    f.issuer.setAvailable(false);
+    const err = await failure(f.assume());
+    assert.deepEqual(err, {
+      name: "InvalidIdentityTokenException",
+      message:
+        "Couldn't retrieve verification key from your identity provider,  please reference AssumeRoleWithWebIdentity documentation for requirements",
+      status: 400,
+    });
+    f.issuer.setAvailable(true);
+    await f.assume();
+  });
+
+  test("fails with injected IDPCommunicationError, which the SDK retries", async (t) => {
+    const f = await fixture(t);
+    f.peer.failNext("AssumeRoleWithWebIdentity", "IDPCommunicationError", "The IdP is not reachable", 2);
+    await f.assume();
+    const outcomes = f.peer.calls().map((c) => [c.outcome, c.injected]);
+    assert.deepEqual(outcomes, [
+      ["IDPCommunicationError", true],
+      ["IDPCommunicationError", true],
+      ["ok", false],
+    ]);
+  });
+
+  test("injects a final error the SDK does not retry", async (t) => {
+    const f = await fixture(t);
+    f.peer.failNext(
+      "AssumeRoleWithWebIdentity",
+      "RegionDisabledException",
+      "STS is not activated in this region",
+    );
+    const err = await failure(f.assume());
+    assert.deepEqual(err, {
+      name: "RegionDisabledException",
+      message: "STS is not activated in this region",
+      status: 403,
+    });
+  });
+});
+
+describe("GetCallerIdentity", () => {
+  test("identifies the session whose credentials signed the request", async (t) => {
+    const f = await fixture(t);
+    const { credentials, arn, roleId } = await f.assume();
+    const me = await stsFor(t, f.peer, credentials).send(new GetCallerIdentityCommand({}));
+    assert.deepEqual([me.Account, me.Arn, me.UserId], [ACCOUNT, arn, roleId]);
+    assert.equal(f.peer.calls().at(-1)?.principal, arn);
+  });
+
+  test("rejects a wrong secret, an unknown key and a missing session token", async (t) => {
+    const f = await fixture(t);
+    const { credentials } = await f.assume();
+    const wrongSecret = await failure(
+      stsFor(t, f.peer, { ...credentials, SecretAccessKey: "x".repeat(40) }).send(
+        new GetCallerIdentityCommand({}),
+      ),
+    );
+    assert.deepEqual([wrongSecret.name, wrongSecret.status], ["SignatureDoesNotMatch", 403]);
+    const unknown = await failure(
+      stsFor(t, f.peer, { ...credentials, AccessKeyId: "ASIAAAAAAAAAAAAAAAAA" }).send(
+        new GetCallerIdentityCommand({}),
+      ),
+    );
+    assert.deepEqual([unknown.name, unknown.status], ["InvalidClientTokenId", 403]);
+    const noToken = await failure(
+      stsFor(t, f.peer, { ...credentials, SessionToken: undefined }).send(new GetCallerIdentityCommand({})),
+    );
+    assert.equal(noToken.name, "InvalidClientTokenId");
+  });
+
+  test("rejects an expired session with ExpiredToken once the SDK has corrected its clock", async (t) => {
+    const f = await fixture(t);
+    const { credentials } = await f.assume({ DurationSeconds: 900 });
+    const sts = stsFor(t, f.peer, credentials);
+    await sts.send(new GetCallerIdentityCommand({}));
+    f.peer.advanceClock(3600);
+    const err = await failure(sts.send(new GetCallerIdentityCommand({})));
+    assert.deepEqual(err, {
+      name: "ExpiredToken",
+      message: "The security token included in the request is expired",
+      status: 403,
+    });
+    // The first attempt was signed by the SDK's clock, an hour behind the peer's: AWS answers that
+    // with SignatureDoesNotMatch and its Date, from which the SDK corrects its clock and retries.
+    const afterAdvance = f.peer
+      .calls()
+      .slice(2)
+      .map((c) => c.outcome);
+    assert.equal(afterAdvance[0], "SignatureDoesNotMatch");
+    assert.equal(afterAdvance.at(-1), "ExpiredToken");
+  });
+});
+
+// ---- S3 and IAM ----------------------------------------------------------------------------------
+
+describe("S3 authorisation", () => {
+  const readAllowedPrefix = JSON.stringify({
+    Version: "2012-10-17",
+    Statement: [{ Effect: "Allow", Action: "s3:GetObject", Resource: `arn:aws:s3:::${BUCKET}/allowed/*` }],
+  });
+
+  test("allows only what both the role's policies and the session policy allow", async (t) => {
+    const f = await fixture(t);
+    const { credentials, arn } = await f.assume({ Policy: readAllowedPrefix });
+    const s3 = s3For(t, f.peer, credentials);
+    assert.equal(await read(s3, "allowed/report.txt"), "the report");
+
+    const outside = await failure(read(s3, "secret/keys.txt"));
+    assert.equal(outside.name, "AccessDenied");
+    assert.equal(outside.status, 403);
+    assert.equal(
+      outside.message,
+      `User: ${arn} is not authorized to perform: s3:GetObject on resource: "arn:aws:s3:::${BUCKET}/secret/keys.txt" because no session policy allows the s3:GetObject action`,
+    );
+    // The role may write, the session may not.
+    const write = await failure(
+      s3.send(new PutObjectCommand({ Bucket: BUCKET, Key: "allowed/new.txt", Body: "x" })),
+    );
+    assert.equal(write.name, "AccessDenied");
+    // The session may read elsewhere, the role may not.
+    f.peer.putObject("other-bucket", "allowed/x", "x");
+    const elsewhere = await failure(
+      s3.send(new GetObjectCommand({ Bucket: "other-bucket", Key: "allowed/x" })),
+    );
+    assert.equal(elsewhere.name, "AccessDenied");
+  });
+
+  test("uses the role's policies alone when the session has no session policy", async (t) => {
+    const f = await fixture(t);
+    const { credentials } = await f.assume();
+    const s3 = s3For(t, f.peer, credentials);
+    await s3.send(
+      new PutObjectCommand({ Bucket: BUCKET, Key: "out/a b+c.txt", Body: "written by the step" }),
+    );
+    assert.equal(f.peer.getObject(BUCKET, "out/a b+c.txt")?.toString(), "written by the step");
+    assert.equal(await read(s3, "out/a b+c.txt"), "written by the step");
+    const missing = await failure(read(s3, "out/none"));
+    assert.deepEqual([missing.name, missing.status], ["NoSuchKey", 404]);
+  });
+
+  test("lists objects with prefix, delimiter and pagination", async (t) => {
+    const f = await fixture(t);
+    for (const key of ["logs/1", "logs/2", "logs/3", "logs/deep/4"]) f.peer.putObject(BUCKET, key, key);
+    const s3 = s3For(t, f.peer, (await f.assume()).credentials);
+    const first = await s3.send(
+      new ListObjectsV2Command({ Bucket: BUCKET, Prefix: "logs/", Delimiter: "/", MaxKeys: 2 }),
+    );
+    assert.deepEqual(
+      first.Contents?.map((o) => o.Key),
+      ["logs/1", "logs/2"],
+    );
+    assert.equal(first.IsTruncated, true);
+    const second = await s3.send(
+      new ListObjectsV2Command({
+        Bucket: BUCKET,
+        Prefix: "logs/",
+        Delimiter: "/",
+        ContinuationToken: first.NextContinuationToken,
+      }),
+    );
+    assert.deepEqual(
+      second.Contents?.map((o) => o.Key),
+      ["logs/3"],
+    );
+    assert.deepEqual(
+      second.CommonPrefixes?.map((p) => p.Prefix),
+      ["logs/deep/"],
+    );
+    assert.equal(second.IsTruncated, false);
+  });
+
+  test("grants through a managed session policy and nothing beyond it", async (t) => {
+    const f = await fixture(t);
+    const { credentials } = await f.assume({
+      PolicyArns: [{ arn: "arn:aws:iam::aws:policy/AmazonS3ReadOnlyAccess" }],
+    });
+    const s3 = s3For(t, f.peer, credentials);
+    assert.equal(await read(s3, "secret/keys.txt"), "the keys");
+    const write = await failure(s3.send(new PutObjectCommand({ Bucket: BUCKET, Key: "x", Body: "x" })));
+    assert.equal(write.name, "AccessDenied");
+  });
+
+  test("a deny on aws:userid put with PutRolePolicy revokes one session and spares the other", async (t) => {
+    const f = await fixture(t);
+    const a = await f.assume({ RoleSessionName: "run-a" });
+    const b = await f.assume({ RoleSessionName: "run-b" });
+    const s3a = s3For(t, f.peer, a.credentials);
+    const s3b = s3For(t, f.peer, b.credentials);
+    assert.equal(await read(s3a, "allowed/report.txt"), "the report");
+
+    const iam = adminIam(t, f.peer);
+    const deny = JSON.stringify({
+      Version: "2012-10-17",
+      Statement: [
+        {
+          Effect: "Deny",
+          Action: "*",
+          Resource: "*",
+          Condition: { StringEquals: { "aws:userid": a.roleId } },
+        },
+      ],
+    });
+    await iam.send(
+      new PutRolePolicyCommand({ RoleName: "deployer", PolicyName: "revoke-run-a", PolicyDocument: deny }),
+    );
+
+    const revoked = await failure(read(s3a, "allowed/report.txt"));
+    assert.equal(revoked.name, "AccessDenied");
+    assert.match(revoked.message, /with an explicit deny in an identity-based policy$/);
+    assert.equal(await read(s3b, "allowed/report.txt"), "the report");
+
+    const listed = await iam.send(new ListRolePoliciesCommand({ RoleName: "deployer" }));
+    assert.deepEqual(listed.PolicyNames, ["revoke-run-a"]);
+    const got = await iam.send(
+      new GetRolePolicyCommand({ RoleName: "deployer", PolicyName: "revoke-run-a" }),
+    );
+    assert.notEqual(got.PolicyDocument, deny, "IAM returns the document URL-encoded");
+    assert.equal(decodeURIComponent(got.PolicyDocument ?? ""), deny);
+    assert.deepEqual(f.peer.rolePolicies("deployer"), { "revoke-run-a": deny });
+
+    await iam.send(new DeleteRolePolicyCommand({ RoleName: "deployer", PolicyName: "revoke-run-a" }));
+    assert.equal(await read(s3a, "allowed/report.txt"), "the report");
+  });
+
+  test("a deny conditioned on aws:SourceIdentity or a principal tag applies to matching sessions", async (t) => {
+    const f = await fixture(t, {
+      actions: ["sts:AssumeRoleWithWebIdentity", "sts:TagSession", "sts:SetSourceIdentity"],
+    });
+    const claims = (run: string) => ({
+      "https://aws.amazon.com/source_identity": run,
+      "https://aws.amazon.com/tags": { principal_tags: { run: [run] } },
+    });
+    const a = await f.assume({ RoleSessionName: "run-a" }, claims("run-a"));
+    const b = await f.assume({ RoleSessionName: "run-b" }, claims("run-b"));
+    const c = await f.assume({ RoleSessionName: "run-c" }, claims("run-c"));
+    await adminIam(t, f.peer).send(
+      new PutRolePolicyCommand({
+        RoleName: "deployer",
+        PolicyName: "revoke",
+        PolicyDocument: JSON.stringify({
+          Version: "2012-10-17",
+          Statement: [
+            {
+              Effect: "Deny",
+              Action: "*",
+              Resource: "*",
+              Condition: { StringLike: { "aws:SourceIdentity": "run-a*" } },
+            },
+            {
+              Effect: "Deny",
+              Action: "s3:*",
+              Resource: "*",
+              Condition: { StringEquals: { "aws:PrincipalTag/run": "run-b" } },
+            },
+          ],
+        }),
+      }),
+    );
+    assert.equal(
+      (await failure(read(s3For(t, f.peer, a.credentials), "allowed/report.txt"))).name,
+      "AccessDenied",
+    );
+    assert.equal(
+      (await failure(read(s3For(t, f.peer, b.credentials), "allowed/report.txt"))).name,
+      "AccessDenied",
+    );
+    assert.equal(await read(s3For(t, f.peer, c.credentials), "allowed/report.txt"), "the report");
+  });
+
+  test("rejects an expired session's S3 requests with ExpiredToken", async (t) => {
+    const f = await fixture(t);
+    const s3 = s3For(t, f.peer, (await f.assume({ DurationSeconds: 900 })).credentials);
+    assert.equal(await read(s3, "allowed/report.txt"), "the report");
+    f.peer.advanceClock(3600);
+    const err = await failure(read(s3, "allowed/report.txt"));
+    assert.deepEqual([err.name, err.status], ["ExpiredToken", 400]);
+  });
+});
+
+describe("IAM inline role policies", () => {
+  test("enforce the 10240-character aggregate limit and answer NoSuchEntity for what is missing", async (t) => {
+    const f = await fixture(t);
+    const iam = adminIam(t, f.peer);
+    const denyFor = (n: number) =>
+      JSON.stringify({
+        Version: "2012-10-17",
+        Statement: Array.from({ length: n }, (_, i) => ({
+          Effect: "Deny",
+          Action: "*",
+          Resource: "*",
+          Condition: { StringEquals: { "aws:userid": `AROAEXAMPLEEXAMPLE123:run-${i}` } },
+        })),
+      });
+    const half = denyFor(50);
+    assert.ok(half.length > 5120 && half.length < 10240);
+    await iam.send(
+      new PutRolePolicyCommand({ RoleName: "deployer", PolicyName: "p1", PolicyDocument: half }),
+    );
+    const over = await failure(
+      iam.send(new PutRolePolicyCommand({ RoleName: "deployer", PolicyName: "p2", PolicyDocument: half })),
+    );
+    assert.deepEqual([over.name, over.status], ["LimitExceededException", 409]);
+    assert.equal(over.message, "Maximum policy size of 10240 bytes exceeded for role deployer");
+
+    const missingPolicy = await failure(
+      iam.send(new GetRolePolicyCommand({ RoleName: "deployer", PolicyName: "p2" })),
+    );
+    assert.deepEqual([missingPolicy.name, missingPolicy.status], ["NoSuchEntityException", 404]);
+    const missingRole = await failure(iam.send(new ListRolePoliciesCommand({ RoleName: "nobody" })));
+    assert.equal(missingRole.message, "The role with name nobody cannot be found.");
+    const malformed = await failure(
+      iam.send(new PutRolePolicyCommand({ RoleName: "deployer", PolicyName: "p3", PolicyDocument: "{}" })),
+    );
+    assert.equal(malformed.name, "MalformedPolicyDocumentException");
+  });
+
+  test("require the caller to be allowed, and the request to be signed in us-east-1", async (t) => {
+    const f = await fixture(t);
+    const { credentials, arn } = await f.assume();
+    const asSession = new IAMClient({
+      endpoint: f.peer.endpoint,
+      region: "us-east-1",
+      credentials: sdkCredentials(credentials),
+    });
+    t.after(() => asSession.destroy());
+    const denied = await failure(asSession.send(new ListRolePoliciesCommand({ RoleName: "deployer" })));
+    assert.deepEqual([denied.name, denied.status], ["AccessDenied", 403]);
+    assert.equal(
+      denied.message,
+      `User: ${arn} is not authorized to perform: iam:ListRolePolicies on resource: role deployer because no identity-based policy allows the iam:ListRolePolicies action`,
+    );
+    const wrongRegion = await failure(
+      adminIam(t, f.peer, REGION).send(new ListRolePoliciesCommand({ RoleName: "deployer" })),
+    );
+    assert.equal(wrongRegion.name, "SignatureDoesNotMatch");
+    assert.match(wrongRegion.message, /Credential should be scoped to a valid region/);
+  });
+});
