@@ -29,9 +29,10 @@ lint: node_modules/.installed
 format: node_modules/.installed
 	npx prettier --write .
 
-## generate: files derived from code (the ScopedStep CRD from its JSON Schema)
+## generate: files derived from code (the ScopedStep and ScopedStepPolicy CRDs from their JSON Schemas)
 generate: node_modules/.installed
 	$(NODE) tasks/scoped-step/crd.ts > catalog/crds/scopedstep.yaml
+	$(NODE) tasks/scoped-step/policy-crd.ts > catalog/crds/scopedsteppolicy.yaml
 
 check: typecheck lint
 

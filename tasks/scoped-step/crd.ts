@@ -10,6 +10,8 @@ export function structural(schema: Schema): Schema {
   const out: Schema = {};
   for (const [key, value] of Object.entries(schema)) {
     if (key === "additionalProperties" && value === false) continue;
+    // Conditional rules across fields have no structural form: ajv checks them, the API server cannot.
+    if (key === "if" || key === "then" || key === "else") continue;
     if (key === "anyOf") {
       // Values of several types (param values): the API server keeps them as written.
       out["x-kubernetes-preserve-unknown-fields"] = true;

@@ -8,7 +8,9 @@ import { CoreV1Api, CustomObjectsApi, KubeConfig } from "@kubernetes/client-node
 import { startControlPlane } from "../../hack/cluster/control-plane.ts";
 
 /** This project's own CRDs, installed with the upstream ones. */
-export const ownCrdFiles = [fileURLToPath(new URL("../../catalog/crds/scopedstep.yaml", import.meta.url))];
+export const ownCrdFiles = ["scopedstep.yaml", "scopedsteppolicy.yaml"].map((file) =>
+  fileURLToPath(new URL(`../../catalog/crds/${file}`, import.meta.url)),
+);
 
 export interface SharedCluster {
   server: string;
