@@ -18,6 +18,16 @@ export interface Config {
   logLevel: string;
   defaultTimeoutMs: number;
   shutdownGraceSeconds: number;
+  credentials: "aws" | "none";
+  issuerUrl: string;
+  allowInsecureIssuer: boolean;
+  signingAlgorithm: "ES256" | "RS256";
+  signingKeySecret: string;
+  keyRotationSeconds: number;
+  subjectTemplate: string;
+  awsRegion: string;
+  stsEndpoint: string;
+  iamEndpoint: string;
 }
 
 interface Option {
@@ -113,6 +123,66 @@ export const options: Record<keyof Config, Option> = {
     default: "20",
     doc: "On SIGTERM, how long in-flight passes may finish.",
   },
+  credentials: {
+    flag: "credentials",
+    env: "SCOPED_STEP_CREDENTIALS",
+    default: "aws",
+    doc: "aws: mint an OIDC token and STS credentials per step; none: run steps without credentials.",
+  },
+  issuerUrl: {
+    flag: "issuer-url",
+    env: "SCOPED_STEP_ISSUER_URL",
+    default: "",
+    doc: "Public URL of the OIDC issuer (https, no port/query); required with --credentials=aws.",
+  },
+  allowInsecureIssuer: {
+    flag: "allow-insecure-issuer",
+    env: "SCOPED_STEP_ALLOW_INSECURE_ISSUER",
+    default: "false",
+    doc: "Accept an http:// or loopback issuer URL (local development and tests only).",
+  },
+  signingAlgorithm: {
+    flag: "signing-algorithm",
+    env: "SCOPED_STEP_SIGNING_ALGORITHM",
+    default: "ES256",
+    doc: "ES256 or RS256 for new signing keys.",
+  },
+  signingKeySecret: {
+    flag: "signing-key-secret",
+    env: "SCOPED_STEP_SIGNING_KEY_SECRET",
+    default: "scoped-step-signing-keys",
+    doc: "Secret in the controller namespace holding the signing keys.",
+  },
+  keyRotationSeconds: {
+    flag: "key-rotation-seconds",
+    env: "SCOPED_STEP_KEY_ROTATION_SECONDS",
+    default: "604800",
+    doc: "Signing key rotation interval.",
+  },
+  subjectTemplate: {
+    flag: "subject-template",
+    env: "SCOPED_STEP_SUBJECT_TEMPLATE",
+    default: "system:scoped-step:{namespace}:{application}:{component}",
+    doc: "Token subject, unless the namespace's policy sets one.",
+  },
+  awsRegion: {
+    flag: "aws-region",
+    env: "SCOPED_STEP_AWS_REGION",
+    default: "us-east-1",
+    doc: "STS region when a trait names none.",
+  },
+  stsEndpoint: {
+    flag: "sts-endpoint",
+    env: "SCOPED_STEP_STS_ENDPOINT",
+    default: "",
+    doc: "STS endpoint URL (VPC endpoints, tests); regional endpoint when empty.",
+  },
+  iamEndpoint: {
+    flag: "iam-endpoint",
+    env: "SCOPED_STEP_IAM_ENDPOINT",
+    default: "",
+    doc: "IAM endpoint URL for deny-policy revocation; AWS's when empty.",
+  },
 };
 
 export class ConfigError extends Error {}
@@ -123,6 +193,12 @@ function integer(key: string, text: string, min: number, max: number): number {
     throw new ConfigError(`${key} must be an integer from ${min} to ${max}, got "${text}"`);
   }
   return n;
+}
+
+function oneOf<T extends string>(key: string, text: string, allowed: readonly T[]): T {
+  if (!(allowed as readonly string[]).includes(text))
+    throw new ConfigError(`${key} must be one of ${allowed.join(", ")}, got "${text}"`);
+  return text as T;
 }
 
 export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
@@ -168,7 +244,23 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
     logLevel: raw("logLevel"),
     defaultTimeoutMs,
     shutdownGraceSeconds: integer(name("shutdownGraceSeconds"), raw("shutdownGraceSeconds"), 0, 3600),
+    credentials: oneOf(name("credentials"), raw("credentials"), ["aws", "none"] as const),
+    issuerUrl: raw("issuerUrl"),
+    allowInsecureIssuer:
+      oneOf(name("allowInsecureIssuer"), raw("allowInsecureIssuer"), ["true", "false"] as const) === "true",
+    signingAlgorithm: oneOf(name("signingAlgorithm"), raw("signingAlgorithm"), ["ES256", "RS256"] as const),
+    signingKeySecret: raw("signingKeySecret"),
+    keyRotationSeconds: integer(name("keyRotationSeconds"), raw("keyRotationSeconds"), 3600, 365 * 86_400),
+    subjectTemplate: raw("subjectTemplate"),
+    awsRegion: raw("awsRegion"),
+    stsEndpoint: raw("stsEndpoint"),
+    iamEndpoint: raw("iamEndpoint"),
   };
+  if (config.credentials === "aws" && !config.issuerUrl) {
+    throw new ConfigError(
+      `${name("issuerUrl")} is required with --credentials=aws: AWS fetches the token keys from it`,
+    );
+  }
   if (config.renewDeadlineSeconds >= config.leaseDurationSeconds) {
     throw new ConfigError(
       `${name("renewDeadlineSeconds")} must be shorter than ${name("leaseDurationSeconds")}`,

@@ -1,26 +1,24 @@
-// The controller process: configuration, logging, HTTP endpoints, leader-elected engine, and
-// graceful shutdown on SIGTERM.
-import http from "node:http";
+// The controller process: configuration, logging, identity (issuer, credentials, policy), HTTP
+// endpoints, the leader-elected engine, and graceful shutdown on SIGTERM.
 import { KubeConfig } from "@kubernetes/client-node";
-import { noopProvider } from "../tasks/scoped-step/credentials/noop.ts";
+import type { Logger } from "pino";
 import { reconcileRun } from "../tasks/scoped-step/reconcile.ts";
 import type { TaskContext } from "../tasks/scoped-step/ports.ts";
 import { ConfigError, loadConfig, type Config } from "./config.ts";
 import { startEngine } from "./engine.ts";
 import { kubeEvents } from "./events.ts";
+import { startHttpServer } from "./http.ts";
+import { buildIdentity } from "./identity.ts";
 import { kubeClusterPort } from "./kube.ts";
 import { createLogger } from "./log.ts";
 
 /** Test-only crash injection: the process kills itself when the named point is reached. */
-function failpointFromEnv(
-  name: string | undefined,
-  logger: { warn: (o: object, m: string) => void },
-): Pick<TaskContext, "failpoint"> {
+function failpointFromEnv(name: string | undefined, log: Logger): Pick<TaskContext, "failpoint"> {
   if (!name) return {};
   return {
     failpoint: (point) => {
       if (point !== name) return;
-      logger.warn({ failpoint: point }, "failpoint reached; killing the process");
+      log.warn({ failpoint: point }, "failpoint reached; killing the process");
       process.kill(process.pid, "SIGKILL");
     },
   };
@@ -38,10 +36,16 @@ const log = createLogger(config.logLevel);
 const kc = new KubeConfig();
 kc.loadFromDefault();
 
+const identity = await buildIdentity(kc, config, log).catch((err: unknown) => {
+  log.fatal({ err }, "could not set up the identity side (issuer, credentials, policy)");
+  process.exit(2);
+});
+
 const ctx: TaskContext = {
   cluster: kubeClusterPort(kc),
   events: kubeEvents(kc, "scoped-step-controller", config.identity, log),
-  credentials: noopProvider,
+  credentials: identity.credentials,
+  policy: identity.policy,
   log,
   now: () => new Date(),
   ...failpointFromEnv(process.env.SCOPED_STEP_FAILPOINT, log),
@@ -73,33 +77,40 @@ const engine = startEngine(
   log,
 );
 
-const server = http.createServer((req, res) => {
-  const path = (req.url ?? "/").split("?")[0];
-  if (path === "/healthz") {
-    res.writeHead(200, { "Content-Type": "text/plain" }).end("ok");
-  } else if (path === "/readyz") {
-    // A standby replica is ready: it knows it is not the leader. The leader is ready once synced.
-    const ready = !engine.isLeader() || engine.synced();
-    res
-      .writeHead(ready ? 200 : 503, { "Content-Type": "text/plain" })
-      .end(ready ? "ok" : "informers not synced");
-  } else {
-    res.writeHead(404).end();
-  }
+// Key rotation and reloading other replicas' rotations; the issuer itself runs no timers.
+const maintenance = setInterval(() => {
+  if (!identity.issuer) return;
+  const issuer = identity.issuer;
+  const work = engine.isLeader() ? issuer.rotateIfDue() : issuer.reload();
+  work.catch((err: unknown) => log.warn({ err }, "signing key maintenance failed"));
+}, 60_000);
+maintenance.unref();
+
+const server = await startHttpServer(config.httpHost, config.httpPort, {
+  ready: () => {
+    if (!identity.policies.synced) return { ok: false, why: "policies not synced" };
+    if (engine.isLeader() && !engine.synced()) return { ok: false, why: "informers not synced" };
+    return { ok: true, why: "" };
+  },
+  ...(identity.issuer ? { oidc: identity.issuer.handler } : {}),
 });
-server.listen(config.httpPort, config.httpHost, () => {
-  const addr = server.address();
-  log.info(
-    { port: typeof addr === "object" ? addr?.port : addr, identity: config.identity },
-    "controller started",
-  );
-});
+const addr = server.address();
+log.info(
+  {
+    port: typeof addr === "object" ? addr?.port : addr,
+    identity: config.identity,
+    credentials: config.credentials,
+  },
+  "controller started",
+);
 
 let stopping = false;
 const shutdown = (signal: string) => {
   if (stopping) return;
   stopping = true;
   log.info({ signal }, "shutting down");
+  clearInterval(maintenance);
+  identity.policies.stop();
   void engine.stop(config.shutdownGraceSeconds * 1000).finally(() => {
     server.close();
     log.info("stopped");

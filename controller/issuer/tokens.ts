@@ -27,6 +27,8 @@ export interface TokenRequest {
   transitiveTagKeys?: readonly string[] | undefined;
   /** AWS source identity: a per-run id that CloudTrail records and role chaining keeps. */
   sourceIdentity?: string | undefined;
+  /** The operator policy's subject template for this run; the issuer's own when absent. */
+  subjectTemplate?: string | undefined;
   /** Signing time; the clock when absent. */
   now?: Date | undefined;
 }
@@ -68,7 +70,7 @@ export async function signToken(
   request: TokenRequest,
   settings: TokenSettings,
 ): Promise<IssuedToken> {
-  const subject = renderSubject(settings.subjectTemplate, request.facts);
+  const subject = renderSubject(request.subjectTemplate ?? settings.subjectTemplate, request.facts);
   checkAudience(request.audience);
   const lifetime = request.lifetimeSeconds ?? settings.defaultLifetimeSeconds;
   checkLifetime(lifetime, settings.maxLifetimeSeconds);

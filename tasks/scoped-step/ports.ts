@@ -2,7 +2,8 @@
 // the Kubernetes API (controller/kube.ts); the lifecycle never touches a client directly.
 import type { V1Pod, V1Secret } from "@kubernetes/client-node";
 import type { Logger } from "pino";
-import type { CredentialProvider } from "./credentials/types.ts";
+import type { CredentialProvider, Grant } from "./credentials/types.ts";
+import type { ResolvedTrait } from "./trait.ts";
 import type { Application, CustomRun, CustomRunStatus } from "./types.ts";
 
 /** Optimistic concurrency lost: someone else wrote the object; re-read and try again. */
@@ -36,6 +37,11 @@ export interface EventPort {
   emit(run: CustomRun, type: "Normal" | "Warning", reason: string, message: string): void;
 }
 
+/** The operator's policy: grants the trait for the namespace, or throws a RunFailure naming the rule. */
+export interface PolicyPort {
+  decide(namespace: string, trait: ResolvedTrait): Promise<Grant>;
+}
+
 export interface RunMetricsPort {
   runStarted(): void;
   runFinished(outcome: "succeeded" | "failed", reason: string): void;
@@ -46,6 +52,7 @@ export interface TaskContext {
   cluster: ClusterPort;
   events: EventPort;
   credentials: CredentialProvider;
+  policy: PolicyPort;
   log: Logger;
   now: () => Date;
   metrics?: RunMetricsPort;

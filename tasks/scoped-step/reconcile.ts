@@ -2,7 +2,7 @@
 // the run, its pod and its credential as the API server has them, makes at most one step of
 // progress, and writes status at most once. It can stop at any line and the next pass converges.
 import type { V1Secret } from "@kubernetes/client-node";
-import type { CredentialRecord, RunFacts } from "./credentials/types.ts";
+import type { CredentialRecord, Grant, RunFacts } from "./credentials/types.ts";
 import { parseGoDuration } from "./duration.ts";
 import { isRunFailure, RunFailure } from "./failure.ts";
 import { podOutcome } from "./outcome.ts";
@@ -19,7 +19,7 @@ import {
   type StepState,
 } from "./status.ts";
 import { stepFromDefinition, stepFromParams, stepSource, type ResolvedStep } from "./step.ts";
-import { applicationNotFound, resolveTrait, type ResolvedTrait } from "./trait.ts";
+import { applicationNotFound, resolveTrait } from "./trait.ts";
 import { isScopedStepRun, type CustomRun, type CustomRunStatus, type RunResult } from "./types.ts";
 
 const done: Next = {};
@@ -188,7 +188,7 @@ class Pass {
     }
   }
 
-  private async resolve(): Promise<{ step: ResolvedStep; trait: ResolvedTrait }> {
+  private async resolve(): Promise<{ step: ResolvedStep; grant: Grant }> {
     const source = stepSource(this.run);
     const params = this.run.spec.params ?? [];
     let step: ResolvedStep;
@@ -214,7 +214,8 @@ class Pass {
     };
     const app = await this.ctx.cluster.getApplication(this.namespace, ref.application);
     if (!app) throw applicationNotFound(ref);
-    return { step, trait: resolveTrait(app, ref) };
+    const trait = resolveTrait(app, ref);
+    return { step, grant: await this.ctx.policy.decide(this.namespace, trait) };
   }
 
   private facts(step: ResolvedStep): RunFacts {
@@ -237,13 +238,13 @@ class Pass {
    * written first, in its own pass, so a crash after minting leaves a record to revoke from.
    */
   private async createPod(name: string): Promise<Next> {
-    let resolved: { step: ResolvedStep; trait: ResolvedTrait };
+    let resolved: { step: ResolvedStep; grant: Grant };
     try {
       resolved = await this.resolve();
     } catch (err) {
       return this.fail(err);
     }
-    const { step, trait } = resolved;
+    const { step, grant } = resolved;
     const facts = this.facts(step);
     const provider = this.ctx.credentials;
     const secretName = credentialSecretName(this.name, this.attempt);
@@ -254,7 +255,7 @@ class Pass {
         provider: provider.name,
         attempt: this.attempt,
         state: "minting",
-        intent: provider.intent(facts, trait),
+        intent: provider.intent(facts, grant),
         results: {},
       };
       await this.write();
@@ -271,7 +272,7 @@ class Pass {
       } else {
         let minted;
         try {
-          minted = await provider.mint(facts, trait);
+          minted = await provider.mint(facts, grant);
         } catch (err) {
           if (isRunFailure(err)) return this.fail(err);
           throw err;

@@ -117,8 +117,9 @@ for (const way of ["params", "customSpec", "ScopedStep"] as const) {
       condition(run)?.message,
       "CustomRun cancelled as the PipelineRun it belongs to has timed out.",
     );
-    const pods = await w.pods();
-    assert.ok(!pods.some((p) => p.metadata?.name === `${name}-pod`), "the step pod is deleted");
+    await eventually("the cancelled step pod to be gone", async () =>
+      (await w.pods()).some((p) => p.metadata?.name === `${name}-pod`) ? undefined : true,
+    );
     assert.ok((await w.events(name)).some((e) => e.reason === "Cancelled"));
   });
 }

@@ -44,6 +44,8 @@ export function startController(opts: ControllerOptions): ControllerProcess {
       "--renew-deadline-seconds=3",
       "--retry-period-seconds=1",
       `--identity=${opts.identity ?? `test-${process.pid}-${running.size}`}`,
+      // Lifecycle tests run without cloud credentials unless they ask for them.
+      ...((opts.flags ?? []).some((f) => f.startsWith("--credentials=")) ? [] : ["--credentials=none"]),
       ...(opts.flags ?? []),
     ],
     { env: { ...process.env, KUBECONFIG: opts.kubeconfig, ...opts.env }, stdio: ["ignore", "pipe", "pipe"] },

@@ -21,6 +21,8 @@ export interface World {
   kubelet?: TestKubelet;
   startController(flags?: string[], env?: Record<string, string>): Promise<ControllerProcess>;
   createApplication(name: string, components: unknown[]): Promise<void>;
+  /** A cluster-scoped ScopedStepPolicy selecting this world's namespace by name. */
+  createPolicy(name: string, spec: Record<string, unknown>): Promise<void>;
   createScopedStep(name: string, spec: unknown): Promise<void>;
   createRun(name: string, spec: Partial<CustomRunSpec>, labels?: Record<string, string>): Promise<CustomRun>;
   getRun(name: string): Promise<CustomRun>;
@@ -69,8 +71,19 @@ after(async () => {
   }
 });
 
+/** Allows every role, audience and delivery mode: for tests about the lifecycle, not the policy. */
+export const permissivePolicy = {
+  audiences: ["sts.amazonaws.com"],
+  deliveryModes: ["env", "file", "token-only"],
+  aws: {
+    allowedRoleArns: ["arn:aws:iam::*:role/*"],
+    allowedPolicyArns: ["arn:aws:iam::*:policy/*"],
+    maxSessionDuration: 43200,
+  },
+};
+
 export async function startWorld(
-  opts: { controller?: boolean; kubelet?: boolean; flags?: string[] } = {},
+  opts: { controller?: boolean; kubelet?: boolean; flags?: string[]; policy?: boolean } = {},
 ): Promise<World> {
   const cluster = await testCluster();
   const ns = await testNamespace(cluster, "run");
@@ -106,6 +119,19 @@ export async function startWorld(
           kind: "Application",
           metadata: { name },
           spec: { components },
+        },
+      });
+    },
+    async createPolicy(name, spec) {
+      await objects.createClusterCustomObject({
+        group: "scopedstep.dev",
+        version: "v1alpha1",
+        plural: "scopedsteppolicies",
+        body: {
+          apiVersion: "scopedstep.dev/v1alpha1",
+          kind: "ScopedStepPolicy",
+          metadata: { name: `${ns}-${name}` },
+          spec: { namespaces: [ns], ...spec },
         },
       });
     },
@@ -176,6 +202,7 @@ export async function startWorld(
       }));
     },
   };
+  if (opts.policy !== false) await world.createPolicy("allow-all", permissivePolicy);
   if (opts.kubelet !== false) world.kubelet = await startTestKubelet(cluster.kc, { namespace: ns });
   worlds.add(world);
   if (opts.controller !== false) await world.startController();

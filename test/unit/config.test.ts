@@ -8,6 +8,7 @@ test("configuration comes from flags over environment over defaults", () => {
   const c = loadConfig(["--concurrency=3"], {
     SCOPED_STEP_CONCURRENCY: "5",
     SCOPED_STEP_WATCH_NAMESPACES: "a, b",
+    SCOPED_STEP_ISSUER_URL: "https://issuer.example",
   });
   assert.equal(c.concurrency, 3);
   assert.deepEqual(c.watchNamespaces, ["a", "b"]);
@@ -16,13 +17,24 @@ test("configuration comes from flags over environment over defaults", () => {
 
 test("bad configuration is refused with a message naming the setting", () => {
   assert.throws(
-    () => loadConfig(["--concurrency=0"], {}),
+    () => loadConfig([], {}),
+    /--issuer-url \(SCOPED_STEP_ISSUER_URL\) is required with --credentials=aws/,
+  );
+  assert.throws(() => loadConfig(["--credentials=gcp"], {}), /must be one of aws, none/);
+  assert.throws(
+    () => loadConfig(["--concurrency=0", "--credentials=none"], {}),
     /--concurrency \(SCOPED_STEP_CONCURRENCY\) must be an integer/,
   );
-  assert.throws(() => loadConfig(["--bogus=1"], {}), /unknown flag --bogus/);
-  assert.throws(() => loadConfig([], { SCOPED_STEP_DEFAULT_TIMEOUT: "1 day" }), /must be a Go duration/);
-  assert.throws(() => loadConfig(["--renew-deadline-seconds=20"], {}), /must be shorter than/);
-  assert.throws(() => loadConfig(["--log-level=loud"], {}), /must be one of/);
+  assert.throws(() => loadConfig(["--bogus=1", "--credentials=none"], {}), /unknown flag --bogus/);
+  assert.throws(
+    () => loadConfig(["--credentials=none"], { SCOPED_STEP_DEFAULT_TIMEOUT: "1 day" }),
+    /must be a Go duration/,
+  );
+  assert.throws(
+    () => loadConfig(["--renew-deadline-seconds=20", "--credentials=none"], {}),
+    /must be shorter than/,
+  );
+  assert.throws(() => loadConfig(["--log-level=loud", "--credentials=none"], {}), /must be one of/);
 });
 
 test("the committed ScopedStep CRD is generated from the current schema", async () => {

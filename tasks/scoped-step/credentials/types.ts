@@ -50,11 +50,34 @@ export interface MintedCredential {
   mount: CredentialMount;
 }
 
+/** What the operator's policy granted for one run: the checked trait and the settings that apply. */
+export interface Grant {
+  trait: ResolvedTrait;
+  /** Name of the policy that allowed it. */
+  policy: string;
+  revocation: "secret" | "deny-policy";
+  subjectTemplate?: string;
+}
+
+/** Signs the step's OIDC token (the controller's issuer). */
+export interface TokenSigner {
+  readonly issuerUrl: string;
+  issueToken(request: {
+    facts: Omit<RunFacts, "uid" | "attempt">;
+    audience: string;
+    lifetimeSeconds?: number;
+    sessionTags?: Record<string, string>;
+    transitiveTagKeys?: string[];
+    sourceIdentity?: string;
+    subjectTemplate?: string;
+  }): Promise<{ token: string; jti: string; expiresAt: Date; subject: string; audience: string }>;
+}
+
 export interface CredentialProvider {
   readonly name: string;
   /** Identifiers to record before minting; deterministic for a run attempt. */
-  intent(facts: RunFacts, trait: ResolvedTrait): Record<string, string>;
-  mint(facts: RunFacts, trait: ResolvedTrait): Promise<MintedCredential>;
+  intent(facts: RunFacts, grant: Grant): Record<string, string>;
+  mint(facts: RunFacts, grant: Grant): Promise<MintedCredential>;
   /** Idempotent; must work from a record still in state "minting". */
   revoke(record: CredentialRecord): Promise<void>;
 }

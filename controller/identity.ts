@@ -1,0 +1,72 @@
+// Builds the identity side from configuration: the OIDC issuer, the credential provider and the
+// operator policy, behind the narrow ports the lifecycle uses.
+import type { KubeConfig } from "@kubernetes/client-node";
+import type { Logger } from "pino";
+import { awsProvider } from "../tasks/scoped-step/credentials/aws.ts";
+import { noopProvider } from "../tasks/scoped-step/credentials/noop.ts";
+import type { CredentialProvider, Grant, TokenSigner } from "../tasks/scoped-step/credentials/types.ts";
+import { requireGrant } from "../tasks/scoped-step/policy.ts";
+import type { PolicyPort } from "../tasks/scoped-step/ports.ts";
+import { describeRef, type ResolvedTrait } from "../tasks/scoped-step/trait.ts";
+import type { Config } from "./config.ts";
+import { createIssuer, type Issuer } from "./issuer/index.ts";
+import { PolicyStore } from "./policies.ts";
+
+export interface Identity {
+  issuer?: Issuer;
+  credentials: CredentialProvider;
+  policy: PolicyPort;
+  policies: PolicyStore;
+}
+
+export interface IdentityHooks {
+  onStsCall?: (seconds: number, outcome: string) => void;
+}
+
+export async function buildIdentity(
+  kc: KubeConfig,
+  config: Config,
+  log: Logger,
+  hooks: IdentityHooks = {},
+): Promise<Identity> {
+  const policies = new PolicyStore({ kc, log, resyncMs: config.resyncSeconds * 1000 });
+  policies.start();
+  const policy: PolicyPort = {
+    async decide(namespace: string, trait: ResolvedTrait): Promise<Grant> {
+      const ref = `trait ${trait.type} on ${describeRef(trait.ref)}`;
+      const grant = requireGrant(await policies.decide(namespace, trait.properties, ref));
+      return {
+        trait,
+        policy: grant.policy,
+        revocation: grant.revocation,
+        subjectTemplate: grant.subjectTemplate,
+      };
+    },
+  };
+  if (config.credentials === "none") return { credentials: noopProvider, policy, policies };
+
+  const issuer = await createIssuer({
+    kc,
+    namespace: config.namespace,
+    secretName: config.signingKeySecret,
+    issuerUrl: config.issuerUrl,
+    algorithm: config.signingAlgorithm,
+    rotationIntervalSeconds: config.keyRotationSeconds,
+    subjectTemplate: config.subjectTemplate,
+    allowInsecureIssuer: config.allowInsecureIssuer,
+    logger: log,
+  });
+  const signer: TokenSigner = {
+    issuerUrl: issuer.issuerUrl,
+    issueToken: (request) => issuer.issueToken(request),
+  };
+  const credentials = awsProvider({
+    signer,
+    defaultRegion: config.awsRegion,
+    ...(config.stsEndpoint ? { stsEndpoint: config.stsEndpoint } : {}),
+    ...(config.iamEndpoint ? { iamEndpoint: config.iamEndpoint } : {}),
+    log,
+    ...(hooks.onStsCall ? { onStsCall: hooks.onStsCall } : {}),
+  });
+  return { issuer, credentials, policy, policies };
+}

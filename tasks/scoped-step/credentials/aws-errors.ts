@@ -1,0 +1,88 @@
+// STS errors, mapped to failure reasons that name the cause and tell the author what to check.
+import { STSServiceException } from "@aws-sdk/client-sts";
+import { RunFailure } from "../failure.ts";
+
+export interface StsCallContext {
+  roleArn: string;
+  subject: string;
+  audience: string;
+  issuer: string;
+}
+
+/** AWS could not fetch the issuer's JWKS: transient on AWS's side, worth a bounded retry. */
+export function isKeyFetchFailure(err: unknown): boolean {
+  return (
+    err instanceof STSServiceException &&
+    err.name === "InvalidIdentityToken" &&
+    /Couldn't retrieve verification key/i.test(err.message)
+  );
+}
+
+const providerOf = (issuer: string) => issuer.replace(/^https?:\/\//, "");
+
+/**
+ * A RunFailure for errors retrying cannot fix; undefined for transient ones (throttling, 5xx,
+ * IDPCommunicationError after the SDK's own retries), which the caller lets the queue retry.
+ */
+export function describeStsError(err: unknown, ctx: StsCallContext): RunFailure | undefined {
+  if (!(err instanceof STSServiceException)) return undefined;
+  const provider = providerOf(ctx.issuer);
+  const aws = `AWS said: ${err.message}`;
+  switch (err.name) {
+    case "AccessDenied":
+    case "AccessDeniedException":
+      return new RunFailure(
+        "AWSRoleTrustRejected",
+        `role ${ctx.roleArn} does not trust this step: its trust policy must allow sts:AssumeRoleWithWebIdentity ` +
+          `(and sts:TagSession, sts:SetSourceIdentity) for the federated principal of OIDC provider ${provider}, ` +
+          `with ${provider}:sub matching "${ctx.subject}" and ${provider}:aud matching "${ctx.audience}". ${aws}`,
+      );
+    case "InvalidIdentityToken":
+      if (isKeyFetchFailure(err)) {
+        return new RunFailure(
+          "AWSIdentityProviderUnreachable",
+          `AWS could not fetch the signing keys of issuer ${ctx.issuer}: make sure ${ctx.issuer}/.well-known/openid-configuration ` +
+            `and its jwks_uri are publicly reachable over HTTPS. ${aws}`,
+        );
+      }
+      return new RunFailure(
+        "AWSInvalidToken",
+        `AWS rejected the step's token: check that ${provider} is registered as an IAM OIDC provider with audience ` +
+          `"${ctx.audience}" and that the issuer's published keys are current. ${aws}`,
+      );
+    case "IDPRejectedClaim":
+      return new RunFailure("AWSTokenRejected", `the identity provider rejected the token's claims. ${aws}`);
+    case "ExpiredTokenException":
+    case "ExpiredToken":
+      return new RunFailure(
+        "AWSTokenExpired",
+        `AWS considers the step's token expired: check the controller's clock and the trait's tokenExpirationSeconds. ${aws}`,
+      );
+    case "MalformedPolicyDocument":
+    case "MalformedPolicyDocumentException":
+      return new RunFailure(
+        "AWSPolicyMalformed",
+        `aws.sessionPolicy of the trait is not a valid IAM policy. ${aws}`,
+      );
+    case "PackedPolicyTooLarge":
+    case "PackedPolicyTooLargeException":
+      return new RunFailure(
+        "AWSPolicyTooLarge",
+        `the session policy, managed policy ARNs and session tags together are too large for STS: ` +
+          `shorten the policy, use fewer tags or move statements into a managed policy. ${aws}`,
+      );
+    case "RegionDisabledException":
+    case "RegionDisabled":
+      return new RunFailure(
+        "AWSRegionDisabled",
+        `STS is not activated in the region the trait names (aws.region): activate it in the account or pick another region. ${aws}`,
+      );
+    case "ValidationError":
+      return new RunFailure(
+        "AWSRequestInvalid",
+        `STS refused the request for role ${ctx.roleArn}: ${err.message}`,
+      );
+    default:
+      return undefined;
+  }
+}

@@ -1,0 +1,269 @@
+// AWS credentials for one step: the controller's issuer signs an OIDC token for the run, STS
+// AssumeRoleWithWebIdentity exchanges it for session credentials scoped by the trait's session
+// policy, and revocation deletes the Secret and, in deny-policy mode, denies the session on the
+// role by its source identity until the session has expired.
+import { createHash } from "node:crypto";
+import { AssumeRoleWithWebIdentityCommand, STSClient, STSServiceException } from "@aws-sdk/client-sts";
+import type { Logger } from "pino";
+import { RunFailure } from "../failure.ts";
+import { denyListRevoker, type SessionRevoker } from "./aws-revocation.ts";
+import { describeStsError, isKeyFetchFailure } from "./aws-errors.ts";
+import {
+  credentialsMountPath,
+  type CredentialProvider,
+  type CredentialRecord,
+  type MintedCredential,
+  type RunFacts,
+  type TokenSigner,
+} from "./types.ts";
+
+export interface AwsProviderOptions {
+  signer: TokenSigner;
+  /** Region used when the trait names none. */
+  defaultRegion: string;
+  /** Custom STS endpoint (private endpoints, tests); regional endpoints otherwise. */
+  stsEndpoint?: string;
+  /** Revokes sessions on the role in deny-policy mode; built from IAM when absent. */
+  revoker?: SessionRevoker;
+  iamEndpoint?: string;
+  log: Logger;
+  /** Bounded retries when AWS could not fetch our JWKS (a transient failure on its side). */
+  keyFetchRetries?: number;
+  retryDelayMs?: number;
+  /** Observes each STS call, for metrics. */
+  onStsCall?: (seconds: number, outcome: string) => void;
+}
+
+const sessionChars = /[^\w+=,.@-]/g;
+
+/** A readable, unique, valid RoleSessionName: it shows in CloudTrail and the assumed-role ARN. */
+export function sessionName(facts: RunFacts): string {
+  const readable = `${facts.namespace}.${facts.customRun}`.replace(sessionChars, "-");
+  const suffix = `-${facts.uid.slice(0, 8)}-${facts.attempt}`;
+  return `${readable.slice(0, 64 - suffix.length)}${suffix}`;
+}
+
+/** The per-run source identity: recorded by CloudTrail, kept through role chaining. */
+export function sourceIdentity(facts: RunFacts): string {
+  const id = createHash("sha256").update(facts.uid).digest("hex").slice(0, 24);
+  return `scoped-step-${id}-${facts.attempt}`;
+}
+
+export const sessionPolicyLimit = 2048;
+
+/** The inline session policy as sent to STS (minified JSON), checked against STS's limit. */
+export function packSessionPolicy(policy: unknown): string | undefined {
+  if (policy === undefined) return undefined;
+  let text: string;
+  if (typeof policy === "string") {
+    try {
+      text = JSON.stringify(JSON.parse(policy));
+    } catch {
+      throw new RunFailure("AWSPolicyMalformed", "aws.sessionPolicy is a string but not valid JSON");
+    }
+  } else {
+    text = JSON.stringify(policy);
+  }
+  if (text.length > sessionPolicyLimit) {
+    throw new RunFailure(
+      "AWSPolicyTooLarge",
+      `aws.sessionPolicy is ${text.length} characters once minified; STS accepts at most ${sessionPolicyLimit}: ` +
+        `narrow it or move statements into a managed policy listed in aws.policyArns`,
+    );
+  }
+  return text;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export function awsProvider(opts: AwsProviderOptions): CredentialProvider {
+  const clients = new Map<string, STSClient>();
+  const sts = (region: string) => {
+    let client = clients.get(region);
+    if (!client) {
+      client = new STSClient({
+        region,
+        ...(opts.stsEndpoint ? { endpoint: opts.stsEndpoint } : {}),
+        maxAttempts: 4,
+        // AssumeRoleWithWebIdentity is unsigned: the controller holds no AWS credentials for it.
+        credentials: { accessKeyId: "", secretAccessKey: "" },
+      });
+      clients.set(region, client);
+    }
+    return client;
+  };
+  const revoker =
+    opts.revoker ??
+    denyListRevoker({ log: opts.log, ...(opts.iamEndpoint ? { endpoint: opts.iamEndpoint } : {}) });
+
+  return {
+    name: "aws",
+
+    intent(facts, grant) {
+      return {
+        roleArn: grant.trait.properties.aws?.roleArn ?? "",
+        sessionName: sessionName(facts),
+        sourceIdentity: sourceIdentity(facts),
+        revocation: grant.revocation,
+        delivery: grant.trait.properties.delivery ?? "env",
+      };
+    },
+
+    async mint(facts, grant): Promise<MintedCredential> {
+      const props = grant.trait.properties;
+      const delivery = props.delivery ?? "env";
+      const aws = props.aws;
+      const session = sessionName(facts);
+      const source = sourceIdentity(facts);
+      let issued;
+      try {
+        issued = await opts.signer.issueToken({
+          facts: {
+            namespace: facts.namespace,
+            customRun: facts.customRun,
+            application: facts.application,
+            component: facts.component,
+            serviceAccount: facts.serviceAccount,
+            ...(facts.pipelineRun ? { pipelineRun: facts.pipelineRun } : {}),
+            ...(facts.pipelineTask ? { pipelineTask: facts.pipelineTask } : {}),
+          },
+          audience: props.audience ?? "sts.amazonaws.com",
+          ...(props.tokenExpirationSeconds ? { lifetimeSeconds: props.tokenExpirationSeconds } : {}),
+          ...(aws?.sessionTags ? { sessionTags: aws.sessionTags } : {}),
+          ...(aws?.transitiveTagKeys ? { transitiveTagKeys: aws.transitiveTagKeys } : {}),
+          ...(delivery === "token-only" ? {} : { sourceIdentity: source }),
+          ...(grant.subjectTemplate ? { subjectTemplate: grant.subjectTemplate } : {}),
+        });
+      } catch (err) {
+        if (err instanceof Error && "reason" in err && typeof err.reason === "string") {
+          throw new RunFailure(err.reason, err.message);
+        }
+        throw err;
+      }
+      const identity = {
+        "identity-subject": issued.subject,
+        "identity-issuer": opts.signer.issuerUrl,
+        "token-id": issued.jti,
+      };
+      if (delivery === "token-only" || !aws) {
+        return {
+          results: { ...identity, "credentials-expiration": issued.expiresAt.toISOString() },
+          expiresAt: issued.expiresAt.toISOString(),
+          secretData: { token: issued.token },
+          mount: {
+            secretEnv: {},
+            env: { SCOPED_STEP_OIDC_TOKEN_FILE: `${credentialsMountPath}/token` },
+            files: { token: "token" },
+          },
+        };
+      }
+
+      const region = aws.region ?? opts.defaultRegion;
+      const policy = packSessionPolicy(aws.sessionPolicy);
+      const command = new AssumeRoleWithWebIdentityCommand({
+        RoleArn: aws.roleArn,
+        RoleSessionName: session,
+        WebIdentityToken: issued.token,
+        DurationSeconds: aws.sessionDuration ?? 900,
+        ...(policy ? { Policy: policy } : {}),
+        ...(aws.policyArns?.length ? { PolicyArns: aws.policyArns.map((arn) => ({ arn })) } : {}),
+      });
+      const attempts = 1 + (opts.keyFetchRetries ?? 3);
+      let response;
+      for (let attempt = 1; ; attempt++) {
+        const started = performance.now();
+        try {
+          response = await sts(region).send(command);
+          opts.onStsCall?.((performance.now() - started) / 1000, "ok");
+          break;
+        } catch (err) {
+          const code = err instanceof STSServiceException ? err.name : "NetworkError";
+          opts.onStsCall?.((performance.now() - started) / 1000, code);
+          if (isKeyFetchFailure(err) && attempt < attempts) {
+            opts.log.warn(
+              { attempt, roleArn: aws.roleArn },
+              "AWS could not fetch the issuer's keys; retrying",
+            );
+            await sleep((opts.retryDelayMs ?? 1000) * 2 ** (attempt - 1));
+            continue;
+          }
+          const failure = describeStsError(err, {
+            roleArn: aws.roleArn,
+            subject: issued.subject,
+            audience: issued.audience,
+            issuer: opts.signer.issuerUrl,
+          });
+          if (failure) throw failure;
+          throw err;
+        }
+      }
+      const creds = response.Credentials;
+      if (!creds?.AccessKeyId || !creds.SecretAccessKey || !creds.SessionToken || !creds.Expiration) {
+        throw new Error("STS answered without credentials");
+      }
+      const expiresAt = creds.Expiration.toISOString();
+      const results = {
+        ...identity,
+        "aws-role-arn": aws.roleArn,
+        "aws-assumed-role-arn": response.AssumedRoleUser?.Arn ?? "",
+        "aws-session-name": session,
+        "aws-source-identity": response.SourceIdentity ?? source,
+        "credentials-expiration": expiresAt,
+      };
+      if (delivery === "file") {
+        const file = [
+          "[default]",
+          `aws_access_key_id = ${creds.AccessKeyId}`,
+          `aws_secret_access_key = ${creds.SecretAccessKey}`,
+          `aws_session_token = ${creds.SessionToken}`,
+          `region = ${region}`,
+          "",
+        ].join("\n");
+        return {
+          results,
+          expiresAt,
+          secretData: { credentials: file },
+          mount: {
+            secretEnv: {},
+            env: {
+              AWS_SHARED_CREDENTIALS_FILE: `${credentialsMountPath}/credentials`,
+              AWS_PROFILE: "default",
+              AWS_REGION: region,
+              AWS_DEFAULT_REGION: region,
+            },
+            files: { credentials: "credentials" },
+          },
+        };
+      }
+      return {
+        results,
+        expiresAt,
+        secretData: {
+          accessKeyId: creds.AccessKeyId,
+          secretAccessKey: creds.SecretAccessKey,
+          sessionToken: creds.SessionToken,
+        },
+        mount: {
+          secretEnv: {
+            AWS_ACCESS_KEY_ID: "accessKeyId",
+            AWS_SECRET_ACCESS_KEY: "secretAccessKey",
+            AWS_SESSION_TOKEN: "sessionToken",
+          },
+          env: { AWS_REGION: region, AWS_DEFAULT_REGION: region },
+          files: {},
+        },
+      };
+    },
+
+    async revoke(record: CredentialRecord) {
+      if (record.intent.revocation !== "deny-policy" || record.intent.delivery === "token-only") return;
+      // A record still "minting" has no expiry: deny for the longest session STS can issue.
+      const expiresAt = record.expiresAt ? new Date(record.expiresAt) : new Date(Date.now() + 43_200_000);
+      await revoker.revoke({
+        roleArn: record.intent.roleArn ?? "",
+        sourceIdentity: record.intent.sourceIdentity ?? "",
+        expiresAt,
+      });
+    },
+  };
+}

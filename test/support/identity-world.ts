@@ -1,0 +1,127 @@
+// A world with real credentials: the controller runs its OIDC issuer on a known loopback port,
+// the loopback AWS peer trusts that issuer, and a role lets this namespace's steps read one bucket.
+import { after } from "node:test";
+import { CoreV1Api } from "@kubernetes/client-node";
+import { freePorts } from "../../hack/cluster/processes.ts";
+import { startAwsPeer, type AwsPeer } from "./aws/server.ts";
+import { startWorld, type World } from "./world.ts";
+
+export const account = "111122223333";
+export const deployRole = `arn:aws:iam::${account}:role/payments-deployer`;
+
+export interface IdentityWorld extends World {
+  peer: AwsPeer;
+  issuer: string;
+  providerHost: string;
+  controllerFlags: string[];
+  controllerEnv: Record<string, string>;
+  restartController(extraEnv?: Record<string, string>): Promise<void>;
+  secretData(name: string): Promise<Record<string, string> | undefined>;
+}
+
+/** Every place a secret could leak to, as one text: controller logs, run, events, pods, step output. */
+export async function everythingWritten(w: IdentityWorld): Promise<string> {
+  const core = w.cluster.kc.makeApiClient(CoreV1Api);
+  const runs: unknown = await w.cluster.objects.listNamespacedCustomObject({
+    group: "tekton.dev",
+    version: "v1beta1",
+    namespace: w.ns,
+    plural: "customruns",
+  });
+  const events = await core.listNamespacedEvent({ namespace: w.ns });
+  const pods = await core.listNamespacedPod({ namespace: w.ns });
+  const stepOutput = pods.items.map((p) => w.kubelet?.output(w.ns, p.metadata?.name ?? "") ?? "").join("\n");
+  return [
+    w.controller?.output() ?? "",
+    JSON.stringify(runs),
+    JSON.stringify(events),
+    JSON.stringify(pods),
+    stepOutput,
+  ].join("\n");
+}
+
+export async function startIdentityWorld(
+  policy: Record<string, unknown>,
+  opts: { roleTrustSub?: string } = {},
+): Promise<IdentityWorld> {
+  const base = await startWorld({ controller: false, policy: false });
+  const peer = await startAwsPeer({ accountId: account });
+  after(() => peer.stop());
+  const [port] = (await freePorts(1)) as [number];
+  const issuer = `http://127.0.0.1:${port}`;
+  const providerHost = `127.0.0.1:${port}`;
+  const { arn: provider } = peer.registerOidcProvider({ url: issuer, audiences: ["sts.amazonaws.com"] });
+  peer.createRole({
+    arn: deployRole,
+    maxSessionDuration: 3600,
+    trustPolicy: {
+      Version: "2012-10-17",
+      Statement: [
+        {
+          Effect: "Allow",
+          Principal: { Federated: provider },
+          Action: ["sts:AssumeRoleWithWebIdentity", "sts:TagSession", "sts:SetSourceIdentity"],
+          Condition: {
+            StringEquals: { [`${providerHost}:aud`]: "sts.amazonaws.com" },
+            StringLike: { [`${providerHost}:sub`]: opts.roleTrustSub ?? `system:scoped-step:${base.ns}:*` },
+          },
+        },
+      ],
+    },
+    permissionPolicies: [
+      {
+        Version: "2012-10-17",
+        Statement: [
+          {
+            Effect: "Allow",
+            Action: ["s3:GetObject", "s3:PutObject"],
+            Resource: ["arn:aws:s3:::artifacts/*", "arn:aws:s3:::private/*"],
+          },
+        ],
+      },
+    ],
+  });
+  peer.putObject("artifacts", "hello.txt", "hello from s3");
+  peer.putObject("private", "keys.txt", "not for this step");
+  await base.createPolicy("identity", policy);
+
+  const controllerFlags = [
+    "--credentials=aws",
+    `--issuer-url=${issuer}`,
+    "--allow-insecure-issuer=true",
+    `--http-port=${port}`,
+    `--sts-endpoint=${peer.endpoint}`,
+    `--iam-endpoint=${peer.endpoint}`,
+    "--aws-region=eu-west-1",
+  ];
+  // The controller's own AWS credentials are used only for IAM (deny-policy revocation).
+  const controllerEnv = {
+    AWS_ACCESS_KEY_ID: peer.adminCredentials.accessKeyId,
+    AWS_SECRET_ACCESS_KEY: peer.adminCredentials.secretAccessKey,
+    AWS_EC2_METADATA_DISABLED: "true",
+  };
+  const core = base.cluster.kc.makeApiClient(CoreV1Api);
+  const w: IdentityWorld = Object.assign(base, {
+    peer,
+    issuer,
+    providerHost,
+    controllerFlags,
+    controllerEnv,
+    async restartController(extraEnv: Record<string, string> = {}) {
+      await w.controller?.kill("SIGTERM");
+      await w.startController(controllerFlags, { ...controllerEnv, ...extraEnv });
+    },
+    async secretData(name: string) {
+      try {
+        const s = await core.readNamespacedSecret({ namespace: base.ns, name });
+        return Object.fromEntries(
+          Object.entries(s.data ?? {}).map(([k, v]) => [k, Buffer.from(v, "base64").toString()]),
+        );
+      } catch {
+        return undefined;
+      }
+    },
+  });
+  await w.startController(controllerFlags, controllerEnv);
+  return w;
+}
