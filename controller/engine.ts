@@ -41,6 +41,8 @@ export interface EngineHooks {
 
 export interface Engine {
   isLeader: () => boolean;
+  /** The CustomRuns in the informer cache (only while leading). */
+  runs: () => Iterable<CustomRun>;
   synced: () => boolean;
   queueStats: () => QueueStats;
   stop: (graceMs: number) => Promise<void>;
@@ -50,6 +52,7 @@ export function startEngine(kc: KubeConfig, config: EngineConfig, hooks: EngineH
   const objects = kc.makeApiClient(CustomObjectsApi);
   const core = kc.makeApiClient(CoreV1Api);
   const informers: Informer<KubernetesObject>[] = [];
+  const runInformers: Informer<CustomRun>[] = [];
   const queue = new WorkQueue({
     concurrency: config.concurrency,
     process: async (key) => {
@@ -141,6 +144,9 @@ export function startEngine(kc: KubeConfig, config: EngineConfig, hooks: EngineH
 
   return {
     isLeader: () => leader.isLeader,
+    *runs() {
+      for (const informer of runInformers) yield* informer.cache.values();
+    },
     synced: () => informers.length > 0 && informers.every((i) => i.synced),
     queueStats: () => queue.stats(),
     async stop(graceMs) {

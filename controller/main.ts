@@ -5,7 +5,9 @@ import type { Logger } from "pino";
 import { reconcileRun } from "../tasks/scoped-step/reconcile.ts";
 import type { TaskContext } from "../tasks/scoped-step/ports.ts";
 import { ConfigError, loadConfig, type Config } from "./config.ts";
-import { startEngine } from "./engine.ts";
+import { startEngine, type Engine } from "./engine.ts";
+import { Metrics } from "./metrics.ts";
+import type { WorkQueue } from "./queue.ts";
 import { kubeEvents } from "./events.ts";
 import { startHttpServer } from "./http.ts";
 import { buildIdentity } from "./identity.ts";
@@ -36,23 +38,37 @@ const log = createLogger(config.logLevel);
 const kc = new KubeConfig();
 kc.loadFromDefault();
 
-const identity = await buildIdentity(kc, config, log).catch((err: unknown) => {
-  log.fatal({ err }, "could not set up the identity side (issuer, credentials, policy)");
-  process.exit(2);
-});
+// Metrics read the engine and queue, which are built after the context that reports to metrics.
+const live: { engine?: Engine; queue?: WorkQueue } = {};
+const metrics = new Metrics(
+  {
+    runs: () => live.engine?.runs() ?? [],
+    isLeader: () => live.engine?.isLeader() ?? false,
+    keyAgeSeconds: () => identity.issuer?.activeKeyAgeSeconds() ?? 0,
+  },
+  () => live.queue,
+);
+
+const identity = await buildIdentity(kc, config, log, { onStsCall: (s, o) => metrics.stsCall(s, o) }).catch(
+  (err: unknown) => {
+    log.fatal({ err }, "could not set up the identity side (issuer, credentials, policy)");
+    process.exit(2);
+  },
+);
 
 const ctx: TaskContext = {
   cluster: kubeClusterPort(kc),
   events: kubeEvents(kc, "scoped-step-controller", config.identity, log),
   credentials: identity.credentials,
   policy: identity.policy,
+  metrics,
   log,
   now: () => new Date(),
   ...failpointFromEnv(process.env.SCOPED_STEP_FAILPOINT, log),
   defaultTimeoutMs: config.defaultTimeoutMs,
 };
 
-const engine = startEngine(
+const engine: Engine = startEngine(
   kc,
   {
     namespaces: config.watchNamespaces,
@@ -69,6 +85,11 @@ const engine = startEngine(
   },
   {
     reconcile: (namespace, name) => reconcileRun(namespace, name, ctx),
+    onReconciled: (seconds, result) => metrics.reconciled(seconds, result),
+    onQueue: (queue) => {
+      live.queue = queue;
+      metrics.observeQueue(queue);
+    },
     onStoppedLeading: () => {
       log.fatal("leadership lost; exiting so no work happens without the lease");
       process.exit(1);
@@ -76,6 +97,8 @@ const engine = startEngine(
   },
   log,
 );
+
+live.engine = engine;
 
 // Key rotation and reloading other replicas' rotations; the issuer itself runs no timers.
 const maintenance = setInterval(() => {
@@ -92,6 +115,10 @@ const server = await startHttpServer(config.httpHost, config.httpPort, {
     if (engine.isLeader() && !engine.synced()) return { ok: false, why: "informers not synced" };
     return { ok: true, why: "" };
   },
+  metrics: async () => ({
+    contentType: metrics.registry.contentType,
+    body: await metrics.registry.metrics(),
+  }),
   ...(identity.issuer ? { oidc: identity.issuer.handler } : {}),
 });
 const addr = server.address();

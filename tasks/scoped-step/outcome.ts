@@ -136,3 +136,11 @@ export function podOutcome(pod: V1Pod): StepOutcome {
     : (pod.status?.phase ?? "Pending");
   return { phase: "pending", message: `step pod ${pod.metadata?.name ?? ""} is not running yet (${why})` };
 }
+
+/** How long the step container ran, once it has ended. */
+export function stepRunSeconds(pod: V1Pod): number | undefined {
+  const t = stepStatus(pod)?.state?.terminated;
+  if (!t?.startedAt || !t.finishedAt) return undefined;
+  const seconds = (new Date(t.finishedAt).getTime() - new Date(t.startedAt).getTime()) / 1000;
+  return Number.isFinite(seconds) && seconds >= 0 ? seconds : undefined;
+}

@@ -46,6 +46,9 @@ export interface RunMetricsPort {
   runStarted(): void;
   runFinished(outcome: "succeeded" | "failed", reason: string): void;
   podRunSeconds(seconds: number): void;
+  credentialMinted(provider: string, seconds: number): void;
+  credentialRevoked(provider: string, seconds: number): void;
+  credentialFailed(provider: string, reason: string): void;
 }
 
 export interface TaskContext {

@@ -1,11 +1,11 @@
 // The scoped-step run lifecycle: one level-triggered pass over a CustomRun. Each pass looks at
 // the run, its pod and its credential as the API server has them, makes at most one step of
 // progress, and writes status at most once. It can stop at any line and the next pass converges.
-import type { V1Secret } from "@kubernetes/client-node";
+import type { V1Pod, V1Secret } from "@kubernetes/client-node";
 import type { CredentialRecord, Grant, RunFacts } from "./credentials/types.ts";
 import { parseGoDuration } from "./duration.ts";
 import { isRunFailure, RunFailure } from "./failure.ts";
-import { podOutcome } from "./outcome.ts";
+import { podOutcome, stepRunSeconds } from "./outcome.ts";
 import { buildStepPod, credentialSecretName, labels, managedByValue, podName, boundedName } from "./pod.ts";
 import type { Next, TaskContext } from "./ports.ts";
 import {
@@ -182,10 +182,17 @@ class Pass {
         await this.write();
         return done;
       case "failed":
+        this.observeRunTime(pod);
         return this.endAttempt(outcome.reason, await this.redact(outcome.message));
       case "succeeded":
+        this.observeRunTime(pod);
         return this.succeed(outcome.results);
     }
+  }
+
+  private observeRunTime(pod: V1Pod): void {
+    const seconds = stepRunSeconds(pod);
+    if (seconds !== undefined) this.ctx.metrics?.podRunSeconds(seconds);
   }
 
   private async resolve(): Promise<{ step: ResolvedStep; grant: Grant }> {
@@ -271,16 +278,20 @@ class Pass {
         record = adoptSecret(record, existing);
       } else {
         let minted;
+        const mintStarted = performance.now();
         try {
           minted = await provider.mint(facts, grant);
         } catch (err) {
+          this.ctx.metrics?.credentialFailed(provider.name, isRunFailure(err) ? err.reason : "Transient");
           if (isRunFailure(err)) return this.fail(err);
           throw err;
         }
+        this.ctx.metrics?.credentialMinted(provider.name, (performance.now() - mintStarted) / 1000);
         this.ctx.failpoint?.("after-mint");
         record = {
           ...record,
           state: "active",
+          mintedAt: this.ctx.now().toISOString(),
           results: minted.results,
           ...(minted.expiresAt ? { expiresAt: minted.expiresAt } : {}),
         };
@@ -361,8 +372,10 @@ class Pass {
   private async revokeCredential(): Promise<void> {
     const record = this.state.credential;
     if (!record || record.state === "revoked") return;
+    const revokeStarted = performance.now();
     await this.ctx.cluster.deleteSecret(this.namespace, credentialSecretName(this.name, record.attempt));
     await this.ctx.credentials.revoke(record);
+    this.ctx.metrics?.credentialRevoked(record.provider, (performance.now() - revokeStarted) / 1000);
     this.ctx.failpoint?.("after-revoke");
     const revokedAt = this.ctx.now().toISOString();
     this.state.credential = { ...record, state: "revoked", revokedAt };

@@ -298,3 +298,48 @@ test("a controller down while the step finishes revokes the credential when it c
     ),
   );
 });
+
+test("the controller serves health, readiness, its OIDC documents and Prometheus metrics", async () => {
+  const w = await world;
+  await w.createRun("metered", { params: stepParams(w, "payments", "true", []) });
+  await w.waitDone("metered");
+  assert.equal((await fetch(`${w.issuer}/healthz`)).status, 200);
+  await eventually("ready", async () =>
+    (await fetch(`${w.issuer}/readyz`)).status === 200 ? true : undefined,
+  );
+  const discovery = (await (await fetch(`${w.issuer}/.well-known/openid-configuration`)).json()) as {
+    issuer: string;
+    jwks_uri: string;
+  };
+  assert.equal(discovery.issuer, w.issuer);
+  const jwks = (await (await fetch(discovery.jwks_uri)).json()) as { keys: Record<string, unknown>[] };
+  assert.ok(jwks.keys.length >= 1 && jwks.keys.every((k) => k.d === undefined), "public keys only");
+
+  const text = await (await fetch(`${w.issuer}/metrics`)).text();
+  const value = (series: string) => {
+    const line = text.split("\n").find((l) => l.startsWith(`${series} `));
+    return line === undefined ? undefined : Number(line.split(" ").pop());
+  };
+  assert.ok((value('scoped_step_credentials_minted_total{provider="aws"}') ?? 0) >= 1);
+  assert.ok((value('scoped_step_credentials_revoked_total{provider="aws"}') ?? 0) >= 1);
+  assert.ok((value('scoped_step_runs_finished_total{outcome="succeeded",reason="Succeeded"}') ?? 0) >= 1);
+  assert.equal(value("scoped_step_leader"), 1);
+  assert.equal(value("scoped_step_credentials_pending_revocation"), 0);
+  assert.ok((value('scoped_step_sts_request_duration_seconds_count{outcome="ok"}') ?? 0) >= 1);
+  assert.ok((value("scoped_step_signing_key_age_seconds") ?? -1) >= 0);
+  for (const name of [
+    "scoped_step_reconcile_duration_seconds_bucket",
+    "scoped_step_workqueue_depth",
+    "scoped_step_workqueue_in_flight",
+    "scoped_step_workqueue_wait_seconds_bucket",
+    "scoped_step_credential_mint_duration_seconds_bucket",
+    "scoped_step_credential_revoke_duration_seconds_bucket",
+    "scoped_step_active_credentials",
+    "scoped_step_oldest_unrevoked_credential_age_seconds",
+    "scoped_step_step_pod_duration_seconds_bucket",
+    "process_resident_memory_bytes",
+  ]) {
+    assert.ok(text.includes(name), `${name} is exported`);
+  }
+  assert.doesNotMatch(text, /namespace=|name="metered"/, "no run names or namespaces as labels");
+});

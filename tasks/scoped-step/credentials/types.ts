@@ -29,6 +29,7 @@ export interface CredentialRecord {
   /** Result name -> value, published as CustomRun results (identity-subject, aws-role-arn, ...). */
   results: Record<string, string>;
   expiresAt?: string;
+  mintedAt?: string;
   revokedAt?: string;
 }
 

@@ -1,0 +1,211 @@
+// Prometheus metrics, named by Prometheus conventions: scoped_step_ prefix, base units, _total
+// for counters, and labels with bounded values only (never a run's name or namespace).
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
+import type { RunMetricsPort } from "../tasks/scoped-step/ports.ts";
+import { isDone, stepState } from "../tasks/scoped-step/status.ts";
+import type { CustomRun } from "../tasks/scoped-step/types.ts";
+import type { WorkQueue } from "./queue.ts";
+
+const latencyBuckets = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
+const podBuckets = [1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200];
+
+export interface MetricsSources {
+  runs: () => Iterable<CustomRun>;
+  isLeader: () => boolean;
+  keyAgeSeconds?: () => number;
+}
+
+export class Metrics implements RunMetricsPort {
+  readonly registry = new Registry();
+  private readonly started = new Counter({
+    name: "scoped_step_runs_started_total",
+    help: "Runs started.",
+    registers: [this.registry],
+  });
+  private readonly finished = new Counter({
+    name: "scoped_step_runs_finished_total",
+    help: "Runs finished, by outcome and condition reason.",
+    labelNames: ["outcome", "reason"],
+    registers: [this.registry],
+  });
+  private readonly reconcile = new Histogram({
+    name: "scoped_step_reconcile_duration_seconds",
+    help: "Duration of reconcile passes, by result (ok, error, conflict).",
+    labelNames: ["result"],
+    buckets: latencyBuckets,
+    registers: [this.registry],
+  });
+  private readonly reconcileErrors = new Counter({
+    name: "scoped_step_reconcile_errors_total",
+    help: "Reconcile passes that failed and were requeued with backoff.",
+    registers: [this.registry],
+  });
+  private readonly queueRetries = new Counter({
+    name: "scoped_step_workqueue_retries_total",
+    help: "Keys requeued with backoff after a failed pass.",
+    registers: [this.registry],
+  });
+  private readonly queueWait = new Histogram({
+    name: "scoped_step_workqueue_wait_seconds",
+    help: "Time a key waited in the queue before a worker took it.",
+    buckets: latencyBuckets,
+    registers: [this.registry],
+  });
+  private readonly minted = new Counter({
+    name: "scoped_step_credentials_minted_total",
+    help: "Credentials minted, by provider.",
+    labelNames: ["provider"],
+    registers: [this.registry],
+  });
+  private readonly revoked = new Counter({
+    name: "scoped_step_credentials_revoked_total",
+    help: "Credentials revoked, by provider.",
+    labelNames: ["provider"],
+    registers: [this.registry],
+  });
+  private readonly failures = new Counter({
+    name: "scoped_step_credential_failures_total",
+    help: "Mints that failed, by provider and failure reason.",
+    labelNames: ["provider", "reason"],
+    registers: [this.registry],
+  });
+  private readonly mintDuration = new Histogram({
+    name: "scoped_step_credential_mint_duration_seconds",
+    help: "Time to mint one credential (token signing and the STS exchange).",
+    labelNames: ["provider"],
+    buckets: latencyBuckets,
+    registers: [this.registry],
+  });
+  private readonly revokeDuration = new Histogram({
+    name: "scoped_step_credential_revoke_duration_seconds",
+    help: "Time to revoke one credential (Secret deletion and any deny policy).",
+    labelNames: ["provider"],
+    buckets: latencyBuckets,
+    registers: [this.registry],
+  });
+  private readonly sts = new Histogram({
+    name: "scoped_step_sts_request_duration_seconds",
+    help: "STS AssumeRoleWithWebIdentity calls, by outcome (ok or the AWS error code).",
+    labelNames: ["outcome"],
+    buckets: latencyBuckets,
+    registers: [this.registry],
+  });
+  private readonly podDuration = new Histogram({
+    name: "scoped_step_step_pod_duration_seconds",
+    help: "Run time of step containers, from start to exit.",
+    buckets: podBuckets,
+    registers: [this.registry],
+  });
+
+  constructor(sources: MetricsSources, queue: () => WorkQueue | undefined) {
+    collectDefaultMetrics({ register: this.registry });
+    const registers = [this.registry];
+    new Gauge({
+      name: "scoped_step_workqueue_depth",
+      help: "Keys waiting in the work queue.",
+      registers,
+      collect() {
+        this.set(queue()?.stats().depth ?? 0);
+      },
+    });
+    new Gauge({
+      name: "scoped_step_workqueue_in_flight",
+      help: "Keys being reconciled now.",
+      registers,
+      collect() {
+        this.set(queue()?.stats().inFlight ?? 0);
+      },
+    });
+    new Gauge({
+      name: "scoped_step_leader",
+      help: "1 when this replica holds the leader lease.",
+      registers,
+      collect() {
+        this.set(sources.isLeader() ? 1 : 0);
+      },
+    });
+    new Gauge({
+      name: "scoped_step_signing_key_age_seconds",
+      help: "Age of the active token signing key.",
+      registers,
+      collect() {
+        this.set(sources.keyAgeSeconds?.() ?? 0);
+      },
+    });
+    // Read from the runs' durable records, so the figures survive restarts and failovers.
+    const scan = () => {
+      let active = 0;
+      let pending = 0;
+      let oldest = 0;
+      const now = Date.now();
+      for (const run of sources.runs()) {
+        const credential = stepState(run.status ?? {}).credential;
+        if (!credential || credential.state === "revoked") continue;
+        active++;
+        if (isDone(run.status)) pending++;
+        const since = credential.mintedAt ?? run.status?.startTime;
+        if (since) oldest = Math.max(oldest, (now - new Date(since).getTime()) / 1000);
+      }
+      return { active, pending, oldest };
+    };
+    new Gauge({
+      name: "scoped_step_active_credentials",
+      help: "Credentials minted (or being minted) and not yet revoked.",
+      registers,
+      collect() {
+        this.set(scan().active);
+      },
+    });
+    new Gauge({
+      name: "scoped_step_credentials_pending_revocation",
+      help: "Credentials of finished runs not yet revoked; should be 0 within seconds.",
+      registers,
+      collect() {
+        this.set(scan().pending);
+      },
+    });
+    new Gauge({
+      name: "scoped_step_oldest_unrevoked_credential_age_seconds",
+      help: "Age of the oldest credential not yet revoked.",
+      registers,
+      collect() {
+        this.set(scan().oldest);
+      },
+    });
+  }
+
+  observeQueue(queue: WorkQueue): void {
+    queue.onTaken = (ms) => this.queueWait.observe(ms / 1000);
+    queue.onRetry = () => this.queueRetries.inc();
+  }
+
+  reconciled(seconds: number, result: "ok" | "error" | "conflict"): void {
+    this.reconcile.observe({ result }, seconds);
+    if (result === "error") this.reconcileErrors.inc();
+  }
+
+  stsCall(seconds: number, outcome: string): void {
+    this.sts.observe({ outcome }, seconds);
+  }
+
+  runStarted(): void {
+    this.started.inc();
+  }
+  runFinished(outcome: "succeeded" | "failed", reason: string): void {
+    this.finished.inc({ outcome, reason });
+  }
+  podRunSeconds(seconds: number): void {
+    this.podDuration.observe(seconds);
+  }
+  credentialMinted(provider: string, seconds: number): void {
+    this.minted.inc({ provider });
+    this.mintDuration.observe({ provider }, seconds);
+  }
+  credentialRevoked(provider: string, seconds: number): void {
+    this.revoked.inc({ provider });
+    this.revokeDuration.observe({ provider }, seconds);
+  }
+  credentialFailed(provider: string, reason: string): void {
+    this.failures.inc({ provider, reason });
+  }
+}
