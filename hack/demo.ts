@@ -1,22 +1,295 @@
-// make demo: brings up the local control plane, shows what is installed, and tears it down.
-import { ApiextensionsV1Api, VersionApi } from "@kubernetes/client-node";
+// make demo: the main job end to end on a local control plane. It starts etcd and kube-apiserver,
+// the loopback AWS peer (STS, IAM, S3), the test kubelet and the controller; applies a policy, an
+// Application with a scoped-identity trait, a ScopedStep and a CustomRun; follows the run; prints
+// the identity it had and a few metrics; and tears everything down.
+import { spawn } from "node:child_process";
+import { fileURLToPath } from "node:url";
+import { CoreV1Api, CustomObjectsApi, Watch } from "@kubernetes/client-node";
 import { startControlPlane } from "./cluster/control-plane.ts";
+import { freePorts } from "./cluster/processes.ts";
+import { startAwsPeer } from "../test/support/aws/server.ts";
+import { startTestKubelet } from "../test/support/kubelet.ts";
+import type { CustomRun } from "../tasks/scoped-step/types.ts";
 
-const say = (line: string) => console.log(`==> ${line}`);
 const started = Date.now();
-say("starting a local control plane (etcd + kube-apiserver built from the Go module proxy)");
-const cp = await startControlPlane({ log: (l) => console.log(`    ${l}`) });
+const elapsed = () => `${((Date.now() - started) / 1000).toFixed(1)}s`;
+const say = (line: string) => console.log(`[${elapsed()}] ${line}`);
+const ownCrds = ["scopedstep.yaml", "scopedsteppolicy.yaml"].map((f) =>
+  fileURLToPath(new URL(`../catalog/crds/${f}`, import.meta.url)),
+);
+const team = "team-payments";
+const roleArn = "arn:aws:iam::111122223333:role/payments-deployer";
+
+say("starting a local control plane: etcd + kube-apiserver built from the Go module proxy");
+const cp = await startControlPlane({ extraCrdFiles: ownCrds });
+const cleanups: (() => Promise<unknown>)[] = [() => cp.stop()];
 try {
-  const version = await cp.kubeConfig.makeApiClient(VersionApi).getCode();
-  say(`kube-apiserver ${version.gitVersion} at ${cp.server}`);
-  const crds = await cp.kubeConfig.makeApiClient(ApiextensionsV1Api).listCustomResourceDefinition();
-  say("installed CRDs:");
-  for (const crd of crds.items) {
-    const versions = crd.spec.versions.map((v) => v.name).join(",");
-    console.log(`    ${crd.metadata?.name ?? ""} (${versions})`);
+  const kc = cp.kubeConfig;
+  const core = kc.makeApiClient(CoreV1Api);
+  const objects = kc.makeApiClient(CustomObjectsApi);
+  for (const name of ["scoped-step", team]) await core.createNamespace({ body: { metadata: { name } } });
+  await core.createNamespacedServiceAccount({ namespace: team, body: { metadata: { name: "default" } } });
+
+  say("starting the loopback AWS peer (STS, IAM, S3) and registering the controller as an OIDC provider");
+  const peer = await startAwsPeer();
+  cleanups.unshift(() => peer.stop());
+  const [port] = (await freePorts(1)) as [number];
+  const issuer = `http://127.0.0.1:${port}`;
+  const { arn: provider } = peer.registerOidcProvider({ url: issuer, audiences: ["sts.amazonaws.com"] });
+  peer.createRole({
+    arn: roleArn,
+    trustPolicy: {
+      Version: "2012-10-17",
+      Statement: [
+        {
+          Effect: "Allow",
+          Principal: { Federated: provider },
+          Action: ["sts:AssumeRoleWithWebIdentity", "sts:TagSession", "sts:SetSourceIdentity"],
+          Condition: {
+            StringEquals: { [`127.0.0.1:${port}:aud`]: "sts.amazonaws.com" },
+            StringLike: { [`127.0.0.1:${port}:sub`]: `system:scoped-step:${team}:payments:*` },
+          },
+        },
+      ],
+    },
+    permissionPolicies: [
+      { Version: "2012-10-17", Statement: [{ Effect: "Allow", Action: "s3:*", Resource: "arn:aws:s3:::*" }] },
+    ],
+  });
+  peer.putObject("payments-artifacts", "README", "artifacts of the payments team");
+
+  say(`applying a ScopedStepPolicy for ${team}, an Application with a scoped-identity trait, a ScopedStep`);
+  await objects.createClusterCustomObject({
+    group: "scopedstep.dev",
+    version: "v1alpha1",
+    plural: "scopedsteppolicies",
+    body: {
+      apiVersion: "scopedstep.dev/v1alpha1",
+      kind: "ScopedStepPolicy",
+      metadata: { name: "payments" },
+      spec: {
+        namespaces: [team],
+        aws: { allowedRoleArns: ["arn:aws:iam::111122223333:role/payments-*"], maxSessionDuration: 3600 },
+        revocation: "deny-policy",
+      },
+    },
+  });
+  await objects.createNamespacedCustomObject({
+    group: "core.oam.dev",
+    version: "v1beta1",
+    namespace: team,
+    plural: "applications",
+    body: {
+      apiVersion: "core.oam.dev/v1beta1",
+      kind: "Application",
+      metadata: { name: "payments" },
+      spec: {
+        components: [
+          {
+            name: "api",
+            type: "webservice",
+            properties: { image: "example/payments-api:1.4.2" },
+            traits: [
+              {
+                type: "scoped-identity",
+                properties: {
+                  audience: "sts.amazonaws.com",
+                  aws: {
+                    roleArn,
+                    region: "eu-west-1",
+                    sessionDuration: 900,
+                    sessionTags: { team: "payments" },
+                    sessionPolicy: {
+                      Version: "2012-10-17",
+                      Statement: [
+                        {
+                          Effect: "Allow",
+                          Action: ["s3:PutObject", "s3:GetObject"],
+                          Resource: "arn:aws:s3:::payments-artifacts/releases/*",
+                        },
+                      ],
+                    },
+                  },
+                },
+              },
+            ],
+          },
+        ],
+      },
+    },
+  });
+  const sigv4 = `curl -s --aws-sigv4 "aws:amz:eu-west-1:SERVICE" --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" -H "x-amz-security-token: $AWS_SESSION_TOKEN"`;
+  await objects.createNamespacedCustomObject({
+    group: "scopedstep.dev",
+    version: "v1alpha1",
+    namespace: team,
+    plural: "scopedsteps",
+    body: {
+      apiVersion: "scopedstep.dev/v1alpha1",
+      kind: "ScopedStep",
+      metadata: { name: "publish-release" },
+      spec: {
+        params: [{ name: "version" }, { name: "endpoint" }],
+        results: [{ name: "uri" }, { name: "caller" }, { name: "outside-scope" }],
+        image: "amazon/aws-cli",
+        application: "payments",
+        component: "api",
+        script: [
+          "set -e",
+          `${sigv4.replace("SERVICE", "sts")} -d "Action=GetCallerIdentity&Version=2011-06-15" $(params.endpoint) | sed -n 's:.*<Arn>\\(.*\\)</Arn>.*:\\1:p' > $(results.caller.path)`,
+          "echo 'payments $(params.version)' > /tmp/notes",
+          `${sigv4.replace("SERVICE", "s3")} -H "x-amz-content-sha256: UNSIGNED-PAYLOAD" -T /tmp/notes "$(params.endpoint)/payments-artifacts/releases/$(params.version)/notes.txt"`,
+          "echo s3://payments-artifacts/releases/$(params.version)/notes.txt > $(results.uri.path)",
+          `${sigv4.replace("SERVICE", "s3")} -H "x-amz-content-sha256: UNSIGNED-PAYLOAD" -o /dev/null -w '%{http_code}' "$(params.endpoint)/payments-artifacts/README" > $(results.outside-scope.path)`,
+        ].join("\n"),
+      },
+    },
+  });
+
+  say("starting the test kubelet (it runs step pods as local processes) and the controller");
+  const kubelet = await startTestKubelet(kc, { namespace: team });
+  cleanups.unshift(() => kubelet.stop());
+  const controller = spawn(
+    process.execPath,
+    [
+      fileURLToPath(new URL("../controller/main.ts", import.meta.url)),
+      "--namespace=scoped-step",
+      `--watch-namespaces=${team}`,
+      `--http-port=${port}`,
+      "--http-host=127.0.0.1",
+      `--issuer-url=${issuer}`,
+      "--allow-insecure-issuer=true",
+      `--sts-endpoint=${peer.endpoint}`,
+      `--iam-endpoint=${peer.endpoint}`,
+      "--log-level=warn",
+    ],
+    {
+      env: {
+        ...process.env,
+        KUBECONFIG: cp.kubeconfigPath,
+        AWS_ACCESS_KEY_ID: peer.adminCredentials.accessKeyId,
+        AWS_SECRET_ACCESS_KEY: peer.adminCredentials.secretAccessKey,
+        AWS_EC2_METADATA_DISABLED: "true",
+      },
+      stdio: ["ignore", "inherit", "inherit"],
+    },
+  );
+  cleanups.unshift(async () => {
+    controller.kill("SIGTERM");
+    await new Promise((r) => controller.once("exit", r));
+  });
+
+  say("creating a CustomRun that runs ScopedStep publish-release, as a Pipeline task would");
+  await objects.createNamespacedCustomObject({
+    group: "tekton.dev",
+    version: "v1beta1",
+    namespace: team,
+    plural: "customruns",
+    body: {
+      apiVersion: "tekton.dev/v1beta1",
+      kind: "CustomRun",
+      metadata: { name: "release-1-4-2", labels: { "tekton.dev/pipelineTask": "publish" } },
+      spec: {
+        customRef: { apiVersion: "scopedstep.dev/v1alpha1", kind: "ScopedStep", name: "publish-release" },
+        params: [
+          { name: "version", value: "1.4.2" },
+          { name: "endpoint", value: peer.endpoint },
+        ],
+        timeout: "5m",
+      },
+    },
+  });
+
+  const run = await new Promise<CustomRun>((resolve, reject) => {
+    let last = "";
+    const deadline = setTimeout(() => reject(new Error("the run did not finish within 2 minutes")), 120_000);
+    void new Watch(kc).watch(
+      `/apis/tekton.dev/v1beta1/namespaces/${team}/customruns`,
+      {},
+      (_type, obj: CustomRun) => {
+        const c = obj.status?.conditions?.find((x) => x.type === "Succeeded");
+        const line = c ? `${c.status}/${c.reason ?? ""}: ${c.message ?? ""}` : "";
+        if (line && line !== last) say(`  run ${obj.metadata.name ?? ""}: ${line}`);
+        last = line;
+        if (c?.status === "True" || c?.status === "False") {
+          clearTimeout(deadline);
+          resolve(obj);
+        }
+      },
+      (err: unknown) => {
+        if (err) reject(err instanceof Error ? err : new Error("watch failed"));
+      },
+    );
+  });
+  const results = Object.fromEntries((run.status?.results ?? []).map((r) => [r.name, r.value]));
+  const settled = await (async () => {
+    for (let i = 0; i < 50; i++) {
+      const again = (await objects.getNamespacedCustomObject({
+        group: "tekton.dev",
+        version: "v1beta1",
+        namespace: team,
+        plural: "customruns",
+        name: "release-1-4-2",
+      })) as CustomRun;
+      if (!(again.metadata.finalizers ?? []).length) return again;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    return run;
+  })();
+  const secretLeft = await core
+    .readNamespacedSecret({ namespace: team, name: "release-1-4-2-credentials-0" })
+    .then(
+      () => true,
+      () => false,
+    );
+  const uploaded = peer.getObject("payments-artifacts", "releases/1.4.2/notes.txt")?.toString().trim();
+
+  console.log("\n================ scoped-step demo: what the step was ================");
+  const row = (k: string, v: string | undefined) => console.log(`  ${k.padEnd(22)} ${v ?? "-"}`);
+  row(
+    "outcome",
+    `${run.status?.conditions?.[0]?.status ?? ""} (${run.status?.conditions?.[0]?.reason ?? ""})`,
+  );
+  row("identity subject", results["identity-subject"]);
+  row("issuer", results["identity-issuer"]);
+  row("token id (jti)", results["token-id"]);
+  row("role", results["aws-role-arn"]);
+  row("assumed role", results["aws-assumed-role-arn"]);
+  row("session name", results["aws-session-name"]);
+  row("source identity", results["aws-source-identity"]);
+  row("credentials expire", results["credentials-expiration"]);
+  row("revoked at", results["revoked-at"]);
+  console.log("  -- what the step itself saw and did --");
+  row("GetCallerIdentity", results.caller);
+  row("uploaded", `${results.uri ?? "-"} (S3 now holds: "${uploaded ?? "nothing"}")`);
+  row(
+    "read outside policy",
+    `HTTP ${results["outside-scope"] ?? "?"} (the session policy allows releases/* only)`,
+  );
+  row("credential Secret", secretLeft ? "STILL PRESENT" : "deleted");
+  row(
+    "deny on the role",
+    peer.rolePolicies("payments-deployer")["scoped-step-revocations"] ? "in place until expiry" : "none",
+  );
+  row("finalizer", (settled.metadata.finalizers ?? []).length ? "still there" : "removed");
+
+  console.log("\n  -- a few metrics from /metrics --");
+  const metrics = await (await fetch(`${issuer}/metrics`)).text();
+  for (const name of [
+    "scoped_step_runs_finished_total",
+    "scoped_step_credentials_minted_total",
+    "scoped_step_credentials_revoked_total",
+    "scoped_step_active_credentials",
+    "scoped_step_credentials_pending_revocation",
+    "scoped_step_sts_request_duration_seconds_count",
+    "scoped_step_leader",
+  ]) {
+    for (const line of metrics.split("\n").filter((l) => l.startsWith(name))) console.log(`  ${line}`);
   }
+  console.log("=====================================================================\n");
+  if (run.status?.conditions?.[0]?.status !== "True" || secretLeft) process.exitCode = 1;
 } finally {
-  say("tearing the control plane down");
-  await cp.stop();
+  say("tearing everything down");
+  for (const cleanup of cleanups) await cleanup().catch(() => undefined);
+  say(`done in ${elapsed()}`);
 }
-say(`done in ${((Date.now() - started) / 1000).toFixed(1)} s`);
