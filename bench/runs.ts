@@ -1,0 +1,159 @@
+// Creates N scoped-step CustomRuns at once against a local control plane, with the test kubelet
+// completing their pods, and prints latency percentiles, throughput and the controller's CPU and
+// peak memory.   node bench/runs.ts [N ...]   (default: 100 1000)
+import { CoreV1Api, CustomObjectsApi, Watch } from "@kubernetes/client-node";
+import { startTestKubelet } from "../test/support/kubelet.ts";
+import {
+  benchControlPlane,
+  ms,
+  namespaces,
+  percentile,
+  processUsage,
+  startControllerProcess,
+  waitForLease,
+} from "./support.ts";
+
+const sizes = process.argv
+  .slice(2)
+  .map(Number)
+  .filter((n) => n > 0);
+const runs = { group: "tekton.dev", version: "v1beta1", plural: "customruns" } as const;
+
+const cp = await benchControlPlane();
+try {
+  for (const n of sizes.length ? sizes : [100, 1000]) await benchmark(n);
+} finally {
+  await cp.stop();
+}
+
+async function benchmark(n: number): Promise<void> {
+  const kc = cp.kubeConfig;
+  const ns = `bench-${n}`;
+  const ctl = `bench-ctl-${n}`;
+  await namespaces(kc, ns, ctl);
+  const core = kc.makeApiClient(CoreV1Api);
+  const objects = kc.makeApiClient(CustomObjectsApi);
+  await core.createNamespacedServiceAccount({ namespace: ns, body: { metadata: { name: "default" } } });
+  await objects.createNamespacedCustomObject({
+    group: "core.oam.dev",
+    version: "v1beta1",
+    namespace: ns,
+    plural: "applications",
+    body: {
+      apiVersion: "core.oam.dev/v1beta1",
+      kind: "Application",
+      metadata: { name: "payments" },
+      spec: {
+        components: [
+          {
+            name: "api",
+            type: "webservice",
+            traits: [
+              {
+                type: "scoped-identity",
+                properties: { aws: { roleArn: "arn:aws:iam::111122223333:role/bench" } },
+              },
+            ],
+          },
+        ],
+      },
+    },
+  });
+  const kubelet = await startTestKubelet(kc, { namespace: ns });
+  await objects.createClusterCustomObject({
+    group: "scopedstep.dev",
+    version: "v1alpha1",
+    plural: "scopedsteppolicies",
+    body: {
+      apiVersion: "scopedstep.dev/v1alpha1",
+      kind: "ScopedStepPolicy",
+      metadata: { name: ns },
+      spec: { namespaces: [ns], aws: { allowedRoleArns: ["arn:aws:iam::111122223333:role/*"] } },
+    },
+  });
+  const controller = startControllerProcess(cp.kubeconfigPath, [
+    `--namespace=${ctl}`,
+    `--watch-namespaces=${ns}`,
+    "--concurrency=16",
+    "--credentials=none",
+  ]);
+
+  const created = new Map<string, number>();
+  const podSeen = new Map<string, number>();
+  const doneAt = new Map<string, number>();
+  let finish!: () => void;
+  const allDone = new Promise<void>((r) => (finish = r));
+  const watch = new Watch(kc);
+  const podWatch = await watch.watch(
+    `/api/v1/namespaces/${ns}/pods`,
+    {},
+    (type, pod: { metadata: { labels?: Record<string, string> } }) => {
+      const run = pod.metadata.labels?.["tekton.dev/customRun"];
+      if (type === "ADDED" && run && !podSeen.has(run)) podSeen.set(run, performance.now());
+    },
+    () => undefined,
+  );
+  const runWatch = await watch.watch(
+    `/apis/tekton.dev/v1beta1/namespaces/${ns}/customruns`,
+    {},
+    (_t, run: { metadata: { name: string }; status?: { conditions?: { status: string }[] } }) => {
+      const status = run.status?.conditions?.[0]?.status;
+      if ((status === "True" || status === "False") && !doneAt.has(run.metadata.name)) {
+        doneAt.set(run.metadata.name, performance.now());
+        if (doneAt.size === n) finish();
+      }
+    },
+    () => undefined,
+  );
+
+  // The clock starts once the controller leads.
+  await waitForLease(kc, ctl);
+  const start = performance.now();
+  const body = (i: number) => ({
+    apiVersion: "tekton.dev/v1beta1",
+    kind: "CustomRun",
+    metadata: { name: `run-${i}` },
+    spec: {
+      customRef: { apiVersion: "scopedstep.dev/v1alpha1", kind: "ScopedStep" },
+      params: [
+        { name: "image", value: "alpine" },
+        { name: "script", value: "echo ok > $(results.out.path)" },
+        { name: "results", value: ["out"] },
+        { name: "application", value: "payments" },
+        { name: "component", value: "api" },
+      ],
+    },
+  });
+  const creators = Array.from({ length: 16 }, async (_, w) => {
+    for (let i = w; i < n; i += 16) {
+      const t = performance.now();
+      await objects.createNamespacedCustomObject({ ...runs, namespace: ns, body: body(i) });
+      created.set(`run-${i}`, t);
+    }
+  });
+  await Promise.all(creators);
+  await allDone;
+  const elapsed = (performance.now() - start) / 1000;
+  const usage = await processUsage(controller.pid ?? 0);
+  podWatch.abort();
+  runWatch.abort();
+  controller.kill("SIGTERM");
+  await kubelet.stop();
+
+  const toPod = [...created].map(([k, t]) => (podSeen.get(k) ?? Number.NaN) - t);
+  const toDone = [...created].map(([k, t]) => (doneAt.get(k) ?? Number.NaN) - t);
+  const failed = n - [...doneAt.keys()].length;
+  console.log(`\nN = ${n} CustomRuns created at once (16 writers); failed or missing: ${failed}`);
+  console.log(
+    `  creation -> pod created : p50 ${ms(percentile(toPod, 50))}  p99 ${ms(percentile(toPod, 99))}`,
+  );
+  console.log(
+    `  creation -> Succeeded   : p50 ${ms(percentile(toDone, 50))}  p99 ${ms(percentile(toDone, 99))}`,
+  );
+  console.log(
+    `  throughput              : ${(n / elapsed).toFixed(1)} runs/s (${elapsed.toFixed(1)} s for all)`,
+  );
+  console.log(
+    `  controller              : ${usage.cpuSeconds.toFixed(1)} CPU s (${((usage.cpuSeconds / n) * 1000).toFixed(1)} ms/run), peak RSS ${usage.peakRssMiB.toFixed(0)} MiB`,
+  );
+}

@@ -1,0 +1,62 @@
+// Shared parts of the benchmarks: a control plane, the test kubelet, the controller as a child
+// process, and figures (percentiles, CPU and peak memory of a process from /proc).
+import { readFile } from "node:fs/promises";
+import { spawn, type ChildProcess } from "node:child_process";
+import { fileURLToPath } from "node:url";
+import { CoordinationV1Api, CoreV1Api, type KubeConfig } from "@kubernetes/client-node";
+import { startControlPlane, type ControlPlane } from "../hack/cluster/control-plane.ts";
+import { ownCrdFiles } from "../test/support/cluster.ts";
+
+export function percentile(values: number[], p: number): number {
+  if (values.length === 0) return Number.NaN;
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)] ?? Number.NaN;
+}
+
+export const ms = (n: number) => `${n.toFixed(0)} ms`;
+
+/** CPU seconds (user + system) and peak resident memory of a live process. */
+export async function processUsage(pid: number): Promise<{ cpuSeconds: number; peakRssMiB: number }> {
+  const stat = (await readFile(`/proc/${pid}/stat`, "utf8")).split(") ")[1]?.split(" ") ?? [];
+  const ticks = Number(stat[11]) + Number(stat[12]);
+  const status = await readFile(`/proc/${pid}/status`, "utf8");
+  const hwm = Number(/VmHWM:\s+(\d+)/.exec(status)?.[1] ?? 0);
+  return { cpuSeconds: ticks / 100, peakRssMiB: hwm / 1024 };
+}
+
+export async function benchControlPlane(): Promise<ControlPlane> {
+  return startControlPlane({ extraCrdFiles: ownCrdFiles });
+}
+
+export async function namespaces(kc: KubeConfig, ...names: string[]): Promise<void> {
+  const core = kc.makeApiClient(CoreV1Api);
+  for (const name of names) await core.createNamespace({ body: { metadata: { name } } });
+}
+
+export function startControllerProcess(
+  kubeconfig: string,
+  args: string[],
+  env: Record<string, string> = {},
+): ChildProcess {
+  const main = fileURLToPath(new URL("../controller/main.ts", import.meta.url));
+  const child = spawn(process.execPath, [main, "--http-port=0", "--log-level=warn", ...args], {
+    env: { ...process.env, KUBECONFIG: kubeconfig, ...env },
+    stdio: ["ignore", "inherit", "inherit"],
+  });
+  return child;
+}
+
+/** Resolves once some replica holds the controller's Lease in the given namespace. */
+export async function waitForLease(
+  kc: KubeConfig,
+  namespace: string,
+  name = "scoped-step-controller",
+): Promise<void> {
+  const api = kc.makeApiClient(CoordinationV1Api);
+  for (let i = 0; i < 300; i++) {
+    const lease = await api.readNamespacedLease({ name, namespace }).catch(() => undefined);
+    if (lease?.spec?.holderIdentity) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`no controller took the lease in ${namespace}`);
+}
