@@ -143,7 +143,10 @@ async function benchmark(n: number): Promise<void> {
   const toPod = [...created].map(([k, t]) => (podSeen.get(k) ?? Number.NaN) - t);
   const toDone = [...created].map(([k, t]) => (doneAt.get(k) ?? Number.NaN) - t);
   const failed = n - [...doneAt.keys()].length;
-  console.log(`\nN = ${n} CustomRuns created at once (16 writers); failed or missing: ${failed}`);
+  const unseen = toPod.filter((v) => !Number.isFinite(v)).length;
+  console.log(
+    `\nN = ${n} CustomRuns created at once (16 writers); unfinished: ${failed}; pod ADDED events missed: ${unseen}`,
+  );
   console.log(
     `  creation -> pod created : p50 ${ms(percentile(toPod, 50))}  p99 ${ms(percentile(toPod, 99))}`,
   );

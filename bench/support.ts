@@ -8,8 +8,8 @@ import { startControlPlane, type ControlPlane } from "../hack/cluster/control-pl
 import { ownCrdFiles } from "../test/support/cluster.ts";
 
 export function percentile(values: number[], p: number): number {
-  if (values.length === 0) return Number.NaN;
-  const sorted = [...values].sort((a, b) => a - b);
+  const sorted = values.filter((v) => Number.isFinite(v)).sort((a, b) => a - b);
+  if (sorted.length === 0) return Number.NaN;
   return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)] ?? Number.NaN;
 }
 
@@ -39,7 +39,9 @@ export function startControllerProcess(
   env: Record<string, string> = {},
 ): ChildProcess {
   const main = fileURLToPath(new URL("../controller/main.ts", import.meta.url));
-  const child = spawn(process.execPath, [main, "--http-port=0", "--log-level=warn", ...args], {
+  // BENCH_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" profiles the controller.
+  const nodeArgs = (process.env.BENCH_NODE_ARGS ?? "").split(" ").filter(Boolean);
+  const child = spawn(process.execPath, [...nodeArgs, main, "--http-port=0", "--log-level=warn", ...args], {
     env: { ...process.env, KUBECONFIG: kubeconfig, ...env },
     stdio: ["ignore", "inherit", "inherit"],
   });

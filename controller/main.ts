@@ -1,6 +1,5 @@
 // The controller process: configuration, logging, identity (issuer, credentials, policy), HTTP
 // endpoints, the leader-elected engine, and graceful shutdown on SIGTERM.
-import { KubeConfig } from "@kubernetes/client-node";
 import type { Logger } from "pino";
 import { reconcileRun } from "../tasks/scoped-step/reconcile.ts";
 import type { TaskContext } from "../tasks/scoped-step/ports.ts";
@@ -12,6 +11,7 @@ import { kubeEvents } from "./events.ts";
 import { startHttpServer } from "./http.ts";
 import { buildIdentity } from "./identity.ts";
 import { kubeClusterPort } from "./kube.ts";
+import { loadKubeConfig } from "./kubeconfig.ts";
 import { createLogger } from "./log.ts";
 
 /** Test-only crash injection: the process kills itself when the named point is reached. */
@@ -35,8 +35,7 @@ try {
   process.exit(2);
 }
 const log = createLogger(config.logLevel);
-const kc = new KubeConfig();
-kc.loadFromDefault();
+const kc = loadKubeConfig();
 
 // Metrics read the engine and queue, which are built after the context that reports to metrics.
 const live: { engine?: Engine; queue?: WorkQueue } = {};

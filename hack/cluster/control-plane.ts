@@ -7,6 +7,7 @@ import http from "node:http";
 import os from "node:os";
 import path from "node:path";
 import { KubeConfig } from "@kubernetes/client-node";
+import { pooledConnections } from "../../controller/kubeconfig.ts";
 import { createPki } from "./pki.ts";
 import { buildTool, kubevela, tekton } from "./upstream.ts";
 import { freePorts, startSupervised, stopSupervised, waitFor, type Supervised } from "./processes.ts";
@@ -138,6 +139,7 @@ export async function startControlPlane(opts: StartOptions = {}): Promise<Contro
     await writeFile(kubeconfigPath, kubeconfigYaml(server, tls), { mode: 0o600 });
     const kubeConfig = new KubeConfig();
     kubeConfig.loadFromFile(kubeconfigPath);
+    pooledConnections(kubeConfig);
 
     log("installing Tekton and KubeVela CRDs");
     const crdFiles = [

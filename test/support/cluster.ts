@@ -6,6 +6,7 @@ import { after } from "node:test";
 import { fileURLToPath } from "node:url";
 import { CoreV1Api, CustomObjectsApi, KubeConfig } from "@kubernetes/client-node";
 import { startControlPlane } from "../../hack/cluster/control-plane.ts";
+import { pooledConnections } from "../../controller/kubeconfig.ts";
 
 /** This project's own CRDs, installed with the upstream ones. */
 export const ownCrdFiles = ["scopedstep.yaml", "scopedsteppolicy.yaml"].map((file) =>
@@ -38,6 +39,7 @@ async function connect(): Promise<TestCluster> {
   }
   const kc = new KubeConfig();
   kc.loadFromFile(info.kubeconfig);
+  pooledConnections(kc);
   return { ...info, kc, core: kc.makeApiClient(CoreV1Api), objects: kc.makeApiClient(CustomObjectsApi) };
 }
 
