@@ -5,6 +5,7 @@ import { parseGoDuration } from "../tasks/scoped-step/duration.ts";
 
 export interface Config {
   namespace: string;
+  configMap: string;
   watchNamespaces: string[];
   concurrency: number;
   resyncSeconds: number;
@@ -44,6 +45,12 @@ export const options: Record<keyof Config, Option> = {
     env: "SCOPED_STEP_NAMESPACE",
     default: "scoped-step",
     doc: "Namespace of the controller: its Lease, signing keys and policy live here.",
+  },
+  configMap: {
+    flag: "config-map",
+    env: "SCOPED_STEP_CONFIG_MAP",
+    default: "scoped-step-config",
+    doc: "ConfigMap in the controller namespace with settings by flag name; log-level, concurrency and default-timeout reload while running.",
   },
   watchNamespaces: {
     flag: "watch-namespaces",
@@ -201,7 +208,18 @@ function oneOf<T extends string>(key: string, text: string, allowed: readonly T[
   return text as T;
 }
 
-export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
+/** Settings a change of the ConfigMap applies while running; the others need a restart. */
+export const reloadable = ["logLevel", "concurrency", "defaultTimeoutMs"] as const satisfies (keyof Config)[];
+
+/**
+ * Flags win over environment variables, which win over the ConfigMap (keys are flag names,
+ * e.g. `log-level: debug`), which wins over defaults.
+ */
+export function loadConfig(
+  argv: string[],
+  env: NodeJS.ProcessEnv,
+  configMap: Record<string, string> = {},
+): Config {
   const flags = new Map<string, string>();
   for (const arg of argv) {
     const m = /^--([a-z-]+)=(.*)$/s.exec(arg);
@@ -210,9 +228,13 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
   }
   const known = new Set(Object.values(options).map((o) => o.flag));
   for (const f of flags.keys()) if (!known.has(f)) throw new ConfigError(`unknown flag --${f}`);
+  for (const key of Object.keys(configMap)) {
+    if (!known.has(key))
+      throw new ConfigError(`unknown key "${key}" in the configuration ConfigMap; keys are flag names`);
+  }
   const raw = (k: keyof Config): string => {
     const o = options[k];
-    return flags.get(o.flag) ?? env[o.env] ?? o.default;
+    return flags.get(o.flag) ?? env[o.env] ?? configMap[o.flag] ?? o.default;
   };
   const name = (k: keyof Config) => `--${options[k].flag} (${options[k].env})`;
   let defaultTimeoutMs: number;
@@ -228,6 +250,7 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
     throw new ConfigError(`${name("logLevel")} must be one of ${levels.join(", ")}`);
   const config: Config = {
     namespace: raw("namespace"),
+    configMap: raw("configMap"),
     watchNamespaces: raw("watchNamespaces")
       .split(",")
       .map((s) => s.trim())

@@ -14,6 +14,7 @@ export interface InformerOptions<T extends KubernetesObject> {
   watchPath: string;
   list: () => Promise<ListResult<T>>;
   labelSelector?: string;
+  fieldSelector?: string;
   resyncMs: number;
   log: Logger;
   onChange: (obj: T, kind: "added" | "modified" | "deleted" | "resync") => void;
@@ -94,6 +95,7 @@ export class Informer<T extends KubernetesObject> {
           resourceVersion,
           allowWatchBookmarks: true,
           ...(this.opts.labelSelector ? { labelSelector: this.opts.labelSelector } : {}),
+          ...(this.opts.fieldSelector ? { fieldSelector: this.opts.fieldSelector } : {}),
         },
         (type: string, obj: T) => {
           if (type === "ERROR") {

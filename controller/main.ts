@@ -13,6 +13,7 @@ import { buildIdentity } from "./identity.ts";
 import { kubeClusterPort } from "./kube.ts";
 import { loadKubeConfig } from "./kubeconfig.ts";
 import { createLogger } from "./log.ts";
+import { readConfigMap, watchSettings } from "./settings.ts";
 
 /** Test-only crash injection: the process kills itself when the named point is reached. */
 function failpointFromEnv(name: string | undefined, log: Logger): Pick<TaskContext, "failpoint"> {
@@ -26,16 +27,19 @@ function failpointFromEnv(name: string | undefined, log: Logger): Pick<TaskConte
   };
 }
 
+const argv = process.argv.slice(2);
+const kc = loadKubeConfig();
 let config: Config;
 try {
-  config = loadConfig(process.argv.slice(2), process.env);
+  // Flags and environment first: they say where the configuration ConfigMap is.
+  const bootstrap = loadConfig(argv, process.env);
+  config = loadConfig(argv, process.env, await readConfigMap(kc, bootstrap.namespace, bootstrap.configMap));
 } catch (err) {
   if (!(err instanceof ConfigError)) throw err;
   console.error(`scoped-step: invalid configuration: ${err.message}`);
   process.exit(2);
 }
 const log = createLogger(config.logLevel);
-const kc = loadKubeConfig();
 
 // Metrics read the engine and queue, which are built after the context that reports to metrics.
 const live: { engine?: Engine; queue?: WorkQueue } = {};
@@ -99,6 +103,12 @@ const engine: Engine = startEngine(
 
 live.engine = engine;
 
+const settings = watchSettings(kc, config, argv, process.env, log, (next, changed) => {
+  if (changed.includes("logLevel")) log.level = next.logLevel;
+  if (changed.includes("concurrency")) live.queue?.setConcurrency(next.concurrency);
+  if (changed.includes("defaultTimeoutMs")) ctx.defaultTimeoutMs = next.defaultTimeoutMs;
+});
+
 // Key rotation and reloading other replicas' rotations; the issuer itself runs no timers.
 const maintenance = setInterval(() => {
   if (!identity.issuer) return;
@@ -136,6 +146,7 @@ const shutdown = (signal: string) => {
   stopping = true;
   log.info({ signal }, "shutting down");
   clearInterval(maintenance);
+  settings.stop();
   identity.policies.stop();
   void engine.stop(config.shutdownGraceSeconds * 1000).finally(() => {
     server.close();

@@ -68,6 +68,11 @@ export class WorkQueue {
     this.timers.set(key, { at, timer });
   }
 
+  /** Changes how many keys are processed at once, for passes started from now on. */
+  setConcurrency(concurrency: number): void {
+    this.pq.concurrency = concurrency;
+  }
+
   stats(): QueueStats {
     return { depth: this.waiting.size, inFlight: this.processing.size, delayed: this.timers.size };
   }

@@ -41,3 +41,12 @@ test("the committed ScopedStep CRD is generated from the current schema", async 
   const committed = await readFile(new URL("../../catalog/crds/scopedstep.yaml", import.meta.url), "utf8");
   assert.equal(committed, scopedStepCrdYaml(), "run `make generate`");
 });
+
+test("the ConfigMap sits under flags and environment, and refuses unknown keys", () => {
+  const base = ["--credentials=none"];
+  assert.equal(loadConfig(base, {}, { concurrency: "4" }).concurrency, 4);
+  assert.equal(loadConfig(base, { SCOPED_STEP_CONCURRENCY: "6" }, { concurrency: "4" }).concurrency, 6);
+  assert.equal(loadConfig([...base, "--concurrency=2"], {}, { concurrency: "4" }).concurrency, 2);
+  assert.throws(() => loadConfig(base, {}, { concurency: "4" }), /unknown key "concurency"/);
+  assert.throws(() => loadConfig(base, {}, { concurrency: "zero" }), /--concurrency .* must be an integer/);
+});
