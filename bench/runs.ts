@@ -1,8 +1,13 @@
 // Creates N scoped-step CustomRuns at once against a local control plane, with the test kubelet
 // completing their pods, and prints latency percentiles, throughput and the controller's CPU and
-// peak memory.   node bench/runs.ts [N ...]   (default: 100 1000)
+// peak memory.
+//   node bench/runs.ts [N ...]              no-op credentials (default N: 100 1000)
+//   node bench/runs.ts --compare [N ...]    each N twice: no-op credentials, then real minting and
+//                                           deny-policy revocation against the loopback AWS peer
 import { CoreV1Api, CustomObjectsApi, Watch } from "@kubernetes/client-node";
 import { startTestKubelet } from "../test/support/kubelet.ts";
+import { startAwsPeer } from "../test/support/aws/server.ts";
+import { freePorts } from "../hack/cluster/processes.ts";
 import {
   benchControlPlane,
   ms,
@@ -13,6 +18,7 @@ import {
   waitForLease,
 } from "./support.ts";
 
+const compare = process.argv.includes("--compare");
 const sizes = process.argv
   .slice(2)
   .map(Number)
@@ -21,15 +27,31 @@ const runs = { group: "tekton.dev", version: "v1beta1", plural: "customruns" } a
 
 const cp = await benchControlPlane();
 try {
-  for (const n of sizes.length ? sizes : [100, 1000]) await benchmark(n);
+  for (const n of sizes.length ? sizes : [100, 1000]) {
+    const base = await benchmark(n, false);
+    if (compare) {
+      const minted = await benchmark(n, true);
+      console.log(`\nAdded by minting + revoking at N = ${n}:`);
+      console.log(
+        `  creation -> pod created p50 +${ms(minted.podP50 - base.podP50)}, creation -> Succeeded p50 +${ms(minted.doneP50 - base.doneP50)}`,
+      );
+      console.log(`  controller CPU per run +${(minted.cpuMsPerRun - base.cpuMsPerRun).toFixed(1)} ms`);
+    }
+  }
 } finally {
   await cp.stop();
 }
 
-async function benchmark(n: number): Promise<void> {
+interface Figures {
+  podP50: number;
+  doneP50: number;
+  cpuMsPerRun: number;
+}
+
+async function benchmark(n: number, withCredentials: boolean): Promise<Figures> {
   const kc = cp.kubeConfig;
-  const ns = `bench-${n}`;
-  const ctl = `bench-ctl-${n}`;
+  const ns = `bench-${n}${withCredentials ? "-aws" : ""}`;
+  const ctl = `bench-ctl-${n}${withCredentials ? "-aws" : ""}`;
   await namespaces(kc, ns, ctl);
   const core = kc.makeApiClient(CoreV1Api);
   const objects = kc.makeApiClient(CustomObjectsApi);
@@ -68,15 +90,24 @@ async function benchmark(n: number): Promise<void> {
       apiVersion: "scopedstep.dev/v1alpha1",
       kind: "ScopedStepPolicy",
       metadata: { name: ns },
-      spec: { namespaces: [ns], aws: { allowedRoleArns: ["arn:aws:iam::111122223333:role/*"] } },
+      spec: {
+        namespaces: [ns],
+        aws: { allowedRoleArns: ["arn:aws:iam::111122223333:role/*"] },
+        revocation: withCredentials ? "deny-policy" : "secret",
+      },
     },
   });
-  const controller = startControllerProcess(cp.kubeconfigPath, [
-    `--namespace=${ctl}`,
-    `--watch-namespaces=${ns}`,
-    "--concurrency=16",
-    "--credentials=none",
-  ]);
+  const aws = withCredentials ? await awsFor(ns) : undefined;
+  const controller = startControllerProcess(
+    cp.kubeconfigPath,
+    [
+      `--namespace=${ctl}`,
+      `--watch-namespaces=${ns}`,
+      "--concurrency=16",
+      ...(aws?.flags ?? ["--credentials=none"]),
+    ],
+    aws?.env ?? {},
+  );
 
   const created = new Map<string, number>();
   const podSeen = new Map<string, number>();
@@ -139,6 +170,7 @@ async function benchmark(n: number): Promise<void> {
   runWatch.abort();
   controller.kill("SIGTERM");
   await kubelet.stop();
+  await aws?.peer.stop();
 
   const toPod = [...created].map(([k, t]) => (podSeen.get(k) ?? Number.NaN) - t);
   const toDone = [...created].map(([k, t]) => (doneAt.get(k) ?? Number.NaN) - t);
@@ -159,4 +191,47 @@ async function benchmark(n: number): Promise<void> {
   console.log(
     `  controller              : ${usage.cpuSeconds.toFixed(1)} CPU s (${((usage.cpuSeconds / n) * 1000).toFixed(1)} ms/run), peak RSS ${usage.peakRssMiB.toFixed(0)} MiB`,
   );
+  return {
+    podP50: percentile(toPod, 50),
+    doneP50: percentile(toDone, 50),
+    cpuMsPerRun: (usage.cpuSeconds / n) * 1000,
+  };
+}
+
+/** The loopback AWS peer trusting a controller issuer on a free port, and the controller's flags. */
+async function awsFor(ns: string) {
+  const peer = await startAwsPeer();
+  const [port] = (await freePorts(1)) as [number];
+  const issuer = `http://127.0.0.1:${port}`;
+  const { arn: provider } = peer.registerOidcProvider({ url: issuer, audiences: ["sts.amazonaws.com"] });
+  peer.createRole({
+    arn: "arn:aws:iam::111122223333:role/bench",
+    trustPolicy: {
+      Version: "2012-10-17",
+      Statement: [
+        {
+          Effect: "Allow",
+          Principal: { Federated: provider },
+          Action: ["sts:AssumeRoleWithWebIdentity", "sts:TagSession", "sts:SetSourceIdentity"],
+          Condition: { StringLike: { [`127.0.0.1:${port}:sub`]: `system:scoped-step:${ns}:*` } },
+        },
+      ],
+    },
+  });
+  return {
+    peer,
+    flags: [
+      "--credentials=aws",
+      `--issuer-url=${issuer}`,
+      "--allow-insecure-issuer=true",
+      `--http-port=${port}`,
+      `--sts-endpoint=${peer.endpoint}`,
+      `--iam-endpoint=${peer.endpoint}`,
+    ],
+    env: {
+      AWS_ACCESS_KEY_ID: peer.adminCredentials.accessKeyId,
+      AWS_SECRET_ACCESS_KEY: peer.adminCredentials.secretAccessKey,
+      AWS_EC2_METADATA_DISABLED: "true",
+    },
+  };
 }

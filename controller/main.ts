@@ -111,6 +111,11 @@ const settings = watchSettings(kc, config, argv, process.env, log, (next, change
 
 // Key rotation and reloading other replicas' rotations; the issuer itself runs no timers.
 const maintenance = setInterval(() => {
+  if (engine.isLeader()) {
+    identity.credentials
+      .maintain?.()
+      .catch((err: unknown) => log.warn({ err }, "credential maintenance failed"));
+  }
   if (!identity.issuer) return;
   const issuer = identity.issuer;
   const work = engine.isLeader() ? issuer.rotateIfDue() : issuer.reload();

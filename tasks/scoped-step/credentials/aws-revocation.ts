@@ -79,15 +79,41 @@ export function denyListRevoker(opts: {
   const iam =
     opts.client ??
     new IAMClient({ region: "us-east-1", ...(opts.endpoint ? { endpoint: opts.endpoint } : {}) });
-  // Read-modify-write of one document: one change per role at a time.
-  const chains = new Map<string, Promise<unknown>>();
-  const serial = <T>(role: string, work: () => Promise<T>): Promise<T> => {
-    const next = (chains.get(role) ?? Promise.resolve()).then(work, work);
-    chains.set(
-      role,
-      next.catch(() => undefined),
-    );
-    return next;
+  // Read-modify-write of one document per role: one write at a time, and revocations that arrive
+  // while a write is in flight are applied together by the next one (100 runs ending at once cost
+  // a few IAM writes, not 100 in a row).
+  interface Pending {
+    sessions: { sourceIdentity: string; expiresAt: Date }[];
+    done: Promise<void>;
+  }
+  const queued = new Map<string, Pending>();
+  const running = new Map<string, Promise<void>>();
+  const batch = (
+    role: string,
+    add?: { sourceIdentity: string; expiresAt: Date },
+    at?: Date,
+  ): Promise<void> => {
+    let pending = queued.get(role);
+    if (!pending) {
+      const sessions: Pending["sessions"] = [];
+      const previous = running.get(role) ?? Promise.resolve();
+      const done = previous
+        .catch(() => undefined)
+        .then(async () => {
+          queued.delete(role);
+          const now = at ?? new Date();
+          let doc = await read(role);
+          const before = JSON.stringify(doc ?? null);
+          doc = updateDenyList(doc, undefined, now);
+          for (const session of sessions) doc = updateDenyList(doc, session, now);
+          if (JSON.stringify(doc) !== before) await write(role, doc);
+        });
+      running.set(role, done);
+      pending = { sessions, done };
+      queued.set(role, pending);
+    }
+    if (add) pending.sessions.push(add);
+    return pending.done;
   };
 
   const read = async (role: string): Promise<PolicyDocument | undefined> => {
@@ -121,24 +147,14 @@ export function denyListRevoker(opts: {
   };
 
   return {
-    revoke: ({ roleArn, sourceIdentity, expiresAt }) =>
-      serial(roleArn, async () => {
-        const role = roleName(roleArn);
-        const now = new Date();
-        if (expiresAt.getTime() <= now.getTime()) return;
-        await write(role, updateDenyList(await read(role), { sourceIdentity, expiresAt }, now));
-        opts.log.info(
-          { roleArn, sourceIdentity, until: expiresAt.toISOString() },
-          "session denied on the role",
-        );
-      }),
-    prune: (roleArn, now = new Date()) =>
-      serial(roleArn, async () => {
-        const role = roleName(roleArn);
-        const before = await read(role);
-        if (!before) return;
-        const after = updateDenyList(before, undefined, now);
-        if (after.Statement.length !== before.Statement.length) await write(role, after);
-      }),
+    async revoke({ roleArn, sourceIdentity, expiresAt }) {
+      if (expiresAt.getTime() <= Date.now()) return;
+      await batch(roleName(roleArn), { sourceIdentity, expiresAt });
+      opts.log.info(
+        { roleArn, sourceIdentity, until: expiresAt.toISOString() },
+        "session denied on the role",
+      );
+    },
+    prune: (roleArn, now) => batch(roleName(roleArn), undefined, now),
   };
 }

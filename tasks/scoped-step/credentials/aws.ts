@@ -92,6 +92,7 @@ export function awsProvider(opts: AwsProviderOptions): CredentialProvider {
     }
     return client;
   };
+  const deniedOn = new Set<string>();
   const revoker =
     opts.revoker ??
     denyListRevoker({ log: opts.log, ...(opts.iamEndpoint ? { endpoint: opts.iamEndpoint } : {}) });
@@ -255,10 +256,16 @@ export function awsProvider(opts: AwsProviderOptions): CredentialProvider {
       };
     },
 
+    async maintain() {
+      // Roles this replica denied sessions on; after a failover the next revocation prunes too.
+      for (const roleArn of deniedOn) await revoker.prune(roleArn);
+    },
+
     async revoke(record: CredentialRecord) {
       if (record.intent.revocation !== "deny-policy" || record.intent.delivery === "token-only") return;
       // A record still "minting" has no expiry: deny for the longest session STS can issue.
       const expiresAt = record.expiresAt ? new Date(record.expiresAt) : new Date(Date.now() + 43_200_000);
+      deniedOn.add(record.intent.roleArn ?? "");
       await revoker.revoke({
         roleArn: record.intent.roleArn ?? "",
         sourceIdentity: record.intent.sourceIdentity ?? "",

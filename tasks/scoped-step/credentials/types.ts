@@ -81,6 +81,8 @@ export interface CredentialProvider {
   mint(facts: RunFacts, grant: Grant): Promise<MintedCredential>;
   /** Idempotent; must work from a record still in state "minting". */
   revoke(record: CredentialRecord): Promise<void>;
+  /** Periodic housekeeping on the leader (e.g. pruning expired deny statements). */
+  maintain?(): Promise<void>;
 }
 
 /** Directory the credential Secret's files are mounted at in the step container. */
