@@ -49,6 +49,9 @@ export class Informer<T extends KubernetesObject> {
     this.abort?.abort();
   }
 
+  /** Watches that ended in an error in a row; spaces out relists so a refused watch cannot spin. */
+  private watchFailures = 0;
+
   private async relist(attempt = 0): Promise<void> {
     if (this.stopped) return;
     let listed: ListResult<T>;
@@ -83,10 +86,21 @@ export class Informer<T extends KubernetesObject> {
     let gone = false;
     const ended = (err: unknown) => {
       if (this.stopped) return;
-      if (err && !gone) this.opts.log.debug({ err, path: this.opts.watchPath }, "watch ended with an error");
       // A plain end (server timeout) resumes from the last version; anything else lists again.
-      if (!err && !gone) void this.watch(lastVersion);
-      else setTimeout(() => void this.relist(), 200).unref();
+      if (!err && !gone) {
+        this.watchFailures = 0;
+        void this.watch(lastVersion);
+        return;
+      }
+      this.watchFailures = gone ? 0 : this.watchFailures + 1;
+      const delay = Math.min(30_000, 200 * 2 ** Math.max(0, this.watchFailures - 1));
+      if (err && !gone) {
+        this.opts.log.warn(
+          { err, path: this.opts.watchPath, retryInMs: delay },
+          "watch failed; listing again",
+        );
+      }
+      setTimeout(() => void this.relist(), delay).unref();
     };
     try {
       this.abort = await new Watch(this.opts.kc).watch(

@@ -33,7 +33,13 @@ let config: Config;
 try {
   // Flags and environment first: they say where the configuration ConfigMap is.
   const bootstrap = loadConfig(argv, process.env);
-  config = loadConfig(argv, process.env, await readConfigMap(kc, bootstrap.namespace, bootstrap.configMap));
+  const data = await readConfigMap(kc, bootstrap.namespace, bootstrap.configMap).catch((err: unknown) => {
+    const why = err instanceof Error ? err.message.split("\n")[0] : String(err);
+    throw new ConfigError(
+      `cannot read ConfigMap ${bootstrap.namespace}/${bootstrap.configMap} (check the API server and RBAC): ${why ?? ""}`,
+    );
+  });
+  config = loadConfig(argv, process.env, data);
 } catch (err) {
   if (!(err instanceof ConfigError)) throw err;
   console.error(`scoped-step: invalid configuration: ${err.message}`);

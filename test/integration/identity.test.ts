@@ -212,6 +212,20 @@ test("STS errors end the run with a reason naming the cause; JWKS fetch failures
     "True",
     "two transient failures are retried",
   );
+  // One try and three retries, then the run fails with a reason that says what to check.
+  w.peer.failNext(
+    "AssumeRoleWithWebIdentity",
+    "InvalidIdentityToken",
+    "Couldn't retrieve verification key from your identity provider,  please reference AssumeRoleWithWebIdentity documentation for requirements",
+    4,
+  );
+  const stsCalls = () => w.peer.calls().filter((c) => c.action === "AssumeRoleWithWebIdentity").length;
+  const before = stsCalls();
+  await w.createRun("dead-jwks", { params: stepParams(w, "payments", "true", []) });
+  const dead = await w.waitDone("dead-jwks");
+  assert.equal(condition(dead)?.reason, "AWSIdentityProviderUnreachable", condition(dead)?.message);
+  assert.match(condition(dead)?.message ?? "", /\.well-known\/openid-configuration/);
+  assert.equal(stsCalls() - before, 4, "bounded: one call and three retries, no more");
 
   await w.createApplication(
     "malformed",

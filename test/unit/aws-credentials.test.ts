@@ -1,8 +1,21 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { STSServiceException } from "@aws-sdk/client-sts";
+import {
+  ExpiredTokenException,
+  IDPCommunicationErrorException,
+  IDPRejectedClaimException,
+  InvalidIdentityTokenException,
+  MalformedPolicyDocumentException,
+  PackedPolicyTooLargeException,
+  RegionDisabledException,
+  STSServiceException,
+} from "@aws-sdk/client-sts";
 import { packSessionPolicy, sessionName, sourceIdentity } from "../../tasks/scoped-step/credentials/aws.ts";
-import { describeStsError, isKeyFetchFailure } from "../../tasks/scoped-step/credentials/aws-errors.ts";
+import {
+  describeStsError,
+  isKeyFetchFailure,
+  isTransientStsError,
+} from "../../tasks/scoped-step/credentials/aws-errors.ts";
 import { updateDenyList } from "../../tasks/scoped-step/credentials/aws-revocation.ts";
 
 const facts = {
@@ -118,4 +131,40 @@ test("two hundred revoked sessions within one expiry window stay under IAM's inl
   }
   assert.equal(doc.Statement.length, 1);
   assert.ok(JSON.stringify(doc).length < 10_240, `${JSON.stringify(doc).length} characters`);
+});
+
+test("only failures a retry can fix are retried", () => {
+  assert.equal(isTransientStsError(stsError("Throttling", "Rate exceeded")), true);
+  assert.equal(isTransientStsError(stsError("IDPCommunicationError", "timeout")), true);
+  assert.equal(
+    isTransientStsError(
+      stsError("InvalidIdentityToken", "Couldn't retrieve verification key from your identity provider"),
+    ),
+    true,
+  );
+  assert.equal(isTransientStsError(stsError("InvalidIdentityToken", "Incorrect token audience")), false);
+  assert.equal(isTransientStsError(stsError("AccessDenied", "Not authorized")), false);
+  assert.equal(isTransientStsError(new Error("connect ECONNREFUSED 127.0.0.1:1")), true);
+});
+
+test("the SDK's own exception classes map like the wire codes", () => {
+  const meta = { $metadata: {} };
+  const real: [Error, string][] = [
+    [new InvalidIdentityTokenException({ message: "Incorrect token audience", ...meta }), "AWSInvalidToken"],
+    [new IDPRejectedClaimException({ message: "rejected", ...meta }), "AWSTokenRejected"],
+    [new ExpiredTokenException({ message: "Token expired", ...meta }), "AWSTokenExpired"],
+    [new MalformedPolicyDocumentException({ message: "bad", ...meta }), "AWSPolicyMalformed"],
+    [new PackedPolicyTooLargeException({ message: "big", ...meta }), "AWSPolicyTooLarge"],
+    [new RegionDisabledException({ message: "off", ...meta }), "AWSRegionDisabled"],
+  ];
+  for (const [err, reason] of real) assert.equal(describeStsError(err, ctx)?.reason, reason, err.name);
+  const keyFetch = new InvalidIdentityTokenException({
+    message: "Couldn't retrieve verification key from your identity provider",
+    ...meta,
+  });
+  assert.equal(isTransientStsError(keyFetch), true);
+  assert.equal(
+    isTransientStsError(new IDPCommunicationErrorException({ message: "timeout", ...meta })),
+    true,
+  );
 });

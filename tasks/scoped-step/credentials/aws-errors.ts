@@ -9,12 +9,31 @@ export interface StsCallContext {
   issuer: string;
 }
 
+/** The AWS error code: the SDK names modelled errors `<Code>Exception`, others just `<Code>`. */
+export const errorCode = (err: STSServiceException): string => err.name.replace(/Exception$/, "");
+
 /** AWS could not fetch the issuer's JWKS: transient on AWS's side, worth a bounded retry. */
 export function isKeyFetchFailure(err: unknown): boolean {
   return (
     err instanceof STSServiceException &&
-    err.name === "InvalidIdentityToken" &&
+    errorCode(err) === "InvalidIdentityToken" &&
     /Couldn't retrieve verification key/i.test(err.message)
+  );
+}
+
+const transientCodes = new Set([
+  "IDPCommunicationError",
+  "Throttling",
+  "RequestLimitExceeded",
+  "ServiceUnavailable",
+  "InternalFailure",
+]);
+
+/** Worth another try after a pause: throttling, server errors, network errors, JWKS fetch failures. */
+export function isTransientStsError(err: unknown): boolean {
+  if (!(err instanceof STSServiceException)) return err instanceof Error && !("$metadata" in err);
+  return (
+    isKeyFetchFailure(err) || transientCodes.has(errorCode(err)) || (err.$metadata.httpStatusCode ?? 0) >= 500
   );
 }
 
@@ -28,9 +47,8 @@ export function describeStsError(err: unknown, ctx: StsCallContext): RunFailure 
   if (!(err instanceof STSServiceException)) return undefined;
   const provider = providerOf(ctx.issuer);
   const aws = `AWS said: ${err.message}`;
-  switch (err.name) {
+  switch (errorCode(err)) {
     case "AccessDenied":
-    case "AccessDeniedException":
       return new RunFailure(
         "AWSRoleTrustRejected",
         `role ${ctx.roleArn} does not trust this step: its trust policy must allow sts:AssumeRoleWithWebIdentity ` +
@@ -52,26 +70,22 @@ export function describeStsError(err: unknown, ctx: StsCallContext): RunFailure 
       );
     case "IDPRejectedClaim":
       return new RunFailure("AWSTokenRejected", `the identity provider rejected the token's claims. ${aws}`);
-    case "ExpiredTokenException":
     case "ExpiredToken":
       return new RunFailure(
         "AWSTokenExpired",
         `AWS considers the step's token expired: check the controller's clock and the trait's tokenExpirationSeconds. ${aws}`,
       );
     case "MalformedPolicyDocument":
-    case "MalformedPolicyDocumentException":
       return new RunFailure(
         "AWSPolicyMalformed",
         `aws.sessionPolicy of the trait is not a valid IAM policy. ${aws}`,
       );
     case "PackedPolicyTooLarge":
-    case "PackedPolicyTooLargeException":
       return new RunFailure(
         "AWSPolicyTooLarge",
         `the session policy, managed policy ARNs and session tags together are too large for STS: ` +
           `shorten the policy, use fewer tags or move statements into a managed policy. ${aws}`,
       );
-    case "RegionDisabledException":
     case "RegionDisabled":
       return new RunFailure(
         "AWSRegionDisabled",

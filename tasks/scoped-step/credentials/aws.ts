@@ -7,7 +7,7 @@ import { AssumeRoleWithWebIdentityCommand, STSClient, STSServiceException } from
 import type { Logger } from "pino";
 import { RunFailure } from "../failure.ts";
 import { denyListRevoker, type SessionRevoker } from "./aws-revocation.ts";
-import { describeStsError, isKeyFetchFailure } from "./aws-errors.ts";
+import { describeStsError, errorCode, isTransientStsError } from "./aws-errors.ts";
 import {
   credentialsMountPath,
   type CredentialProvider,
@@ -27,8 +27,11 @@ export interface AwsProviderOptions {
   revoker?: SessionRevoker;
   iamEndpoint?: string;
   log: Logger;
-  /** Bounded retries when AWS could not fetch our JWKS (a transient failure on its side). */
-  keyFetchRetries?: number;
+  /**
+   * Retries of transient STS failures (throttling, 5xx, IDPCommunicationError, and AWS failing to
+   * fetch our JWKS) after the first call; exponential backoff from retryDelayMs, with jitter.
+   */
+  stsRetries?: number;
   retryDelayMs?: number;
   /** Observes each STS call, for metrics. */
   onStsCall?: (seconds: number, outcome: string) => void;
@@ -84,7 +87,9 @@ export function awsProvider(opts: AwsProviderOptions): CredentialProvider {
       client = new STSClient({
         region,
         ...(opts.stsEndpoint ? { endpoint: opts.stsEndpoint } : {}),
-        maxAttempts: 4,
+        // Retries are ours (below): the SDK would also retry InvalidIdentityToken errors that
+        // no retry can fix, such as a wrong audience.
+        maxAttempts: 1,
         // AssumeRoleWithWebIdentity is unsigned: the controller holds no AWS credentials for it.
         credentials: { accessKeyId: "", secretAccessKey: "" },
       });
@@ -169,7 +174,7 @@ export function awsProvider(opts: AwsProviderOptions): CredentialProvider {
         ...(policy ? { Policy: policy } : {}),
         ...(aws.policyArns?.length ? { PolicyArns: aws.policyArns.map((arn) => ({ arn })) } : {}),
       });
-      const attempts = 1 + (opts.keyFetchRetries ?? 3);
+      const attempts = 1 + (opts.stsRetries ?? 3);
       let response;
       for (let attempt = 1; ; attempt++) {
         const started = performance.now();
@@ -178,14 +183,11 @@ export function awsProvider(opts: AwsProviderOptions): CredentialProvider {
           opts.onStsCall?.((performance.now() - started) / 1000, "ok");
           break;
         } catch (err) {
-          const code = err instanceof STSServiceException ? err.name : "NetworkError";
+          const code = err instanceof STSServiceException ? errorCode(err) : "NetworkError";
           opts.onStsCall?.((performance.now() - started) / 1000, code);
-          if (isKeyFetchFailure(err) && attempt < attempts) {
-            opts.log.warn(
-              { attempt, roleArn: aws.roleArn },
-              "AWS could not fetch the issuer's keys; retrying",
-            );
-            await sleep((opts.retryDelayMs ?? 1000) * 2 ** (attempt - 1));
+          if (isTransientStsError(err) && attempt < attempts) {
+            opts.log.warn({ attempt, code, roleArn: aws.roleArn }, "transient STS failure; retrying");
+            await sleep((opts.retryDelayMs ?? 500) * 2 ** (attempt - 1) * (0.75 + Math.random() * 0.5));
             continue;
           }
           const failure = describeStsError(err, {
