@@ -6,7 +6,7 @@ NODE_DIR := $(shell hack/ensure-node.sh)
 export PATH := $(NODE_DIR):$(PATH)
 NODE := $(NODE_DIR)/node
 
-.PHONY: all demo test generate check lint typecheck format cluster-up cluster-down cluster-status tools clean
+.PHONY: all demo test generate release check lint typecheck format cluster-up cluster-down cluster-status tools clean
 
 all: check
 
@@ -14,10 +14,11 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund
 	touch $@
 
-## tools: build (or take from the cache) etcd and kube-apiserver
+## tools: build (or take from the cache) etcd, kube-apiserver and Tekton's controller
 tools:
 	hack/build-tool.sh etcd >/dev/null
 	hack/build-tool.sh kube-apiserver >/dev/null
+	hack/build-tool.sh tekton-controller >/dev/null
 
 typecheck: node_modules/.installed
 	npx tsc --noEmit -p .
@@ -33,6 +34,10 @@ format: node_modules/.installed
 generate: node_modules/.installed
 	$(NODE) tasks/scoped-step/crd.ts > catalog/crds/scopedstep.yaml
 	$(NODE) tasks/scoped-step/policy-crd.ts > catalog/crds/scopedsteppolicy.yaml
+
+## release: catalog files derived from the sources (release.yaml, release-monitoring.yaml, the scoped-identity trait)
+release: generate
+	$(NODE) hack/release.ts
 
 check: typecheck lint
 

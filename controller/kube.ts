@@ -20,6 +20,22 @@ export const applications = { group: "core.oam.dev", version: "v1beta1", plural:
 export const statusCode = (err: unknown): number | undefined =>
   err instanceof ApiException ? err.code : undefined;
 
+/** The API server's own words for a failed request (its Status message), else the error's first line. */
+export function apiErrorMessage(err: unknown): string {
+  if (err instanceof ApiException) {
+    try {
+      const body: unknown = typeof err.body === "string" ? JSON.parse(err.body) : err.body;
+      if (body && typeof body === "object" && "message" in body && typeof body.message === "string") {
+        return `${body.message} (HTTP ${err.code})`;
+      }
+    } catch {
+      // not a Status object
+    }
+    return `HTTP ${err.code}`;
+  }
+  return err instanceof Error ? (err.message.split("\n")[0] ?? err.message) : String(err);
+}
+
 async function orUndefined<T>(p: Promise<T>): Promise<T | undefined> {
   try {
     return await p;

@@ -10,7 +10,7 @@ import type { WorkQueue } from "./queue.ts";
 import { kubeEvents } from "./events.ts";
 import { startHttpServer } from "./http.ts";
 import { buildIdentity } from "./identity.ts";
-import { kubeClusterPort } from "./kube.ts";
+import { apiErrorMessage, kubeClusterPort } from "./kube.ts";
 import { loadKubeConfig } from "./kubeconfig.ts";
 import { createLogger } from "./log.ts";
 import { readConfigMap, watchSettings } from "./settings.ts";
@@ -34,9 +34,8 @@ try {
   // Flags and environment first: they say where the configuration ConfigMap is.
   const bootstrap = loadConfig(argv, process.env);
   const data = await readConfigMap(kc, bootstrap.namespace, bootstrap.configMap).catch((err: unknown) => {
-    const why = err instanceof Error ? err.message.split("\n")[0] : String(err);
     throw new ConfigError(
-      `cannot read ConfigMap ${bootstrap.namespace}/${bootstrap.configMap} (check the API server and RBAC): ${why ?? ""}`,
+      `cannot read ConfigMap ${bootstrap.namespace}/${bootstrap.configMap} (check the API server and RBAC): ${apiErrorMessage(err)}`,
     );
   });
   config = loadConfig(argv, process.env, data);

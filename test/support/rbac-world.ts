@@ -1,0 +1,476 @@
+// The controller as the release installs it, permission-wise: the RBAC of catalog/release.yaml
+// (possibly with one verb taken away), bound to the release's ServiceAccount in a namespace of the
+// test's own, and the real controller running with a token of that ServiceAccount (TokenRequest
+// API). Around it, what a run with credentials needs: the loopback AWS peer trusting the
+// controller's issuer, the test kubelet, a ScopedStepPolicy, an Application with the trait and a
+// ScopedStep definition.
+import { randomBytes } from "node:crypto";
+import { mkdtemp, readFile, writeFile } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { after } from "node:test";
+import { fileURLToPath } from "node:url";
+import {
+  ApiException,
+  CoreV1Api,
+  PatchStrategy,
+  RbacAuthorizationV1Api,
+  setHeaderOptions,
+} from "@kubernetes/client-node";
+import { parseAllDocuments } from "yaml";
+import { freePorts } from "../../hack/cluster/processes.ts";
+import type { CustomRun, CustomRunSpec } from "../../tasks/scoped-step/types.ts";
+import { startAwsPeer, type AwsPeer } from "./aws/server.ts";
+import { testCluster, testNamespace, type TestCluster } from "./cluster.ts";
+import { startController, type ControllerProcess } from "./controller.ts";
+import { startTestKubelet, type TestKubelet } from "./kubelet.ts";
+import { eventually } from "./wait.ts";
+
+export const releasePath = fileURLToPath(new URL("../../catalog/release.yaml", import.meta.url));
+export const releaseNamespace = "scoped-step";
+export const serviceAccount = "scoped-step-controller";
+export const account = "111122223333";
+export const roleArn = `arn:aws:iam::${account}:role/rbac-deployer`;
+
+export interface Rule {
+  apiGroups: string[];
+  resources: string[];
+  verbs: string[];
+  resourceNames?: string[];
+}
+
+/** The roles the release binds to the controller's ServiceAccount, by name. */
+export interface ControllerRbac {
+  clusterRoles: { name: string; rules: Rule[] }[];
+  /** Roles in the controller's own namespace. */
+  roles: { name: string; rules: Rule[] }[];
+}
+
+interface Doc {
+  kind: string;
+  metadata: { name: string; namespace?: string };
+  rules?: Rule[];
+  roleRef?: { kind: string; name: string };
+  subjects?: { kind: string; name: string; namespace?: string }[];
+}
+
+export async function releaseRbac(): Promise<ControllerRbac> {
+  const stream = parseAllDocuments(await readFile(releasePath, "utf8"));
+  const docs = (Array.isArray(stream) ? stream : [])
+    .map((d) => d.toJS() as Doc | null)
+    .filter((d) => d !== null);
+  const boundTo = (d: Doc) =>
+    (d.subjects ?? []).some(
+      (s) => s.kind === "ServiceAccount" && s.name === serviceAccount && s.namespace === releaseNamespace,
+    );
+  const roleOf = (kind: string, name: string, namespace?: string) => {
+    const role = docs.find(
+      (d) => d.kind === kind && d.metadata.name === name && d.metadata.namespace === namespace,
+    );
+    if (!role?.rules) throw new Error(`release.yaml binds ${kind} ${name}, which it does not define`);
+    return { name, rules: role.rules };
+  };
+  return {
+    clusterRoles: docs
+      .filter((d) => d.kind === "ClusterRoleBinding" && boundTo(d))
+      .map((b) => roleOf("ClusterRole", b.roleRef?.name ?? "")),
+    roles: docs
+      .filter((d) => d.kind === "RoleBinding" && d.metadata.namespace === releaseNamespace && boundTo(d))
+      .map((b) =>
+        b.roleRef?.kind === "ClusterRole"
+          ? roleOf("ClusterRole", b.roleRef.name)
+          : roleOf("Role", b.roleRef?.name ?? "", releaseNamespace),
+      ),
+  };
+}
+
+/** One verb on one resource in one of the controller's roles: the unit the minimality tests remove. */
+export interface Permission {
+  role: string;
+  group: string;
+  resource: string;
+  verb: string;
+}
+
+export const describePermission = (p: Permission) =>
+  `${p.verb} ${p.group ? `${p.group}/` : ""}${p.resource} (${p.role})`;
+
+export function permissions(rbac: ControllerRbac): Permission[] {
+  const out: Permission[] = [];
+  for (const role of [...rbac.clusterRoles, ...rbac.roles]) {
+    for (const rule of role.rules) {
+      for (const group of rule.apiGroups) {
+        for (const resource of rule.resources) {
+          for (const verb of rule.verbs) out.push({ role: role.name, group, resource, verb });
+        }
+      }
+    }
+  }
+  return out;
+}
+
+/** The RBAC with one permission taken away (from whichever rule of that role grants it). */
+export function without(rbac: ControllerRbac, p: Permission): ControllerRbac {
+  const strip = (role: { name: string; rules: Rule[] }) => {
+    if (role.name !== p.role) return role;
+    const rules = role.rules.flatMap((rule): Rule[] => {
+      if (!rule.apiGroups.includes(p.group) || !rule.resources.includes(p.resource)) return [rule];
+      if (!rule.verbs.includes(p.verb)) return [rule];
+      // Split the rule so only this resource loses this verb.
+      const others = rule.resources.filter((r) => r !== p.resource);
+      const verbs = rule.verbs.filter((v) => v !== p.verb);
+      return [
+        ...(others.length > 0 ? [{ ...rule, resources: others }] : []),
+        ...(verbs.length > 0 ? [{ ...rule, resources: [p.resource], verbs }] : []),
+      ];
+    });
+    return { ...role, rules };
+  };
+  return { clusterRoles: rbac.clusterRoles.map(strip), roles: rbac.roles.map(strip) };
+}
+
+export interface RbacWorld {
+  cluster: TestCluster;
+  ns: string;
+  controllerNs: string;
+  peer: AwsPeer;
+  issuer: string;
+  policyName: string;
+  /** A kubeconfig authenticating as the controller's ServiceAccount. */
+  kubeconfig: string;
+  kubelet: TestKubelet;
+  controller?: ControllerProcess;
+  startController(): ControllerProcess;
+  /** Stops the controller, kubelet and AWS peer and deletes the cluster-scoped objects. */
+  stop(): Promise<void>;
+  createRun(name: string, spec: Partial<CustomRunSpec>): Promise<void>;
+  getRun(name: string): Promise<CustomRun | undefined>;
+  cancelRun(name: string): Promise<void>;
+  /** Merges settings into the configuration ConfigMap. */
+  configure(data: Record<string, string>): Promise<void>;
+  deleteRun(name: string): Promise<void>;
+}
+
+const runs = { group: "tekton.dev", version: "v1beta1", plural: "customruns" } as const;
+const mergePatch = setHeaderOptions("Content-Type", PatchStrategy.MergePatch);
+
+/** The step every scenario runs: proves it holds working AWS credentials, then waits if told to. */
+export const stepSpec = {
+  image: "amazon/aws-cli",
+  application: "payments",
+  component: "api",
+  params: [
+    { name: "endpoint", description: "The AWS peer." },
+    { name: "hold", description: "Seconds to keep running after the AWS call.", default: "0" },
+  ],
+  results: [{ name: "caller" }],
+  env: [
+    { name: "AWS_ENDPOINT_URL", value: "$(params.endpoint)" },
+    { name: "HOLD", value: "$(params.hold)" },
+  ],
+  script: [
+    "set -e",
+    'curl -s -m 10 --aws-sigv4 "aws:amz:eu-west-1:sts" --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" \\',
+    '  -H "x-amz-security-token: $AWS_SESSION_TOKEN" -d "Action=GetCallerIdentity&Version=2011-06-15" \\',
+    "  \"$AWS_ENDPOINT_URL\" | sed -n 's:.*<Arn>\\(.*\\)</Arn>.*:\\1:p' > $(results.caller.path)",
+    "test -s $(results.caller.path)",
+    'sleep "$HOLD"',
+  ].join("\n"),
+};
+
+type Cleanup = () => Promise<unknown>;
+const worlds = new Set<Cleanup[]>();
+async function cleanUp(cleanups: Cleanup[]): Promise<void> {
+  worlds.delete(cleanups);
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => undefined);
+}
+after(async () => {
+  for (const cleanups of [...worlds]) await cleanUp(cleanups);
+});
+
+const ignoreNotFound = (err: unknown) => {
+  if (!(err instanceof ApiException && err.code === 404)) throw err;
+};
+
+export async function startRbacWorld(
+  rbac: ControllerRbac,
+  opts: { emptyKeySecret?: boolean } = {},
+): Promise<RbacWorld> {
+  const cleanups: Cleanup[] = [];
+  worlds.add(cleanups);
+  const cluster = await testCluster();
+  const { kc, objects } = cluster;
+  const core = kc.makeApiClient(CoreV1Api);
+  const rbacApi = kc.makeApiClient(RbacAuthorizationV1Api);
+  const suffix = randomBytes(4).toString("hex");
+  const ns = await testNamespace(cluster, "rbac-run");
+  const controllerNs = await testNamespace(cluster, "rbac-ctl");
+  // A label only a policy's namespaceSelector reads, so the controller must get the namespace.
+  const selectorLabel = { "scopedstep.dev/rbac-test": suffix };
+  await core.patchNamespace({ name: ns, body: { metadata: { labels: selectorLabel } } }, mergePatch);
+  await core.createNamespacedServiceAccount({ namespace: ns, body: { metadata: { name: "default" } } });
+
+  // The release's RBAC, moved to this test's namespaces; cluster-scoped names made unique.
+  await core.createNamespacedServiceAccount({
+    namespace: controllerNs,
+    body: { metadata: { name: serviceAccount }, automountServiceAccountToken: true },
+  });
+  const subject = { kind: "ServiceAccount", name: serviceAccount, namespace: controllerNs };
+  for (const role of rbac.clusterRoles) {
+    const name = `${role.name}-${suffix}`;
+    await rbacApi.createClusterRole({ body: { metadata: { name }, rules: role.rules } });
+    await rbacApi.createClusterRoleBinding({
+      body: {
+        metadata: { name },
+        roleRef: { apiGroup: "rbac.authorization.k8s.io", kind: "ClusterRole", name },
+        subjects: [subject],
+      },
+    });
+    cleanups.push(
+      () => rbacApi.deleteClusterRoleBinding({ name }).catch(ignoreNotFound),
+      () => rbacApi.deleteClusterRole({ name }).catch(ignoreNotFound),
+    );
+  }
+  for (const role of rbac.roles) {
+    await rbacApi.createNamespacedRole({
+      namespace: controllerNs,
+      body: { metadata: { name: role.name }, rules: role.rules },
+    });
+    await rbacApi.createNamespacedRoleBinding({
+      namespace: controllerNs,
+      body: {
+        metadata: { name: role.name },
+        roleRef: { apiGroup: "rbac.authorization.k8s.io", kind: "Role", name: role.name },
+        subjects: [subject],
+      },
+    });
+  }
+  // The release ships the configuration ConfigMap; the controller reads it at start and watches it.
+  await core.createNamespacedConfigMap({
+    namespace: controllerNs,
+    body: { metadata: { name: "scoped-step-config" }, data: { concurrency: "8" } },
+  });
+  if (opts.emptyKeySecret) {
+    // As an operator may create it, to set labels or RBAC first; the controller fills it in.
+    await core.createNamespacedSecret({
+      namespace: controllerNs,
+      body: { metadata: { name: "scoped-step-signing-keys" }, type: "Opaque" },
+    });
+  }
+
+  const token = await core.createNamespacedServiceAccountToken({
+    namespace: controllerNs,
+    name: serviceAccount,
+    body: { spec: { audiences: [], expirationSeconds: 3600 } },
+  });
+  const server = kc.getCurrentCluster();
+  if (!token.status?.token || !server?.caData) throw new Error("no ServiceAccount token or cluster CA");
+  const dir = await mkdtemp(path.join(os.tmpdir(), "rbac-"));
+  const kubeconfig = path.join(dir, "kubeconfig");
+  await writeFile(
+    kubeconfig,
+    [
+      "apiVersion: v1",
+      "kind: Config",
+      "clusters:",
+      "- name: local",
+      "  cluster:",
+      `    server: ${server.server}`,
+      `    certificate-authority-data: ${server.caData}`,
+      "users:",
+      `- name: ${serviceAccount}`,
+      "  user:",
+      `    token: ${token.status.token}`,
+      "contexts:",
+      "- name: local",
+      `  context: {cluster: local, user: ${serviceAccount}, namespace: ${controllerNs}}`,
+      "current-context: local",
+      "",
+    ].join("\n"),
+    { mode: 0o600 },
+  );
+
+  // AWS: a role this namespace's steps may assume through the controller's issuer.
+  const peer = await startAwsPeer({ accountId: account });
+  cleanups.push(() => peer.stop());
+  const [port] = (await freePorts(1)) as [number];
+  const issuer = `http://127.0.0.1:${port}`;
+  const host = `127.0.0.1:${port}`;
+  const { arn: provider } = peer.registerOidcProvider({ url: issuer, audiences: ["sts.amazonaws.com"] });
+  peer.createRole({
+    arn: roleArn,
+    trustPolicy: {
+      Version: "2012-10-17",
+      Statement: [
+        {
+          Effect: "Allow",
+          Principal: { Federated: provider },
+          Action: ["sts:AssumeRoleWithWebIdentity", "sts:TagSession", "sts:SetSourceIdentity"],
+          Condition: {
+            StringEquals: { [`${host}:aud`]: "sts.amazonaws.com" },
+            StringLike: { [`${host}:sub`]: `system:scoped-step:${ns}:payments:*` },
+          },
+        },
+      ],
+    },
+  });
+
+  const policyName = `rbac-${suffix}`;
+  await objects.createClusterCustomObject({
+    group: "scopedstep.dev",
+    version: "v1alpha1",
+    plural: "scopedsteppolicies",
+    body: {
+      apiVersion: "scopedstep.dev/v1alpha1",
+      kind: "ScopedStepPolicy",
+      metadata: { name: policyName },
+      spec: {
+        namespaces: [ns],
+        namespaceSelector: { matchLabels: selectorLabel },
+        aws: { allowedRoleArns: [roleArn], maxSessionDuration: 900 },
+        revocation: "deny-policy",
+      },
+    },
+  });
+  cleanups.push(() =>
+    objects
+      .deleteClusterCustomObject({
+        group: "scopedstep.dev",
+        version: "v1alpha1",
+        plural: "scopedsteppolicies",
+        name: policyName,
+      })
+      .catch(ignoreNotFound),
+  );
+  await objects.createNamespacedCustomObject({
+    group: "core.oam.dev",
+    version: "v1beta1",
+    namespace: ns,
+    plural: "applications",
+    body: {
+      apiVersion: "core.oam.dev/v1beta1",
+      kind: "Application",
+      metadata: { name: "payments" },
+      spec: {
+        components: [
+          {
+            name: "api",
+            type: "webservice",
+            traits: [{ type: "scoped-identity", properties: { aws: { roleArn, region: "eu-west-1" } } }],
+          },
+        ],
+      },
+    },
+  });
+  await objects.createNamespacedCustomObject({
+    group: "scopedstep.dev",
+    version: "v1alpha1",
+    namespace: ns,
+    plural: "scopedsteps",
+    body: {
+      apiVersion: "scopedstep.dev/v1alpha1",
+      kind: "ScopedStep",
+      metadata: { name: "whoami" },
+      spec: stepSpec,
+    },
+  });
+
+  const kubelet = await startTestKubelet(kc, { namespace: ns });
+  cleanups.push(() => kubelet.stop());
+
+  const world: RbacWorld = {
+    cluster,
+    ns,
+    controllerNs,
+    peer,
+    issuer,
+    policyName,
+    kubeconfig,
+    kubelet,
+    startController() {
+      const c = startController({
+        kubeconfig,
+        namespace: controllerNs,
+        watchNamespaces: [ns],
+        flags: [
+          "--credentials=aws",
+          `--issuer-url=${issuer}`,
+          "--allow-insecure-issuer=true",
+          `--http-port=${port}`,
+          `--sts-endpoint=${peer.endpoint}`,
+          `--iam-endpoint=${peer.endpoint}`,
+          "--aws-region=eu-west-1",
+        ],
+        // The controller's own AWS credentials serve IAM only (deny-policy revocation).
+        env: {
+          AWS_ACCESS_KEY_ID: peer.adminCredentials.accessKeyId,
+          AWS_SECRET_ACCESS_KEY: peer.adminCredentials.secretAccessKey,
+          AWS_EC2_METADATA_DISABLED: "true",
+        },
+      });
+      world.controller = c;
+      cleanups.push(() => c.kill("SIGKILL"));
+      return c;
+    },
+    stop: () => cleanUp(cleanups),
+    async createRun(name, spec) {
+      await objects.createNamespacedCustomObject({
+        ...runs,
+        namespace: ns,
+        body: {
+          apiVersion: "tekton.dev/v1beta1",
+          kind: "CustomRun",
+          metadata: { name },
+          spec: {
+            customRef: { apiVersion: "scopedstep.dev/v1alpha1", kind: "ScopedStep", name: "whoami" },
+            params: [{ name: "endpoint", value: peer.endpoint }],
+            ...spec,
+          },
+        },
+      });
+    },
+    async getRun(name) {
+      try {
+        return (await objects.getNamespacedCustomObject({ ...runs, namespace: ns, name })) as CustomRun;
+      } catch (err) {
+        ignoreNotFound(err);
+        return undefined;
+      }
+    },
+    async cancelRun(name) {
+      await objects.patchNamespacedCustomObject(
+        {
+          ...runs,
+          namespace: ns,
+          name,
+          body: { spec: { status: "RunCancelled", statusMessage: "by the test" } },
+        },
+        mergePatch,
+      );
+    },
+    async configure(data) {
+      await core.patchNamespacedConfigMap(
+        { namespace: controllerNs, name: "scoped-step-config", body: { data } },
+        mergePatch,
+      );
+    },
+    async deleteRun(name) {
+      await objects.deleteNamespacedCustomObject({ ...runs, namespace: ns, name });
+    },
+  };
+  return world;
+}
+
+/** Waits for the run to reach a condition reason (Running, Succeeded, ...). */
+export function waitForReason(w: RbacWorld, name: string, reason: string, timeoutMs = 30_000) {
+  return eventually(
+    `run ${name} to be ${reason}`,
+    async () => {
+      const run = await w.getRun(name);
+      return run?.status?.conditions?.find((c) => c.type === "Succeeded")?.reason === reason
+        ? run
+        : undefined;
+    },
+    { timeoutMs },
+  );
+}
