@@ -8,7 +8,8 @@
 //   t.after(() => kubelet.stop());
 //
 // Needs root (mount namespaces, bind mounts, setpriv) and util-linux. Several may run in one
-// process, each scoped to its own namespace. See kubelet/*.ts for the parts.
+// process, each scoped to its own namespace. See kubelet/*.ts for the parts; kubelet/tekton.ts is
+// what lets Tekton's own TaskRun pods run (its entrypoint binary, emulated).
 import { randomBytes } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";

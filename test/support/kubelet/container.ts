@@ -5,6 +5,7 @@ import path from "node:path";
 import type { V1Container, V1Pod } from "@kubernetes/client-node";
 import { expand, lookupIn } from "./expand.ts";
 import { buildPreamble, MountError, type Mount, type RunAs, type Tools } from "./mounts.ts";
+import { tektonImageMounts } from "./tekton.ts";
 import type { PreparedVolume } from "./volumes.ts";
 
 /** `never-start`: bound, then Pending in ContainerCreating; `image-pull-error`: ErrImagePull. */
@@ -109,6 +110,7 @@ export async function prepareLaunch(
     }
     mounts.push({ target: vm.mountPath, source, readOnly: Boolean(vm.readOnly) || volume.apiData });
   }
+  mounts.push(...(await tektonImageMounts(pod, c, podDir)));
   mounts.push({
     target: c.terminationMessagePath ?? "/dev/termination-log",
     source: terminationFile,

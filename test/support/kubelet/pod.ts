@@ -14,7 +14,7 @@ import { describeError, isConflict, isNotFound, type ObjectSource } from "./obje
 import { ContainerProcess, OutputBuffer, type ProcessGroups } from "./process.ts";
 import { terminationMessage, timestamp, type ContainerRecord } from "./status.ts";
 import { StatusWriter } from "./status-writer.ts";
-import { prepareVolumes, VolumeError, type PreparedVolume } from "./volumes.ts";
+import { prepareVolumes, refreshDownwardVolumes, VolumeError, type PreparedVolume } from "./volumes.ts";
 
 export { behaviourAnnotation };
 
@@ -56,6 +56,9 @@ export class PodRunner {
   private readonly slots: Slot[];
   private volumes = new Map<string, PreparedVolume>();
   private sandboxReady = false;
+  /** The labels and annotations the downward API volumes were last written from. */
+  private downwardFrom = "";
+  private downwardWrites: Promise<void> = Promise.resolve();
   /** Aborted when the pod is being deleted or the kubelet stops: nothing new starts. */
   private readonly halt = new AbortController();
   private deletionGrace: number | undefined;
@@ -104,6 +107,7 @@ export class PodRunner {
   /** A newer version of the pod, from the watch. */
   observe(pod: V1Pod): void {
     this.pod = pod;
+    this.refreshDownward();
     const meta = pod.metadata;
     if (meta?.deletionTimestamp) {
       this.requestDeletion(meta.deletionGracePeriodSeconds ?? pod.spec?.terminationGracePeriodSeconds ?? 30);
@@ -125,6 +129,7 @@ export class PodRunner {
     this.status.close();
     await this.done;
     await this.status.idle();
+    await this.downwardWrites;
   }
 
   output(container?: string): string {
@@ -142,6 +147,19 @@ export class PodRunner {
     return this.slots.flatMap((s) =>
       s.process ? [{ container: s.name, pid: s.process.pid, running: s.process.isRunning }] : [],
     );
+  }
+
+  /** Rewrites the downward API volumes when the labels or annotations changed since. */
+  private refreshDownward(): void {
+    const from = downwardSource(this.pod);
+    if (!this.sandboxReady || this.halted || from === this.downwardFrom) return;
+    this.downwardFrom = from;
+    const pod = this.pod;
+    this.downwardWrites = this.downwardWrites
+      .then(() => refreshDownwardVolumes(pod, this.volumes, this.ctx.objects))
+      .catch((err: unknown) => {
+        this.ctx.log(`pod ${this.namespace}/${this.name}: downward API volumes: ${describeError(err)}`);
+      });
   }
 
   private get halted(): boolean {
@@ -173,6 +191,7 @@ export class PodRunner {
 
     while (!this.halted) {
       try {
+        this.downwardFrom = downwardSource(this.pod);
         this.volumes = await prepareVolumes(this.pod, this.dir, this.ctx.objects);
         break;
       } catch (err) {
@@ -184,6 +203,7 @@ export class PodRunner {
     }
     if (this.halted) return this.end();
     this.sandboxReady = true;
+    this.refreshDownward();
     this.setWaitingMessage(undefined);
     this.publish();
 
@@ -302,6 +322,7 @@ export class PodRunner {
   private finishDeletion(): Promise<void> {
     this.deleting ??= (async () => {
       await this.status.idle();
+      await this.downwardWrites;
       if (this.stopping) return;
       if (!this.gone) {
         try {
@@ -321,6 +342,10 @@ export class PodRunner {
     })();
     return this.deleting;
   }
+}
+
+function downwardSource(pod: V1Pod): string {
+  return JSON.stringify([pod.metadata?.labels ?? {}, pod.metadata?.annotations ?? {}]);
 }
 
 function untilAborted(signal: AbortSignal): Promise<void> {

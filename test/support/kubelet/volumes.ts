@@ -3,7 +3,20 @@
 // volumes as files written in the kubelet's atomic layout (`..data` symlinked to a timestamped
 // directory), hostPath as the host's own path. A missing required object is a VolumeError: the pod
 // stays in ContainerCreating and the kubelet retries.
-import { chmod, lchown, lstat, mkdir, readdir, rm, stat, symlink, rename, writeFile } from "node:fs/promises";
+import { randomBytes } from "node:crypto";
+import {
+  chmod,
+  lchown,
+  lstat,
+  mkdir,
+  readdir,
+  readlink,
+  rm,
+  stat,
+  symlink,
+  rename,
+  writeFile,
+} from "node:fs/promises";
 import path from "node:path";
 import type { V1KeyToPath, V1Pod, V1Volume, V1VolumeProjection } from "@kubernetes/client-node";
 import { ConfigError, fieldValue } from "./env.ts";
@@ -152,7 +165,9 @@ interface ObjectRef {
  * each top-level entry is a symlink through `..data`, so a reader never sees a half-written set.
  */
 async function writeAtomicPayload(dir: string, files: PayloadFile[]): Promise<void> {
-  const stamp = `..${new Date().toISOString().replace(/[-:]/g, "_").replace("T", "_").replace("Z", "")}`;
+  const previous = await readlink(path.join(dir, "..data")).catch(() => undefined);
+  let stamp = `..${new Date().toISOString().replace(/[-:]/g, "_").replace("T", "_").replace("Z", "")}`;
+  if (stamp === previous) stamp += `_${randomBytes(3).toString("hex")}`;
   const dataDir = path.join(dir, stamp);
   await mkdir(dataDir, { recursive: true, mode: 0o755 });
   await chmod(dir, 0o755);
@@ -167,7 +182,33 @@ async function writeAtomicPayload(dir: string, files: PayloadFile[]): Promise<vo
   }
   await symlink(stamp, path.join(dir, "..data_tmp"));
   await rename(path.join(dir, "..data_tmp"), path.join(dir, "..data"));
-  for (const name of topLevel) await symlink(path.join("..data", name), path.join(dir, name));
+  for (const name of topLevel) {
+    await symlink(path.join("..data", name), path.join(dir, name)).catch(ignoreExists);
+  }
+  if (previous) await rm(path.join(dir, previous), { recursive: true, force: true });
+}
+
+function ignoreExists(err: unknown): void {
+  if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+}
+
+/**
+ * What the kubelet does when the pod object changes: rewrite its downward API volumes (labels and
+ * annotations may have changed) in place, atomically, so running containers see the new content.
+ * Tekton's controller, for one, releases a pod's first step through an annotation read this way.
+ */
+export async function refreshDownwardVolumes(
+  pod: V1Pod,
+  prepared: ReadonlyMap<string, PreparedVolume>,
+  objects: ObjectSource,
+): Promise<void> {
+  const fsGroup = pod.spec?.securityContext?.fsGroup;
+  for (const volume of pod.spec?.volumes ?? []) {
+    const hostPath = prepared.get(volume.name)?.hostPath;
+    if (!volume.downwardAPI || !hostPath) continue;
+    await writeAtomicPayload(hostPath, await apiDataFiles(pod, volume, objects));
+    if (fsGroup !== undefined) await applyFsGroup(hostPath, fsGroup, true);
+  }
 }
 
 /** What the kubelet does for `fsGroup`: group ownership and group access, setgid directories. */

@@ -1,0 +1,447 @@
+// Our overhead against plain Tekton, end to end: on one control plane with Tekton's own controller,
+// our controller (minting against the loopback AWS peer, deny-policy revocation) and the test
+// kubelet, alternating batches of PipelineRuns with one Tekton TaskRun (one step, a taskSpec
+// script) and PipelineRuns with one scoped-step task running the same script. Prints latency
+// percentiles, each controller's CPU and peak RSS per kind, the ratios, and where the time goes.
+//
+//   node bench/pipelines.ts [N] [batch]    (default: N = 100 of each kind, in batches of 25)
+import { spawn } from "node:child_process";
+import { createWriteStream } from "node:fs";
+import { readFile, writeFile } from "node:fs/promises";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { CoreV1Api, CustomObjectsApi, Watch, type KubeConfig } from "@kubernetes/client-node";
+import type { ControlPlane } from "../hack/cluster/control-plane.ts";
+import { startTektonController } from "../hack/cluster/tekton.ts";
+import { freePorts } from "../hack/cluster/processes.ts";
+import { startAwsPeer } from "../test/support/aws/server.ts";
+import { startTestKubelet } from "../test/support/kubelet.ts";
+import { benchControlPlane, ms, namespaces, percentile, processUsage, waitForLease } from "./support.ts";
+
+type Kind = "taskrun" | "scoped";
+const [n = 100, batchSize = 25] = process.argv.slice(2).map(Number);
+const ns = "bench";
+const account = "111122223333";
+const roleArn = `arn:aws:iam::${account}:role/bench-deployer`;
+const script = "echo ok";
+
+/** When each thing was first seen, per PipelineRun, in ms since the epoch (this host's clock). */
+type Marks = Map<string, number>;
+const marks = new Map<string, Marks>();
+const mark = (pipelineRun: string | undefined, what: string, at = Date.now()) => {
+  if (!pipelineRun) return;
+  const m = marks.get(pipelineRun) ?? new Map<string, number>();
+  if (!m.has(what)) m.set(what, at);
+  marks.set(pipelineRun, m);
+};
+
+const stops: (() => Promise<unknown>)[] = [];
+
+async function main(cp: ControlPlane): Promise<void> {
+  const kc = cp.kubeConfig;
+  const ctl = "bench-ctl";
+  await namespaces(kc, ns, ctl);
+  const core = kc.makeApiClient(CoreV1Api);
+  const objects = kc.makeApiClient(CustomObjectsApi);
+  await core.createNamespacedServiceAccount({ namespace: ns, body: { metadata: { name: "default" } } });
+
+  // The loopback AWS peer trusts our controller's issuer for this namespace's subjects.
+  const peer = await startAwsPeer({ accountId: account });
+  stops.push(() => peer.stop());
+  const [port] = (await freePorts(1)) as [number];
+  const issuer = `http://127.0.0.1:${port}`;
+  const { arn: provider } = peer.registerOidcProvider({ url: issuer, audiences: ["sts.amazonaws.com"] });
+  peer.createRole({
+    arn: roleArn,
+    trustPolicy: {
+      Version: "2012-10-17",
+      Statement: [
+        {
+          Effect: "Allow",
+          Principal: { Federated: provider },
+          Action: ["sts:AssumeRoleWithWebIdentity", "sts:TagSession", "sts:SetSourceIdentity"],
+          Condition: { StringLike: { [`127.0.0.1:${port}:sub`]: `system:scoped-step:${ns}:*` } },
+        },
+      ],
+    },
+  });
+  await objects.createNamespacedCustomObject({
+    group: "core.oam.dev",
+    version: "v1beta1",
+    namespace: ns,
+    plural: "applications",
+    body: {
+      apiVersion: "core.oam.dev/v1beta1",
+      kind: "Application",
+      metadata: { name: "payments" },
+      spec: {
+        components: [
+          {
+            name: "api",
+            type: "webservice",
+            traits: [
+              {
+                type: "scoped-identity",
+                properties: { audience: "sts.amazonaws.com", aws: { roleArn, region: "eu-west-1" } },
+              },
+            ],
+          },
+        ],
+      },
+    },
+  });
+  await objects.createClusterCustomObject({
+    group: "scopedstep.dev",
+    version: "v1alpha1",
+    plural: "scopedsteppolicies",
+    body: {
+      apiVersion: "scopedstep.dev/v1alpha1",
+      kind: "ScopedStepPolicy",
+      metadata: { name: ns },
+      spec: {
+        namespaces: [ns],
+        aws: { allowedRoleArns: [`arn:aws:iam::${account}:role/bench-*`], maxSessionDuration: 3600 },
+        deliveryModes: ["env"],
+        revocation: "deny-policy",
+      },
+    },
+  });
+
+  const kubelet = await startTestKubelet(kc, { namespace: ns });
+  stops.push(() => kubelet.stop());
+  const tekton = await startTektonController(cp, { watchNamespace: ns, logDir: cp.dir });
+  stops.push(() => tekton.stop());
+
+  // Our controller, at debug level: its "reconciling" lines time the first pickup of each run.
+  const logFile = path.join(cp.dir, "scoped-step.log");
+  const out = createWriteStream(logFile);
+  // BENCH_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" profiles it, as in bench/support.ts.
+  const nodeArgs = (process.env.BENCH_NODE_ARGS ?? "").split(" ").filter(Boolean);
+  const controller = spawn(
+    process.execPath,
+    [
+      ...nodeArgs,
+      fileURLToPath(new URL("../controller/main.ts", import.meta.url)),
+      `--namespace=${ctl}`,
+      `--watch-namespaces=${ns}`,
+      `--http-port=${port}`,
+      "--http-host=127.0.0.1",
+      "--log-level=debug",
+      "--credentials=aws",
+      `--issuer-url=${issuer}`,
+      "--allow-insecure-issuer=true",
+      `--sts-endpoint=${peer.endpoint}`,
+      `--iam-endpoint=${peer.endpoint}`,
+      "--aws-region=eu-west-1",
+    ],
+    {
+      env: {
+        ...process.env,
+        KUBECONFIG: cp.kubeconfigPath,
+        AWS_ACCESS_KEY_ID: peer.adminCredentials.accessKeyId,
+        AWS_SECRET_ACCESS_KEY: peer.adminCredentials.secretAccessKey,
+        AWS_EC2_METADATA_DISABLED: "true",
+      },
+      stdio: ["ignore", "pipe", "inherit"],
+    },
+  );
+  controller.stdout.pipe(out);
+  stops.push(async () => {
+    const exited = new Promise((r) => controller.once("exit", r));
+    controller.kill("SIGTERM");
+    await exited;
+  });
+  await waitForLease(kc, ctl);
+
+  const watches = startWatches(kc);
+  stops.push(() => Promise.resolve(watches.abort()));
+  const pids = { tekton: tekton.pid, scoped: controller.pid ?? -1 };
+
+  console.log(`warming up (5 PipelineRuns of each kind), then ${n} of each in batches of ${batchSize}`);
+  await runBatch(objects, "taskrun", "warm-t", 5);
+  await runBatch(objects, "scoped", "warm-s", 5);
+  const usage: Record<Kind, { tekton: Usage; scoped: Usage }> = {
+    taskrun: { tekton: zero(), scoped: zero() },
+    scoped: { tekton: zero(), scoped: zero() },
+  };
+  const names: Record<Kind, string[]> = { taskrun: [], scoped: [] };
+  for (let b = 0; b * batchSize < n; b++) {
+    const size = Math.min(batchSize, n - b * batchSize);
+    for (const kind of ["taskrun", "scoped"] as const) {
+      const before = { tekton: await sample(pids.tekton), scoped: await sample(pids.scoped) };
+      names[kind].push(...(await runBatch(objects, kind, `${kind[0] ?? ""}${b}`, size)));
+      for (const who of ["tekton", "scoped"] as const) {
+        const after = await processUsage(pids[who]);
+        usage[kind][who].cpuSeconds += after.cpuSeconds - before[who].cpuSeconds;
+        usage[kind][who].peakRssMiB = Math.max(usage[kind][who].peakRssMiB, after.peakRssMiB);
+      }
+    }
+  }
+  report(names, usage, await readFile(logFile, "utf8"), peer.calls());
+}
+
+interface Usage {
+  cpuSeconds: number;
+  peakRssMiB: number;
+}
+const zero = (): Usage => ({ cpuSeconds: 0, peakRssMiB: 0 });
+
+/** CPU so far; resets the peak RSS (VmHWM) so the next reading is this batch's peak. */
+async function sample(pid: number): Promise<Usage> {
+  await writeFile(`/proc/${pid}/clear_refs`, "5").catch(() => undefined);
+  return processUsage(pid);
+}
+
+const pipelineSpec = (kind: Kind) =>
+  kind === "taskrun"
+    ? { tasks: [{ name: "step", taskSpec: { steps: [{ name: "run", image: "alpine:3", script }] } }] }
+    : {
+        tasks: [
+          {
+            name: "step",
+            taskRef: { apiVersion: "scopedstep.dev/v1alpha1", kind: "ScopedStep" },
+            params: [
+              { name: "image", value: "alpine:3" },
+              { name: "script", value: script },
+              { name: "application", value: "payments" },
+              { name: "component", value: "api" },
+            ],
+          },
+        ],
+      };
+
+/** Creates `size` PipelineRuns at once (8 writers) and waits until every one has finished. */
+async function runBatch(objects: CustomObjectsApi, kind: Kind, prefix: string, size: number) {
+  const names = Array.from({ length: size }, (_, i) => `${prefix}-${i}`);
+  const queue = [...names];
+  await Promise.all(
+    Array.from({ length: 8 }, async () => {
+      for (let name = queue.shift(); name; name = queue.shift()) {
+        mark(name, "created");
+        await objects.createNamespacedCustomObject({
+          group: "tekton.dev",
+          version: "v1",
+          namespace: ns,
+          plural: "pipelineruns",
+          body: {
+            apiVersion: "tekton.dev/v1",
+            kind: "PipelineRun",
+            metadata: { name },
+            spec: { pipelineSpec: pipelineSpec(kind) },
+          },
+        });
+      }
+    }),
+  );
+  const deadline = Date.now() + 600_000;
+  while (!names.every((name) => marks.get(name)?.has("done"))) {
+    if (Date.now() > deadline) throw new Error(`batch ${prefix} did not finish in 10 minutes`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return names;
+}
+
+interface Obj {
+  metadata: {
+    name: string;
+    labels?: Record<string, string>;
+    annotations?: Record<string, string>;
+    resourceVersion?: string;
+  };
+  status?: {
+    phase?: string;
+    startTime?: string;
+    conditions?: { type: string; status: string; reason?: string }[];
+    extraFields?: { scopedStep?: { credential?: unknown } };
+  };
+}
+const succeeded = (o: Obj) => o.status?.conditions?.find((c) => c.type === "Succeeded");
+const ofRun = (o: Obj) => o.metadata.labels?.["tekton.dev/pipelineRun"];
+
+/** Watches everything a PipelineRun leads to and marks the first sighting of each step of it. */
+function startWatches(kc: KubeConfig): { abort: () => void } {
+  const customRunOwner = new Map<string, string>();
+  const follow = (url: string, handle: (type: string, o: Obj) => void) => followWatch(kc, url, handle);
+  const aborts = [
+    follow(`/apis/tekton.dev/v1/namespaces/${ns}/pipelineruns`, (_t, pr) => {
+      const c = succeeded(pr);
+      if (c?.status === "False") mark(pr.metadata.name, "done-failed");
+      if (c?.status === "True" || c?.status === "False") mark(pr.metadata.name, "done");
+    }),
+    follow(`/apis/tekton.dev/v1/namespaces/${ns}/taskruns`, (_t, tr) => {
+      mark(ofRun(tr), "child created");
+      if (succeeded(tr)?.status === "True") mark(ofRun(tr), "child succeeded");
+    }),
+    follow(`/apis/tekton.dev/v1beta1/namespaces/${ns}/customruns`, (_t, run) => {
+      const pr = ofRun(run);
+      if (pr) customRunOwner.set(run.metadata.name, pr);
+      mark(pr, "child created");
+      if (run.status?.startTime) mark(pr, "started written");
+      if (run.status?.extraFields?.scopedStep?.credential) mark(pr, "intent written");
+      if (succeeded(run)?.status === "True") mark(pr, "child succeeded");
+    }),
+    follow(`/api/v1/namespaces/${ns}/pods`, (_t, pod) => {
+      mark(ofRun(pod), "pod created");
+      if (pod.status?.phase === "Running") mark(ofRun(pod), "pod running");
+      if (pod.metadata.annotations?.["tekton.dev/ready"] === "READY") mark(ofRun(pod), "ready annotation");
+      if (pod.status?.phase === "Succeeded") mark(ofRun(pod), "pod succeeded");
+    }),
+    follow(`/api/v1/namespaces/${ns}/secrets`, (type, secret) => {
+      const run = secret.metadata.labels?.["tekton.dev/customRun"];
+      if (type === "ADDED" && run) mark(customRunOwner.get(run), "secret created");
+    }),
+  ];
+  return { abort: () => aborts.forEach((a) => a()) };
+}
+
+/** A watch that resumes from the last version seen whenever the server or the client ends it. */
+function followWatch(kc: KubeConfig, url: string, handle: (type: string, o: Obj) => void): () => void {
+  const watch = new Watch(kc);
+  let stopped = false;
+  let current: AbortController | undefined;
+  let rv: string | undefined;
+  const loop = async () => {
+    while (!stopped) {
+      await new Promise<void>((resolve) => {
+        void watch
+          .watch(
+            url,
+            { allowWatchBookmarks: true, ...(rv ? { resourceVersion: rv } : {}) },
+            (type: string, o: Obj) => {
+              if (type === "ERROR") rv = undefined;
+              else rv = o.metadata.resourceVersion ?? rv;
+              if (type !== "BOOKMARK" && type !== "ERROR") handle(type, o);
+            },
+            () => resolve(),
+          )
+          .then((c) => (current = c), resolve);
+      });
+    }
+  };
+  void loop();
+  return () => {
+    stopped = true;
+    current?.abort();
+  };
+}
+
+// The steps of each kind, in order; each phase is the time from one to the next.
+const phases: Record<Kind, [string, string][]> = {
+  taskrun: [
+    ["created", "PipelineRun created -> TaskRun created (Tekton)"],
+    ["child created", "-> pod created (Tekton's TaskRun reconciler)"],
+    ["pod created", "-> pod Running (kubelet: init containers)"],
+    ["pod running", "-> ready annotation set (Tekton sees the pod Running)"],
+    ["ready annotation", "-> pod Succeeded (downward volume, 1 s entrypoint poll, step)"],
+    ["pod succeeded", "-> TaskRun Succeeded (Tekton)"],
+    ["child succeeded", "-> PipelineRun Succeeded (Tekton)"],
+    ["done", ""],
+  ],
+  scoped: [
+    ["created", "PipelineRun created -> CustomRun created (Tekton)"],
+    ["child created", "-> first reconcile (our informer and queue; < 0: before the bench's watch)"],
+    ["first reconcile", "-> startTime written (1st pass)"],
+    ["started written", "-> credential intent written (2nd pass: finalizer, trait, policy)"],
+    ["intent written", "-> STS request received (3rd pass: trait, policy, token signed)"],
+    ["sts called", "-> credential Secret created (STS answer, Secret)"],
+    ["secret created", "-> pod created (pod, status)"],
+    ["pod created", "-> pod Running (kubelet)"],
+    ["pod running", "-> pod Succeeded (step)"],
+    ["pod succeeded", "-> CustomRun Succeeded (deny-policy revocation, status)"],
+    ["child succeeded", "-> PipelineRun Succeeded (Tekton)"],
+    ["done", ""],
+  ],
+};
+
+function report(
+  names: Record<Kind, string[]>,
+  usage: Record<Kind, { tekton: Usage; scoped: Usage }>,
+  controllerLog: string,
+  calls: { at: Date; action: string; roleSessionName?: string }[],
+): void {
+  // Our controller's first "reconciling" line per CustomRun, and the STS call per session.
+  const runToPipelineRun = (run: string) => run.replace(/-step$/, "");
+  for (const line of controllerLog.split("\n")) {
+    if (!line.includes('"reconciling"')) continue;
+    const entry = JSON.parse(line) as { time: string; key?: string };
+    mark(runToPipelineRun(entry.key?.split("/")[1] ?? ""), "first reconcile", Date.parse(entry.time));
+  }
+  for (const call of calls.filter((c) => c.action === "AssumeRoleWithWebIdentity")) {
+    const run = /^[^.]+\.(.*)-[0-9a-f]{8}-\d+$/.exec(call.roleSessionName ?? "")?.[1] ?? "";
+    mark(runToPipelineRun(run), "sts called", call.at.getTime());
+  }
+
+  const between = (kind: Kind, from: string, to: string) =>
+    names[kind].map((name) => {
+      const m = marks.get(name);
+      return (m?.get(to) ?? Number.NaN) - (m?.get(from) ?? Number.NaN);
+    });
+  const failed = (kind: Kind) => names[kind].filter((name) => marks.get(name)?.has("done-failed")).length;
+  const figures = (kind: Kind) => ({
+    pod50: percentile(between(kind, "created", "pod created"), 50),
+    pod99: percentile(between(kind, "created", "pod created"), 99),
+    done50: percentile(between(kind, "created", "done"), 50),
+    done99: percentile(between(kind, "created", "done"), 99),
+    cpuMs: ((usage[kind].tekton.cpuSeconds + usage[kind].scoped.cpuSeconds) / names[kind].length) * 1000,
+  });
+  const t = figures("taskrun");
+  const s = figures("scoped");
+  const ratio = (a: number, b: number) => `${(a / b).toFixed(2)}x`;
+
+  for (const kind of ["taskrun", "scoped"] as const) {
+    const f = kind === "taskrun" ? t : s;
+    const u = usage[kind];
+    console.log(
+      `\n${kind === "taskrun" ? "Tekton TaskRun" : "scoped-step task"}: ${names[kind].length} PipelineRuns, failed ${failed(kind)}`,
+    );
+    console.log(`  creation -> step pod created      p50 ${ms(f.pod50)}  p99 ${ms(f.pod99)}`);
+    console.log(`  creation -> PipelineRun Succeeded p50 ${ms(f.done50)}  p99 ${ms(f.done99)}`);
+    console.log(
+      `  Tekton's controller: ${u.tekton.cpuSeconds.toFixed(1)} CPU s, peak RSS ${u.tekton.peakRssMiB.toFixed(0)} MiB`,
+    );
+    console.log(
+      `  our controller:      ${u.scoped.cpuSeconds.toFixed(1)} CPU s, peak RSS ${u.scoped.peakRssMiB.toFixed(0)} MiB`,
+    );
+    console.log(`  both, per PipelineRun: ${f.cpuMs.toFixed(1)} CPU ms`);
+  }
+  console.log("\nscoped-step / TaskRun");
+  console.log(`  creation -> pod created p50 ${ratio(s.pod50, t.pod50)}  p99 ${ratio(s.pod99, t.pod99)}`);
+  console.log(`  creation -> Succeeded   p50 ${ratio(s.done50, t.done50)}  p99 ${ratio(s.done99, t.done99)}`);
+  console.log(`  controller CPU per PipelineRun (both controllers) ${ratio(s.cpuMs, t.cpuMs)}`);
+
+  console.log("\nThe task controller's own share (Tekton's TaskRun reconciler; ours for scoped-step):");
+  for (const [from, to, label] of [
+    ["child created", "pod created", "run created -> step pod created"],
+    ["pod succeeded", "child succeeded", "pod Succeeded -> run Succeeded"],
+  ] as const) {
+    const [a, b] = [between("taskrun", from, to), between("scoped", from, to)];
+    console.log(
+      `  ${label.padEnd(32)} TaskRun p50 ${ms(percentile(a, 50))} p99 ${ms(percentile(a, 99))}; ` +
+        `scoped-step p50 ${ms(percentile(b, 50))} p99 ${ms(percentile(b, 99))}`,
+    );
+  }
+
+  for (const kind of ["taskrun", "scoped"] as const) {
+    console.log(
+      `\nWhere the time goes, ${kind === "taskrun" ? "TaskRun" : "scoped-step"} (p50 of each phase):`,
+    );
+    const steps = phases[kind];
+    for (let i = 0; i + 1 < steps.length; i++) {
+      const [from, label] = steps[i] as [string, string];
+      const to = (steps[i + 1] as [string, string])[0];
+      const d = between(kind, from, to);
+      console.log(
+        `  ${label.padEnd(84)} ${ms(percentile(d, 50)).padStart(8)}  (p99 ${ms(percentile(d, 99))})`,
+      );
+    }
+  }
+}
+
+// Last, so that every declaration above is initialized when it runs.
+const cp = await benchControlPlane();
+try {
+  await main(cp);
+} finally {
+  for (const stop of stops.reverse()) await stop().catch(() => undefined);
+  await cp.stop();
+}

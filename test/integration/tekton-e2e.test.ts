@@ -1,0 +1,487 @@
+// End to end with Tekton Pipelines' own controller (v1.15.1): PipelineRuns drive our CustomRuns,
+// which mint real credentials against the loopback AWS peer, and Tekton's TaskRuns run on the test
+// kubelet. What Tekton does is asserted as v1.15.1 really does it.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { credentialSecretName, podName } from "../../tasks/scoped-step/pod.ts";
+import type { CustomRun } from "../../tasks/scoped-step/types.ts";
+import { account, deployRole } from "../support/identity-world.ts";
+import {
+  pipelineCondition,
+  pipelineResults,
+  pipelineTask,
+  startTektonWorld,
+  type TektonWorld,
+} from "../support/tekton.ts";
+import { eventually } from "../support/wait.ts";
+import { condition, resultsOf } from "../support/world.ts";
+
+const scopedStep = { apiVersion: "scopedstep.dev/v1alpha1", kind: "ScopedStep" } as const;
+const workerRole = `arn:aws:iam::${account}:role/payments-worker`;
+const adminRole = `arn:aws:iam::${account}:role/admin`;
+
+const component = (name: string, roleArn: string) => ({
+  name,
+  type: "webservice",
+  traits: [
+    {
+      type: "scoped-identity",
+      properties: { audience: "sts.amazonaws.com", aws: { roleArn, region: "eu-west-1" } },
+    },
+  ],
+});
+
+const world: Promise<TektonWorld> = startTektonWorld({
+  aws: { allowedRoleArns: [`arn:aws:iam::${account}:role/payments-*`], maxSessionDuration: 3600 },
+  deliveryModes: ["env"],
+}).then(async (w) => {
+  // A second role, trusted the same way, for the matrix over components.
+  w.peer.createRole({
+    arn: workerRole,
+    trustPolicy: {
+      Version: "2012-10-17",
+      Statement: [
+        {
+          Effect: "Allow",
+          Principal: { Federated: `arn:aws:iam::${account}:oidc-provider/${w.providerHost}` },
+          Action: ["sts:AssumeRoleWithWebIdentity", "sts:TagSession", "sts:SetSourceIdentity"],
+          Condition: { StringLike: { [`${w.providerHost}:sub`]: `system:scoped-step:${w.ns}:*` } },
+        },
+      ],
+    },
+  });
+  await w.createApplication("payments", [
+    component("api", deployRole),
+    component("worker", workerRole),
+    component("ops", adminRole),
+  ]);
+  return w;
+});
+
+const byTask = <T extends { metadata: { labels?: Record<string, string> } }>(runs: T[]) =>
+  Object.fromEntries(runs.map((r) => [pipelineTask(r), r]));
+
+/** A ScopedStep task given by params only, running `script` as the payments api component. */
+const paramsTask = (name: string, script: string, results: string[] = [], componentName = "api") => ({
+  name,
+  taskRef: scopedStep,
+  params: [
+    { name: "image", value: "alpine:3" },
+    { name: "script", value: script },
+    { name: "results", value: results },
+    { name: "application", value: "payments" },
+    { name: "component", value: componentName },
+  ],
+});
+
+async function credentialsGone(w: TektonWorld, run: CustomRun, attempt = 0): Promise<void> {
+  const name = run.metadata.name ?? "";
+  await eventually(`the credential Secret of ${name} to be deleted`, async () =>
+    (await w.secretData(credentialSecretName(name, attempt))) ? undefined : true,
+  );
+}
+
+async function podGone(w: TektonWorld, run: CustomRun): Promise<void> {
+  const name = podName(run.metadata.name ?? "", 0);
+  await eventually(`step pod ${name} to be deleted`, async () =>
+    (await w.pods()).some((p) => p.metadata?.name === name) ? undefined : true,
+  );
+}
+
+test("a Pipeline uses the custom task three ways; later tasks, finally and the results see our identity", async () => {
+  const w = await world;
+  const sigv4 = `curl -s -m 10 --aws-sigv4 "aws:amz:eu-west-1:sts" --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" -H "x-amz-security-token: $AWS_SESSION_TOKEN"`;
+  await w.createScopedStep("deploy-step", {
+    params: [{ name: "application" }, { name: "component" }],
+    results: [{ name: "caller" }],
+    image: "amazon/aws-cli",
+    env: [{ name: "AWS_ENDPOINT_URL", value: w.peer.endpoint }],
+    script: [
+      "set -e",
+      `${sigv4} -d "Action=GetCallerIdentity&Version=2011-06-15" "$AWS_ENDPOINT_URL" | sed -n 's:.*<Arn>\\(.*\\)</Arn>.*:\\1:p' > $(results.caller.path)`,
+    ].join("\n"),
+    application: "$(params.application)",
+    component: "$(params.component)",
+  });
+  await w.createPipeline("release", {
+    tasks: [
+      {
+        name: "deploy",
+        taskRef: { ...scopedStep, name: "deploy-step" },
+        params: [
+          { name: "application", value: "payments" },
+          { name: "component", value: "api" },
+        ],
+      },
+      paramsTask("build", 'printf "built as %s" "$(id -u)" > $(results.message.path)', ["message"]),
+      {
+        name: "check",
+        taskSpec: {
+          ...scopedStep,
+          spec: {
+            results: [{ name: "region" }],
+            image: "alpine:3",
+            script: 'printf %s "$AWS_REGION" > $(results.region.path)',
+            application: "payments",
+            component: "api",
+          },
+        },
+      },
+      {
+        name: "report",
+        params: [
+          { name: "role", value: "$(tasks.deploy.results.aws-assumed-role-arn)" },
+          { name: "caller", value: "$(tasks.deploy.results.caller)" },
+          { name: "message", value: "$(tasks.build.results.message)" },
+        ],
+        taskSpec: {
+          params: [{ name: "role" }, { name: "caller" }, { name: "message" }],
+          results: [{ name: "verdict" }],
+          steps: [
+            {
+              name: "compare",
+              image: "alpine:3",
+              script: [
+                'if [ "$(params.role)" = "$(params.caller)" ]; then v=same; else v="differ: $(params.role) vs $(params.caller)"; fi',
+                'printf "%s; %s" "$v" "$(params.message)" > $(results.verdict.path)',
+              ].join("\n"),
+            },
+          ],
+        },
+      },
+    ],
+    finally: [
+      {
+        name: "notify",
+        params: [
+          { name: "deploy", value: "$(tasks.deploy.status)" },
+          { name: "overall", value: "$(tasks.status)" },
+        ],
+        taskSpec: {
+          params: [{ name: "deploy" }, { name: "overall" }],
+          results: [{ name: "seen" }],
+          steps: [
+            {
+              name: "notify",
+              image: "alpine:3",
+              script: 'printf "%s/%s" "$(params.deploy)" "$(params.overall)" > $(results.seen.path)',
+            },
+          ],
+        },
+      },
+    ],
+    results: [
+      { name: "role", value: "$(tasks.deploy.results.aws-assumed-role-arn)" },
+      { name: "subject", value: "$(tasks.build.results.identity-subject)" },
+      { name: "region", value: "$(tasks.check.results.region)" },
+      { name: "verdict", value: "$(tasks.report.results.verdict)" },
+      { name: "notified", value: "$(finally.notify.results.seen)" },
+    ],
+  });
+  await w.createPipelineRun("release-1", { pipelineRef: { name: "release" } });
+
+  const pr = await w.waitPipelineRunDone("release-1");
+  assert.equal(pipelineCondition(pr)?.status, "True", pipelineCondition(pr)?.message);
+  assert.equal(pipelineCondition(pr)?.reason, "Succeeded");
+
+  const runs = byTask(await w.customRuns("release-1"));
+  assert.deepEqual(Object.keys(runs).sort(), ["build", "check", "deploy"]);
+  const [deploy, build, check] = [runs.deploy, runs.build, runs.check] as [CustomRun, CustomRun, CustomRun];
+  assert.deepEqual(
+    deploy.spec.customRef,
+    { ...scopedStep, name: "deploy-step" },
+    "taskRef to a named ScopedStep",
+  );
+  assert.deepEqual(build.spec.customRef, scopedStep, "taskRef with params only");
+  assert.equal(build.spec.customSpec, undefined);
+  assert.equal(check.spec.customSpec?.kind, "ScopedStep", "inline taskSpec becomes customSpec");
+  for (const run of [deploy, build, check]) {
+    assert.equal(condition(run)?.reason, "Succeeded", condition(run)?.message);
+    assert.equal(run.metadata.ownerReferences?.[0]?.kind, "PipelineRun");
+    assert.equal(run.metadata.ownerReferences[0].uid, pr.metadata.uid);
+    await credentialsGone(w, run);
+  }
+
+  const session = resultsOf(deploy)["aws-session-name"] ?? "";
+  const assumed = `arn:aws:sts::${account}:assumed-role/payments-deployer/${session}`;
+  assert.equal(resultsOf(deploy)["aws-assumed-role-arn"], assumed);
+  assert.equal(resultsOf(deploy).caller, assumed, "the step called STS with the credentials it was given");
+  assert.deepEqual(pipelineResults(pr), {
+    role: assumed,
+    subject: `system:scoped-step:${w.ns}:payments:api`,
+    region: "eu-west-1",
+    verdict: "same; built as 65532",
+    notified: "Succeeded/Succeeded",
+  });
+
+  const taskRuns = byTask(await w.taskRuns("release-1"));
+  assert.deepEqual(Object.keys(taskRuns).sort(), ["notify", "report"]);
+  for (const tr of Object.values(taskRuns)) assert.equal(pipelineCondition(tr)?.reason, "Succeeded");
+  assert.deepEqual(pr.status?.childReferences?.map((c) => `${c.kind}/${c.pipelineTaskName}`).sort(), [
+    "CustomRun/build",
+    "CustomRun/check",
+    "CustomRun/deploy",
+    "TaskRun/notify",
+    "TaskRun/report",
+  ]);
+
+  // A result that parses as a JSON array of strings would become an array param downstream.
+  for (const run of [deploy, build, check]) {
+    for (const { name, value } of run.status?.results ?? []) {
+      let parsed: unknown;
+      try {
+        parsed = JSON.parse(value);
+      } catch {
+        parsed = undefined;
+      }
+      assert.equal(
+        Array.isArray(parsed),
+        false,
+        `result ${name} of ${pipelineTask(run)} is not a JSON array`,
+      );
+    }
+  }
+});
+
+test("a disallowed role fails our task with RoleNotAllowed and the PipelineRun fails", async () => {
+  const w = await world;
+  await w.createPipelineRun("forbidden-1", {
+    pipelineSpec: {
+      tasks: [
+        paramsTask("escalate", "echo never runs", [], "ops"),
+        { ...paramsTask("after", "echo never runs either"), runAfter: ["escalate"] },
+      ],
+    },
+  });
+  const pr = await w.waitPipelineRunDone("forbidden-1");
+  assert.equal(pipelineCondition(pr)?.status, "False");
+  assert.equal(pipelineCondition(pr)?.reason, "Failed");
+  assert.match(pipelineCondition(pr)?.message ?? "", /Failed: 1.*Skipped: 1/);
+
+  const runs = byTask(await w.customRuns("forbidden-1"));
+  assert.deepEqual(Object.keys(runs), ["escalate"], "the dependent task never starts");
+  const run = runs.escalate as CustomRun;
+  assert.equal(condition(run)?.reason, "RoleNotAllowed");
+  assert.match(condition(run)?.message ?? "", /role arn:aws:iam::111122223333:role\/admin is not allowed/);
+  assert.equal(await w.secretData(credentialSecretName(run.metadata.name ?? "", 0)), undefined);
+  const minted = w.peer
+    .calls()
+    .filter((c) => c.action === "AssumeRoleWithWebIdentity" && c.roleArn === adminRole);
+  assert.deepEqual(minted, [], "nothing was minted for the disallowed role");
+});
+
+test("cancelling the PipelineRun cancels our running CustomRuns, deletes their pods and revokes", async () => {
+  const w = await world;
+  await w.createPipelineRun("cancel-1", {
+    pipelineSpec: { tasks: [paramsTask("first", "sleep 300"), paramsTask("second", "sleep 300")] },
+  });
+  const running = await eventually("both CustomRuns to run with their credentials", async () => {
+    const runs = await w.customRuns("cancel-1");
+    if (runs.length !== 2 || !runs.every((r) => condition(r)?.reason === "Running")) return undefined;
+    for (const r of runs)
+      if (!(await w.secretData(credentialSecretName(r.metadata.name ?? "", 0)))) return undefined;
+    return runs;
+  });
+
+  await w.patchPipelineRun("cancel-1", { status: "Cancelled" });
+  const pr = await w.waitPipelineRunDone("cancel-1");
+  assert.equal(pipelineCondition(pr)?.status, "False");
+  assert.equal(pipelineCondition(pr)?.reason, "Cancelled");
+
+  for (const before of running) {
+    const run = await w.getRun(before.metadata.name ?? "");
+    assert.equal(run.spec.status, "RunCancelled");
+    assert.equal(condition(run)?.status, "False");
+    assert.equal(condition(run)?.reason, "CustomRunCancelled");
+    assert.equal(
+      condition(run)?.message,
+      run.spec.statusMessage,
+      "the status message Tekton set is kept as the condition's message",
+    );
+    assert.equal(
+      run.spec.statusMessage,
+      "CustomRun cancelled as the PipelineRun it belongs to has been cancelled.",
+    );
+    await podGone(w, run);
+    await credentialsGone(w, run);
+  }
+});
+
+test("a PipelineRun timeout reaches our run as a cancellation; Tekton reports PipelineRunTimeout", async () => {
+  const w = await world;
+  await w.createPipelineRun("timeout-1", {
+    timeouts: { pipeline: "5s" },
+    pipelineSpec: { tasks: [paramsTask("wait", "sleep 300")] },
+  });
+  const pr = await w.waitPipelineRunDone("timeout-1");
+  assert.equal(pipelineCondition(pr)?.status, "False");
+  assert.equal(pipelineCondition(pr)?.reason, "PipelineRunTimeout");
+
+  const [before] = await w.customRuns("timeout-1");
+  assert.ok(before);
+  assert.equal(before.spec.timeout, undefined, "Tekton leaves the CustomRun's own timeout unset");
+  const run = await w.waitDone(before.metadata.name ?? "");
+  assert.equal(condition(run)?.reason, "CustomRunCancelled");
+  assert.equal(
+    condition(run)?.message,
+    "CustomRun cancelled as the PipelineRun it belongs to has timed out.",
+  );
+  await podGone(w, run);
+  await credentialsGone(w, run);
+});
+
+test("a pipeline task timeout is enforced by our controller as CustomRunTimedOut", async () => {
+  const w = await world;
+  await w.createPipelineRun("task-timeout-1", {
+    pipelineSpec: { tasks: [{ ...paramsTask("slow", "sleep 300"), timeout: "3s" }] },
+  });
+  const pr = await w.waitPipelineRunDone("task-timeout-1");
+  assert.equal(pipelineCondition(pr)?.status, "False");
+  assert.equal(pipelineCondition(pr)?.reason, "Failed");
+
+  const [run] = await w.customRuns("task-timeout-1");
+  assert.ok(run);
+  assert.equal(run.spec.timeout, "3s", "Tekton passes the task's timeout on");
+  assert.equal(run.spec.status, undefined, "Tekton did not cancel it: our controller timed it out");
+  assert.equal(condition(run)?.reason, "CustomRunTimedOut");
+  await podGone(w, run);
+  await credentialsGone(w, run);
+});
+
+test("retries on a pipeline task re-run our step and record retriesStatus", async () => {
+  const w = await world;
+  await w.createPipelineRun("retry-1", {
+    pipelineSpec: { tasks: [{ ...paramsTask("flaky", "echo attempt; exit 3"), retries: 2 }] },
+  });
+  const pr = await w.waitPipelineRunDone("retry-1");
+  assert.equal(pipelineCondition(pr)?.reason, "Failed");
+
+  const runs = await w.customRuns("retry-1");
+  assert.equal(runs.length, 1, "one CustomRun: the custom task controller does the retrying");
+  const run = runs[0] as CustomRun;
+  assert.equal(run.spec.retries, 2);
+  assert.equal(condition(run)?.reason, "Failed");
+  assert.equal(run.status?.retriesStatus?.length, 2);
+  for (const attempt of run.status?.retriesStatus ?? []) {
+    assert.equal(attempt.conditions?.[0]?.status, "False");
+    assert.match(attempt.conditions?.[0]?.message ?? "", /exited with code 3/);
+  }
+  const name = run.metadata.name ?? "";
+  const pods = (await w.pods()).map((p) => p.metadata?.name).filter((n) => n?.startsWith(`${name}-pod`));
+  assert.deepEqual(pods.sort(), [podName(name, 0), podName(name, 1), podName(name, 2)].sort());
+  for (const attempt of [0, 1, 2]) await credentialsGone(w, run, attempt);
+});
+
+test("a matrix over two components gives each combination its own CustomRun and identity", async () => {
+  const w = await world;
+  await w.createPipelineRun("matrix-1", {
+    pipelineSpec: {
+      tasks: [
+        {
+          name: "fan",
+          taskRef: scopedStep,
+          params: [
+            { name: "image", value: "alpine:3" },
+            { name: "script", value: "true" },
+            { name: "application", value: "payments" },
+          ],
+          matrix: { params: [{ name: "component", value: ["api", "worker"] }] },
+        },
+      ],
+    },
+  });
+  const pr = await w.waitPipelineRunDone("matrix-1");
+  assert.equal(pipelineCondition(pr)?.reason, "Succeeded", pipelineCondition(pr)?.message);
+
+  const runs = await w.customRuns("matrix-1");
+  assert.equal(runs.length, 2);
+  const identities = runs
+    .map((r) => {
+      const given = r.spec.params?.find((p) => p.name === "component")?.value;
+      const results = resultsOf(r);
+      return {
+        component: typeof given === "string" ? given : JSON.stringify(given),
+        subject: results["identity-subject"],
+        role: results["aws-role-arn"],
+        session: results["aws-session-name"],
+      };
+    })
+    .sort((a, b) => a.component.localeCompare(b.component));
+  assert.deepEqual(
+    identities.map(({ component: c, subject, role }) => ({ component: c, subject, role })),
+    [
+      { component: "api", subject: `system:scoped-step:${w.ns}:payments:api`, role: deployRole },
+      { component: "worker", subject: `system:scoped-step:${w.ns}:payments:worker`, role: workerRole },
+    ],
+  );
+  assert.notEqual(identities[0]?.session, identities[1]?.session, "each combination has its own session");
+  for (const run of runs) await credentialsGone(w, run);
+});
+
+test("a step result that parses as a JSON array fails the run with ResultTypeMismatch", async () => {
+  const w = await world;
+  await w.createPipelineRun("array-1", {
+    pipelineSpec: {
+      tasks: [paramsTask("sneaky", `printf '["a","b"]' > $(results.list.path)`, ["list"])],
+    },
+  });
+  const pr = await w.waitPipelineRunDone("array-1");
+  assert.equal(pipelineCondition(pr)?.reason, "Failed");
+  const [run] = await w.customRuns("array-1");
+  assert.ok(run);
+  assert.equal(condition(run)?.reason, "ResultTypeMismatch");
+  assert.match(condition(run)?.message ?? "", /result list looks like a JSON array/);
+  assert.equal(resultsOf(run).list, undefined, "the array-looking value is not published");
+});
+
+test("Tekton's own TaskRun pods run on the test kubelet: scripts, task and step results, a failing step skips the rest", async () => {
+  const w = await world;
+  const done = (name: string) =>
+    eventually(`TaskRun ${name} to finish`, async () => {
+      const tr = await w.getTaskRun(name);
+      return ["True", "False"].includes(pipelineCondition(tr)?.status ?? "") ? tr : undefined;
+    });
+
+  await w.createTaskRun("steps-ok", {
+    taskSpec: {
+      results: [{ name: "greeting" }, { name: "from-step", value: "$(steps.second.results.note)" }],
+      steps: [
+        {
+          name: "first",
+          image: "alpine:3",
+          script: "#!/bin/sh\nprintf 'hello \"tekton\"\\n' > $(results.greeting.path)",
+        },
+        {
+          name: "second",
+          image: "alpine:3",
+          results: [{ name: "note" }],
+          command: ["sh", "-c"],
+          args: ['test -f /tekton/run/0/out && printf second > "$0"', "$(step.results.note.path)"],
+        },
+      ],
+    },
+  });
+  const ok = await done("steps-ok");
+  assert.equal(pipelineCondition(ok)?.reason, "Succeeded", pipelineCondition(ok)?.message);
+  assert.deepEqual(
+    Object.fromEntries((ok.status?.results ?? []).map((r) => [r.name, r.value])),
+    { greeting: 'hello "tekton"\n', "from-step": "second" },
+    "values exactly as written, trailing newline included; the second step ran after the first",
+  );
+
+  await w.createTaskRun("steps-fail", {
+    taskSpec: {
+      steps: [
+        { name: "breaks", image: "alpine:3", script: "echo broken >&2; exit 4" },
+        { name: "never", image: "alpine:3", script: "echo should not run" },
+      ],
+    },
+  });
+  const failed = await done("steps-fail");
+  assert.equal(pipelineCondition(failed)?.status, "False");
+  assert.equal(pipelineCondition(failed)?.reason, "StepFailed", "Tekton v1.15 names the failing part");
+  const steps = failed.status?.steps ?? [];
+  assert.equal(steps[0]?.terminated?.exitCode, 4);
+  assert.equal(steps[1]?.terminationReason, "Skipped");
+  assert.doesNotMatch(w.kubelet?.output(w.ns, "steps-fail-pod", "step-never") ?? "", /should not run/);
+});

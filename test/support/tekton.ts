@@ -1,0 +1,166 @@
+// An identity world (test/support/identity-world.ts) with Tekton Pipelines' own controller running
+// too, so PipelineRuns drive our CustomRuns for real and Tekton's TaskRun pods run on the test
+// kubelet. Opt-in: only the end-to-end suite starts it; it watches the world's namespace only.
+import path from "node:path";
+import { after } from "node:test";
+import { PatchStrategy, setHeaderOptions } from "@kubernetes/client-node";
+import { startTektonController, type TektonController } from "../../hack/cluster/tekton.ts";
+import type { Condition, CustomRun } from "../../tasks/scoped-step/types.ts";
+import { startIdentityWorld, type IdentityWorld } from "./identity-world.ts";
+import { eventually } from "./wait.ts";
+
+export interface PipelineRun {
+  apiVersion: "tekton.dev/v1";
+  kind: "PipelineRun";
+  metadata: { name: string; namespace?: string; uid?: string; labels?: Record<string, string> };
+  spec: Record<string, unknown>;
+  status?: {
+    conditions?: Condition[];
+    results?: { name: string; value: unknown }[];
+    childReferences?: { kind: string; name: string; pipelineTaskName: string }[];
+    startTime?: string;
+    completionTime?: string;
+  };
+}
+
+export interface TaskRun {
+  metadata: { name: string; labels?: Record<string, string> };
+  spec: Record<string, unknown>;
+  status?: {
+    conditions?: Condition[];
+    podName?: string;
+    results?: { name: string; value: unknown }[];
+    steps?: { name: string; terminated?: { exitCode: number }; terminationReason?: string }[];
+  };
+}
+
+export interface TektonWorld extends IdentityWorld {
+  tekton: TektonController;
+  createPipeline(name: string, spec: Record<string, unknown>): Promise<void>;
+  createPipelineRun(name: string, spec: Record<string, unknown>): Promise<void>;
+  getPipelineRun(name: string): Promise<PipelineRun>;
+  /** Merge-patches the PipelineRun's spec, e.g. `{ status: "Cancelled" }`. */
+  patchPipelineRun(name: string, spec: Record<string, unknown>): Promise<void>;
+  waitForPipelineRun(
+    name: string,
+    what: string,
+    done: (pr: PipelineRun) => boolean,
+    timeoutMs?: number,
+  ): Promise<PipelineRun>;
+  waitPipelineRunDone(name: string, timeoutMs?: number): Promise<PipelineRun>;
+  createTaskRun(name: string, spec: Record<string, unknown>): Promise<void>;
+  getTaskRun(name: string): Promise<TaskRun>;
+  /** The CustomRuns and TaskRuns Tekton created for one PipelineRun. */
+  customRuns(pipelineRun: string): Promise<CustomRun[]>;
+  taskRuns(pipelineRun: string): Promise<TaskRun[]>;
+}
+
+export const pipelineCondition = (pr: { status?: { conditions?: Condition[] } }) =>
+  pr.status?.conditions?.find((c) => c.type === "Succeeded");
+export const pipelineResults = (pr: PipelineRun) =>
+  Object.fromEntries((pr.status?.results ?? []).map((r) => [r.name, r.value]));
+export const pipelineTask = (run: { metadata: { labels?: Record<string, string> } }) =>
+  run.metadata.labels?.["tekton.dev/pipelineTask"] ?? "";
+
+const v1 = { group: "tekton.dev", version: "v1" } as const;
+const mergePatch = setHeaderOptions("Content-Type", PatchStrategy.MergePatch);
+
+export async function startTektonWorld(policy: Record<string, unknown>): Promise<TektonWorld> {
+  const base = await startIdentityWorld(policy);
+  const { objects, kubeconfig, kc } = base.cluster;
+  const ns = base.ns;
+  const tekton = await startTektonController(
+    { kubeconfigPath: kubeconfig, kubeConfig: kc },
+    {
+      // Its own SYSTEM_NAMESPACE per world, so two of them never share ConfigMaps.
+      systemNamespace: `tekton-${ns}`,
+      watchNamespace: ns,
+      // Beside the control plane's own logs: removed with it.
+      logDir: path.dirname(kubeconfig),
+    },
+  );
+  after(() => tekton.stop());
+  const seeLog = ` (Tekton's log: ${tekton.logFile})`;
+
+  const list = async <T>(plural: string, pipelineRun: string, version: string): Promise<T[]> => {
+    const res = (await objects.listNamespacedCustomObject({
+      group: "tekton.dev",
+      version,
+      namespace: ns,
+      plural,
+      labelSelector: `tekton.dev/pipelineRun=${pipelineRun}`,
+    })) as { items: T[] };
+    return res.items;
+  };
+
+  const w: TektonWorld = Object.assign(base, {
+    tekton,
+    async createPipeline(name: string, spec: Record<string, unknown>) {
+      await objects.createNamespacedCustomObject({
+        ...v1,
+        namespace: ns,
+        plural: "pipelines",
+        body: { apiVersion: "tekton.dev/v1", kind: "Pipeline", metadata: { name }, spec },
+      });
+    },
+    async createPipelineRun(name: string, spec: Record<string, unknown>) {
+      await objects.createNamespacedCustomObject({
+        ...v1,
+        namespace: ns,
+        plural: "pipelineruns",
+        body: { apiVersion: "tekton.dev/v1", kind: "PipelineRun", metadata: { name }, spec },
+      });
+    },
+    async getPipelineRun(name: string) {
+      return (await objects.getNamespacedCustomObject({
+        ...v1,
+        namespace: ns,
+        plural: "pipelineruns",
+        name,
+      })) as PipelineRun;
+    },
+    async patchPipelineRun(name: string, spec: Record<string, unknown>) {
+      await objects.patchNamespacedCustomObject(
+        { ...v1, namespace: ns, plural: "pipelineruns", name, body: { spec } },
+        mergePatch,
+      );
+    },
+    waitForPipelineRun(name: string, what: string, done: (pr: PipelineRun) => boolean, timeoutMs = 90_000) {
+      return eventually(
+        `PipelineRun ${name} ${what}${seeLog}`,
+        async () => {
+          const pr = await w.getPipelineRun(name);
+          return done(pr) ? pr : undefined;
+        },
+        { timeoutMs, intervalMs: 200 },
+      );
+    },
+    waitPipelineRunDone(name: string, timeoutMs?: number) {
+      return w.waitForPipelineRun(
+        name,
+        "to finish",
+        (pr) => ["True", "False"].includes(pipelineCondition(pr)?.status ?? ""),
+        timeoutMs,
+      );
+    },
+    async createTaskRun(name: string, spec: Record<string, unknown>) {
+      await objects.createNamespacedCustomObject({
+        ...v1,
+        namespace: ns,
+        plural: "taskruns",
+        body: { apiVersion: "tekton.dev/v1", kind: "TaskRun", metadata: { name }, spec },
+      });
+    },
+    async getTaskRun(name: string) {
+      return (await objects.getNamespacedCustomObject({
+        ...v1,
+        namespace: ns,
+        plural: "taskruns",
+        name,
+      })) as TaskRun;
+    },
+    customRuns: (pipelineRun: string) => list<CustomRun>("customruns", pipelineRun, "v1beta1"),
+    taskRuns: (pipelineRun: string) => list<TaskRun>("taskruns", pipelineRun, "v1"),
+  });
+  return w;
+}
