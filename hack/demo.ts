@@ -1,12 +1,14 @@
 // make demo: the main job end to end on a local control plane. It starts etcd and kube-apiserver,
-// the loopback AWS peer (STS, IAM, S3), the test kubelet and the controller; applies a policy, an
-// Application with a scoped-identity trait, a ScopedStep and a CustomRun; follows the run; prints
-// the identity it had and a few metrics; and tears everything down.
+// Tekton's own controller, the loopback AWS peer (STS, IAM, S3), the test kubelet and the
+// scoped-step controller; applies a policy, an Application with a scoped-identity trait, a
+// ScopedStep, a Pipeline and a PipelineRun, as a user would; follows the CustomRun Tekton creates;
+// prints the identity it had and a few metrics; and tears everything down.
 import { spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { CoreV1Api, CustomObjectsApi, Watch } from "@kubernetes/client-node";
 import { startControlPlane } from "./cluster/control-plane.ts";
 import { freePorts } from "./cluster/processes.ts";
+import { startTektonController } from "./cluster/tekton.ts";
 import { startAwsPeer } from "../test/support/aws/server.ts";
 import { startTestKubelet } from "../test/support/kubelet.ts";
 import type { CustomRun } from "../tasks/scoped-step/types.ts";
@@ -179,23 +181,55 @@ try {
     await new Promise((r) => controller.once("exit", r));
   });
 
-  say("creating a CustomRun that runs ScopedStep publish-release, as a Pipeline task would");
+  say("starting Tekton Pipelines' own controller (built from its Go module)");
+  const tekton = await startTektonController(cp, { watchNamespace: team, logDir: cp.dir });
+  cleanups.unshift(() => tekton.stop());
+
+  say("creating a Pipeline whose task is ScopedStep publish-release, and a PipelineRun of it");
   await objects.createNamespacedCustomObject({
     group: "tekton.dev",
-    version: "v1beta1",
+    version: "v1",
     namespace: team,
-    plural: "customruns",
+    plural: "pipelines",
     body: {
-      apiVersion: "tekton.dev/v1beta1",
-      kind: "CustomRun",
-      metadata: { name: "release-1-4-2", labels: { "tekton.dev/pipelineTask": "publish" } },
+      apiVersion: "tekton.dev/v1",
+      kind: "Pipeline",
+      metadata: { name: "release" },
       spec: {
-        customRef: { apiVersion: "scopedstep.dev/v1alpha1", kind: "ScopedStep", name: "publish-release" },
+        params: [{ name: "version" }, { name: "endpoint" }],
+        tasks: [
+          {
+            name: "publish",
+            taskRef: { apiVersion: "scopedstep.dev/v1alpha1", kind: "ScopedStep", name: "publish-release" },
+            params: [
+              { name: "version", value: "$(params.version)" },
+              { name: "endpoint", value: "$(params.endpoint)" },
+            ],
+            timeout: "5m",
+          },
+        ],
+        results: [
+          { name: "assumed-role", value: "$(tasks.publish.results.aws-assumed-role-arn)" },
+          { name: "uri", value: "$(tasks.publish.results.uri)" },
+        ],
+      },
+    },
+  });
+  await objects.createNamespacedCustomObject({
+    group: "tekton.dev",
+    version: "v1",
+    namespace: team,
+    plural: "pipelineruns",
+    body: {
+      apiVersion: "tekton.dev/v1",
+      kind: "PipelineRun",
+      metadata: { name: "release-1-4-2" },
+      spec: {
+        pipelineRef: { name: "release" },
         params: [
           { name: "version", value: "1.4.2" },
           { name: "endpoint", value: peer.endpoint },
         ],
-        timeout: "5m",
       },
     },
   });
@@ -229,7 +263,7 @@ try {
         version: "v1beta1",
         namespace: team,
         plural: "customruns",
-        name: "release-1-4-2",
+        name: run.metadata.name ?? "",
       })) as CustomRun;
       if (!(again.metadata.finalizers ?? []).length) return again;
       await new Promise((r) => setTimeout(r, 100));
@@ -237,18 +271,34 @@ try {
     return run;
   })();
   const secretLeft = await core
-    .readNamespacedSecret({ namespace: team, name: "release-1-4-2-credentials-0" })
+    .readNamespacedSecret({ namespace: team, name: `${run.metadata.name ?? ""}-credentials-0` })
     .then(
       () => true,
       () => false,
     );
+  type PipelineRun = CustomRun & { status?: { results?: { name: string; value: string }[] } };
+  let pipelineRun: PipelineRun | undefined;
+  for (let i = 0; i < 300; i++) {
+    pipelineRun = (await objects.getNamespacedCustomObject({
+      group: "tekton.dev",
+      version: "v1",
+      namespace: team,
+      plural: "pipelineruns",
+      name: "release-1-4-2",
+    })) as PipelineRun;
+    if (["True", "False"].includes(pipelineRun.status?.conditions?.[0]?.status ?? "")) break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
   const uploaded = peer.getObject("payments-artifacts", "releases/1.4.2/notes.txt")?.toString().trim();
 
   console.log("\n================ scoped-step demo: what the step was ================");
-  const row = (k: string, v: string | undefined) => console.log(`  ${k.padEnd(22)} ${v ?? "-"}`);
+  const row = (k: string, v: string | undefined) => console.log(`  ${k.padEnd(28)} ${v ?? "-"}`);
+  const prCondition = pipelineRun?.status?.conditions?.[0];
+  const runCondition = run.status?.conditions?.[0];
+  row("PipelineRun", `release-1-4-2: ${prCondition?.status ?? "?"} (${prCondition?.reason ?? ""})`);
   row(
-    "outcome",
-    `${run.status?.conditions?.[0]?.status ?? ""} (${run.status?.conditions?.[0]?.reason ?? ""})`,
+    "CustomRun",
+    `${run.metadata.name ?? ""}: ${runCondition?.status ?? ""} (${runCondition?.reason ?? ""})`,
   );
   row("identity subject", results["identity-subject"]);
   row("issuer", results["identity-issuer"]);
@@ -272,6 +322,7 @@ try {
     peer.rolePolicies("payments-deployer")["scoped-step-revocations"] ? "in place until expiry" : "none",
   );
   row("finalizer", (settled.metadata.finalizers ?? []).length ? "still there" : "removed");
+  for (const r of pipelineRun?.status?.results ?? []) row(`pipeline result ${r.name}`, r.value);
 
   console.log("\n  -- a few metrics from /metrics --");
   const metrics = await (await fetch(`${issuer}/metrics`)).text();
@@ -287,7 +338,9 @@ try {
     for (const line of metrics.split("\n").filter((l) => l.startsWith(name))) console.log(`  ${line}`);
   }
   console.log("=====================================================================\n");
-  if (run.status?.conditions?.[0]?.status !== "True" || secretLeft) process.exitCode = 1;
+  if (run.status?.conditions?.[0]?.status !== "True" || prCondition?.status !== "True" || secretLeft) {
+    process.exitCode = 1;
+  }
 } finally {
   say("tearing everything down");
   for (const cleanup of cleanups) await cleanup().catch(() => undefined);
