@@ -13,8 +13,8 @@ import { fileURLToPath } from "node:url";
 import { CoreV1Api, CustomObjectsApi, Watch, type KubeConfig } from "@kubernetes/client-node";
 import type { ControlPlane } from "../hack/cluster/control-plane.ts";
 import { startTektonController } from "../hack/cluster/tekton.ts";
-import { freePorts } from "../hack/cluster/processes.ts";
 import { startAwsPeer } from "../test/support/aws/server.ts";
+import { createTrustingRole, registerIssuer } from "../test/support/aws/trust.ts";
 import { startTestKubelet } from "../test/support/kubelet.ts";
 import { benchControlPlane, ms, namespaces, percentile, processUsage, waitForLease } from "./support.ts";
 
@@ -48,23 +48,9 @@ async function main(cp: ControlPlane): Promise<void> {
   // The loopback AWS peer trusts our controller's issuer for this namespace's subjects.
   const peer = await startAwsPeer({ accountId: account });
   stops.push(() => peer.stop());
-  const [port] = (await freePorts(1)) as [number];
-  const issuer = `http://127.0.0.1:${port}`;
-  const { arn: provider } = peer.registerOidcProvider({ url: issuer, audiences: ["sts.amazonaws.com"] });
-  peer.createRole({
-    arn: roleArn,
-    trustPolicy: {
-      Version: "2012-10-17",
-      Statement: [
-        {
-          Effect: "Allow",
-          Principal: { Federated: provider },
-          Action: ["sts:AssumeRoleWithWebIdentity", "sts:TagSession", "sts:SetSourceIdentity"],
-          Condition: { StringLike: { [`127.0.0.1:${port}:sub`]: `system:scoped-step:${ns}:*` } },
-        },
-      ],
-    },
-  });
+  const trusted = await registerIssuer(peer);
+  const { issuer, port } = trusted;
+  createTrustingRole(peer, trusted, { arn: roleArn, subjectLike: `system:scoped-step:${ns}:*` });
   await objects.createNamespacedCustomObject({
     group: "core.oam.dev",
     version: "v1beta1",

@@ -7,7 +7,7 @@
 import { CoreV1Api, CustomObjectsApi, Watch } from "@kubernetes/client-node";
 import { startTestKubelet } from "../test/support/kubelet.ts";
 import { startAwsPeer } from "../test/support/aws/server.ts";
-import { freePorts } from "../hack/cluster/processes.ts";
+import { createTrustingRole, registerIssuer } from "../test/support/aws/trust.ts";
 import {
   benchControlPlane,
   ms,
@@ -201,22 +201,11 @@ async function benchmark(n: number, withCredentials: boolean): Promise<Figures> 
 /** The loopback AWS peer trusting a controller issuer on a free port, and the controller's flags. */
 async function awsFor(ns: string) {
   const peer = await startAwsPeer();
-  const [port] = (await freePorts(1)) as [number];
-  const issuer = `http://127.0.0.1:${port}`;
-  const { arn: provider } = peer.registerOidcProvider({ url: issuer, audiences: ["sts.amazonaws.com"] });
-  peer.createRole({
+  const trusted = await registerIssuer(peer);
+  const { issuer, port } = trusted;
+  createTrustingRole(peer, trusted, {
     arn: "arn:aws:iam::111122223333:role/bench",
-    trustPolicy: {
-      Version: "2012-10-17",
-      Statement: [
-        {
-          Effect: "Allow",
-          Principal: { Federated: provider },
-          Action: ["sts:AssumeRoleWithWebIdentity", "sts:TagSession", "sts:SetSourceIdentity"],
-          Condition: { StringLike: { [`127.0.0.1:${port}:sub`]: `system:scoped-step:${ns}:*` } },
-        },
-      ],
-    },
+    subjectLike: `system:scoped-step:${ns}:*`,
   });
   return {
     peer,

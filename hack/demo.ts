@@ -7,9 +7,9 @@ import { spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { CoreV1Api, CustomObjectsApi, Watch } from "@kubernetes/client-node";
 import { startControlPlane } from "./cluster/control-plane.ts";
-import { freePorts } from "./cluster/processes.ts";
 import { startTektonController } from "./cluster/tekton.ts";
 import { startAwsPeer } from "../test/support/aws/server.ts";
+import { createTrustingRole, registerIssuer } from "../test/support/aws/trust.ts";
 import { startTestKubelet } from "../test/support/kubelet.ts";
 import type { CustomRun } from "../tasks/scoped-step/types.ts";
 
@@ -35,25 +35,11 @@ try {
   say("starting the loopback AWS peer (STS, IAM, S3) and registering the controller as an OIDC provider");
   const peer = await startAwsPeer();
   cleanups.unshift(() => peer.stop());
-  const [port] = (await freePorts(1)) as [number];
-  const issuer = `http://127.0.0.1:${port}`;
-  const { arn: provider } = peer.registerOidcProvider({ url: issuer, audiences: ["sts.amazonaws.com"] });
-  peer.createRole({
+  const trusted = await registerIssuer(peer);
+  const { issuer, port } = trusted;
+  createTrustingRole(peer, trusted, {
     arn: roleArn,
-    trustPolicy: {
-      Version: "2012-10-17",
-      Statement: [
-        {
-          Effect: "Allow",
-          Principal: { Federated: provider },
-          Action: ["sts:AssumeRoleWithWebIdentity", "sts:TagSession", "sts:SetSourceIdentity"],
-          Condition: {
-            StringEquals: { [`127.0.0.1:${port}:aud`]: "sts.amazonaws.com" },
-            StringLike: { [`127.0.0.1:${port}:sub`]: `system:scoped-step:${team}:payments:*` },
-          },
-        },
-      ],
-    },
+    subjectLike: `system:scoped-step:${team}:payments:*`,
     permissionPolicies: [
       { Version: "2012-10-17", Statement: [{ Effect: "Allow", Action: "s3:*", Resource: "arn:aws:s3:::*" }] },
     ],

@@ -2,8 +2,8 @@
 // the loopback AWS peer trusts that issuer, and a role lets this namespace's steps read one bucket.
 import { after } from "node:test";
 import { CoreV1Api } from "@kubernetes/client-node";
-import { freePorts } from "../../hack/cluster/processes.ts";
 import { startAwsPeer, type AwsPeer } from "./aws/server.ts";
+import { createTrustingRole, registerIssuer } from "./aws/trust.ts";
 import { startWorld, type World } from "./world.ts";
 
 export const account = "111122223333";
@@ -47,27 +47,12 @@ export async function startIdentityWorld(
   const base = await startWorld({ controller: false, policy: false });
   const peer = await startAwsPeer({ accountId: account });
   after(() => peer.stop());
-  const [port] = (await freePorts(1)) as [number];
-  const issuer = `http://127.0.0.1:${port}`;
-  const providerHost = `127.0.0.1:${port}`;
-  const { arn: provider } = peer.registerOidcProvider({ url: issuer, audiences: ["sts.amazonaws.com"] });
-  peer.createRole({
+  const trusted = await registerIssuer(peer);
+  const { issuer, host: providerHost, port } = trusted;
+  createTrustingRole(peer, trusted, {
     arn: deployRole,
     maxSessionDuration: 3600,
-    trustPolicy: {
-      Version: "2012-10-17",
-      Statement: [
-        {
-          Effect: "Allow",
-          Principal: { Federated: provider },
-          Action: ["sts:AssumeRoleWithWebIdentity", "sts:TagSession", "sts:SetSourceIdentity"],
-          Condition: {
-            StringEquals: { [`${providerHost}:aud`]: "sts.amazonaws.com" },
-            StringLike: { [`${providerHost}:sub`]: opts.roleTrustSub ?? `system:scoped-step:${base.ns}:*` },
-          },
-        },
-      ],
-    },
+    subjectLike: opts.roleTrustSub ?? `system:scoped-step:${base.ns}:*`,
     permissionPolicies: [
       {
         Version: "2012-10-17",

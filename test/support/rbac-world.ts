@@ -18,9 +18,9 @@ import {
   setHeaderOptions,
 } from "@kubernetes/client-node";
 import { parseAllDocuments } from "yaml";
-import { freePorts } from "../../hack/cluster/processes.ts";
 import type { CustomRun, CustomRunSpec } from "../../tasks/scoped-step/types.ts";
 import { startAwsPeer, type AwsPeer } from "./aws/server.ts";
+import { createTrustingRole, registerIssuer } from "./aws/trust.ts";
 import { testCluster, testNamespace, type TestCluster } from "./cluster.ts";
 import { startController, type ControllerProcess } from "./controller.ts";
 import { startTestKubelet, type TestKubelet } from "./kubelet.ts";
@@ -293,27 +293,9 @@ export async function startRbacWorld(
   // AWS: a role this namespace's steps may assume through the controller's issuer.
   const peer = await startAwsPeer({ accountId: account });
   cleanups.push(() => peer.stop());
-  const [port] = (await freePorts(1)) as [number];
-  const issuer = `http://127.0.0.1:${port}`;
-  const host = `127.0.0.1:${port}`;
-  const { arn: provider } = peer.registerOidcProvider({ url: issuer, audiences: ["sts.amazonaws.com"] });
-  peer.createRole({
-    arn: roleArn,
-    trustPolicy: {
-      Version: "2012-10-17",
-      Statement: [
-        {
-          Effect: "Allow",
-          Principal: { Federated: provider },
-          Action: ["sts:AssumeRoleWithWebIdentity", "sts:TagSession", "sts:SetSourceIdentity"],
-          Condition: {
-            StringEquals: { [`${host}:aud`]: "sts.amazonaws.com" },
-            StringLike: { [`${host}:sub`]: `system:scoped-step:${ns}:payments:*` },
-          },
-        },
-      ],
-    },
-  });
+  const trusted = await registerIssuer(peer);
+  const { issuer, port } = trusted;
+  createTrustingRole(peer, trusted, { arn: roleArn, subjectLike: `system:scoped-step:${ns}:payments:*` });
 
   const policyName = `rbac-${suffix}`;
   await objects.createClusterCustomObject({
