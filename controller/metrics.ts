@@ -148,30 +148,31 @@ export class Metrics implements RunMetricsPort {
       }
       return { active, pending, oldest };
     };
+    // One pass over the runs per scrape: the first gauge collected sets all three (the registry
+    // collects in registration order).
+    const pending = new Gauge({
+      name: "scoped_step_credentials_pending_revocation",
+      help: "Credentials of finished runs not yet revoked; should be 0 within seconds.",
+      registers: [],
+    });
+    const oldest = new Gauge({
+      name: "scoped_step_oldest_unrevoked_credential_age_seconds",
+      help: "Age of the oldest credential not yet revoked.",
+      registers: [],
+    });
     new Gauge({
       name: "scoped_step_active_credentials",
       help: "Credentials minted (or being minted) and not yet revoked.",
       registers,
       collect() {
-        this.set(scan().active);
+        const figures = scan();
+        this.set(figures.active);
+        pending.set(figures.pending);
+        oldest.set(figures.oldest);
       },
     });
-    new Gauge({
-      name: "scoped_step_credentials_pending_revocation",
-      help: "Credentials of finished runs not yet revoked; should be 0 within seconds.",
-      registers,
-      collect() {
-        this.set(scan().pending);
-      },
-    });
-    new Gauge({
-      name: "scoped_step_oldest_unrevoked_credential_age_seconds",
-      help: "Age of the oldest credential not yet revoked.",
-      registers,
-      collect() {
-        this.set(scan().oldest);
-      },
-    });
+    this.registry.registerMetric(pending);
+    this.registry.registerMetric(oldest);
   }
 
   observeQueue(queue: WorkQueue): void {
