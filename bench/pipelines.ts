@@ -17,6 +17,7 @@ import { startAwsPeer } from "../test/support/aws/server.ts";
 import { createTrustingRole, registerIssuer } from "../test/support/aws/trust.ts";
 import { startTestKubelet } from "../test/support/kubelet.ts";
 import { benchControlPlane, ms, namespaces, percentile, processUsage, waitForLease } from "./support.ts";
+import { createApplication, identityComponent } from "../test/support/application.ts";
 
 type Kind = "taskrun" | "scoped";
 const [n = 100, batchSize = 25] = process.argv.slice(2).map(Number);
@@ -51,31 +52,9 @@ async function main(cp: ControlPlane): Promise<void> {
   const trusted = await registerIssuer(peer);
   const { issuer, port } = trusted;
   createTrustingRole(peer, trusted, { arn: roleArn, subjectLike: `system:scoped-step:${ns}:*` });
-  await objects.createNamespacedCustomObject({
-    group: "core.oam.dev",
-    version: "v1beta1",
-    namespace: ns,
-    plural: "applications",
-    body: {
-      apiVersion: "core.oam.dev/v1beta1",
-      kind: "Application",
-      metadata: { name: "payments" },
-      spec: {
-        components: [
-          {
-            name: "api",
-            type: "webservice",
-            traits: [
-              {
-                type: "scoped-identity",
-                properties: { audience: "sts.amazonaws.com", aws: { roleArn, region: "eu-west-1" } },
-              },
-            ],
-          },
-        ],
-      },
-    },
-  });
+  await createApplication(objects, ns, "payments", [
+    identityComponent({ audience: "sts.amazonaws.com", aws: { roleArn, region: "eu-west-1" } }),
+  ]);
   await objects.createClusterCustomObject({
     group: "scopedstep.dev",
     version: "v1alpha1",

@@ -17,6 +17,7 @@ import {
   startControllerProcess,
   waitForLease,
 } from "./support.ts";
+import { createApplication, identityComponent } from "../test/support/application.ts";
 
 const compare = process.argv.includes("--compare");
 const sizes = process.argv
@@ -56,31 +57,9 @@ async function benchmark(n: number, withCredentials: boolean): Promise<Figures> 
   const core = kc.makeApiClient(CoreV1Api);
   const objects = kc.makeApiClient(CustomObjectsApi);
   await core.createNamespacedServiceAccount({ namespace: ns, body: { metadata: { name: "default" } } });
-  await objects.createNamespacedCustomObject({
-    group: "core.oam.dev",
-    version: "v1beta1",
-    namespace: ns,
-    plural: "applications",
-    body: {
-      apiVersion: "core.oam.dev/v1beta1",
-      kind: "Application",
-      metadata: { name: "payments" },
-      spec: {
-        components: [
-          {
-            name: "api",
-            type: "webservice",
-            traits: [
-              {
-                type: "scoped-identity",
-                properties: { aws: { roleArn: "arn:aws:iam::111122223333:role/bench" } },
-              },
-            ],
-          },
-        ],
-      },
-    },
-  });
+  await createApplication(objects, ns, "payments", [
+    identityComponent({ aws: { roleArn: "arn:aws:iam::111122223333:role/bench" } }),
+  ]);
   const kubelet = await startTestKubelet(kc, { namespace: ns });
   await objects.createClusterCustomObject({
     group: "scopedstep.dev",

@@ -12,6 +12,7 @@ import { startAwsPeer } from "../test/support/aws/server.ts";
 import { createTrustingRole, registerIssuer } from "../test/support/aws/trust.ts";
 import { startTestKubelet } from "../test/support/kubelet.ts";
 import type { CustomRun } from "../tasks/scoped-step/types.ts";
+import { createApplication, identityComponent } from "../test/support/application.ts";
 
 const started = Date.now();
 const elapsed = () => `${((Date.now() - started) / 1000).toFixed(1)}s`;
@@ -62,50 +63,30 @@ try {
       },
     },
   });
-  await objects.createNamespacedCustomObject({
-    group: "core.oam.dev",
-    version: "v1beta1",
-    namespace: team,
-    plural: "applications",
-    body: {
-      apiVersion: "core.oam.dev/v1beta1",
-      kind: "Application",
-      metadata: { name: "payments" },
-      spec: {
-        components: [
-          {
-            name: "api",
-            type: "webservice",
-            properties: { image: "example/payments-api:1.4.2" },
-            traits: [
+  await createApplication(objects, team, "payments", [
+    identityComponent(
+      {
+        audience: "sts.amazonaws.com",
+        aws: {
+          roleArn,
+          region: "eu-west-1",
+          sessionDuration: 900,
+          sessionTags: { team: "payments" },
+          sessionPolicy: {
+            Version: "2012-10-17",
+            Statement: [
               {
-                type: "scoped-identity",
-                properties: {
-                  audience: "sts.amazonaws.com",
-                  aws: {
-                    roleArn,
-                    region: "eu-west-1",
-                    sessionDuration: 900,
-                    sessionTags: { team: "payments" },
-                    sessionPolicy: {
-                      Version: "2012-10-17",
-                      Statement: [
-                        {
-                          Effect: "Allow",
-                          Action: ["s3:PutObject", "s3:GetObject"],
-                          Resource: "arn:aws:s3:::payments-artifacts/releases/*",
-                        },
-                      ],
-                    },
-                  },
-                },
+                Effect: "Allow",
+                Action: ["s3:PutObject", "s3:GetObject"],
+                Resource: "arn:aws:s3:::payments-artifacts/releases/*",
               },
             ],
           },
-        ],
+        },
       },
-    },
-  });
+      { image: "example/payments-api:1.4.2" },
+    ),
+  ]);
   const sigv4 = `curl -s --aws-sigv4 "aws:amz:eu-west-1:SERVICE" --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" -H "x-amz-security-token: $AWS_SESSION_TOKEN"`;
   await objects.createNamespacedCustomObject({
     group: "scopedstep.dev",

@@ -25,6 +25,7 @@ import { testCluster, testNamespace, type TestCluster } from "./cluster.ts";
 import { startController, type ControllerProcess } from "./controller.ts";
 import { startTestKubelet, type TestKubelet } from "./kubelet.ts";
 import { eventually } from "./wait.ts";
+import { createApplication, identityComponent } from "./application.ts";
 
 export const releasePath = fileURLToPath(new URL("../../catalog/release.yaml", import.meta.url));
 export const releaseNamespace = "scoped-step";
@@ -324,26 +325,9 @@ export async function startRbacWorld(
       })
       .catch(ignoreNotFound),
   );
-  await objects.createNamespacedCustomObject({
-    group: "core.oam.dev",
-    version: "v1beta1",
-    namespace: ns,
-    plural: "applications",
-    body: {
-      apiVersion: "core.oam.dev/v1beta1",
-      kind: "Application",
-      metadata: { name: "payments" },
-      spec: {
-        components: [
-          {
-            name: "api",
-            type: "webservice",
-            traits: [{ type: "scoped-identity", properties: { aws: { roleArn, region: "eu-west-1" } } }],
-          },
-        ],
-      },
-    },
-  });
+  await createApplication(objects, ns, "payments", [
+    identityComponent({ aws: { roleArn, region: "eu-west-1" } }),
+  ]);
   await objects.createNamespacedCustomObject({
     group: "scopedstep.dev",
     version: "v1alpha1",

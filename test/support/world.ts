@@ -7,6 +7,7 @@ import { testCluster, testNamespace, type TestCluster } from "./cluster.ts";
 import { startController, waitForLeader, type ControllerProcess } from "./controller.ts";
 import { startTestKubelet, type TestKubelet } from "./kubelet.ts";
 import { eventually } from "./wait.ts";
+import { createApplication } from "./application.ts";
 
 export const scopedStepRef = { apiVersion: "scopedstep.dev/v1alpha1", kind: "ScopedStep" } as const;
 export const roleArn = "arn:aws:iam::111122223333:role/payments-deployer";
@@ -109,18 +110,7 @@ export async function startWorld(
       return c;
     },
     async createApplication(name, components) {
-      await objects.createNamespacedCustomObject({
-        group: "core.oam.dev",
-        version: "v1beta1",
-        namespace: ns,
-        plural: "applications",
-        body: {
-          apiVersion: "core.oam.dev/v1beta1",
-          kind: "Application",
-          metadata: { name },
-          spec: { components },
-        },
-      });
+      await createApplication(objects, ns, name, components);
     },
     async createPolicy(name, spec) {
       await objects.createClusterCustomObject({
