@@ -137,8 +137,7 @@ test("the step really gets working credentials, scoped by the session policy, de
   const deny = w.peer.rolePolicies("payments-deployer")["scoped-step-revocations"] ?? "";
   assert.ok(deny.includes(results["aws-source-identity"] ?? "missing"));
 
-  const reasons = (await w.events("deploy")).map((e) => e.reason);
-  assert.ok(reasons.includes("CredentialMinted") && reasons.includes("CredentialRevoked"), reasons.join(","));
+  await w.waitForEvents("deploy", ["CredentialMinted", "CredentialRevoked"]);
   const audit = w.controller?.logLines().filter((l) => l.audit && l.name === "deploy") ?? [];
   assert.deepEqual(
     audit.map((l) => l.audit),

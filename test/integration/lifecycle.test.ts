@@ -81,9 +81,7 @@ for (const way of ["params", "customSpec", "ScopedStep"] as const) {
       (r) => !(r.metadata.finalizers ?? []).length,
     );
     assert.deepEqual(finished.metadata.finalizers ?? [], []);
-    const reasons = (await w.events(name)).map((e) => e.reason);
-    for (const r of ["Started", "PodCreated", "Succeeded"])
-      assert.ok(reasons.includes(r), `event ${r} in ${reasons.join(",")}`);
+    await w.waitForEvents(name, ["Started", "PodCreated", "Succeeded"]);
   });
 
   test(`a step defined by ${way} that exits non-zero fails with its exit code and last lines`, async () => {
@@ -98,7 +96,7 @@ for (const way of ["params", "customSpec", "ScopedStep"] as const) {
     assert.equal(condition(run)?.reason, "Failed");
     assert.match(condition(run)?.message ?? "", /exited with code 7/);
     assert.match(condition(run)?.message ?? "", /no such bucket/);
-    assert.ok((await w.events(name)).some((e) => e.reason === "Failed" && e.type === "Warning"));
+    await w.waitForEvents(name, ["Failed"], "Warning");
   });
 
   test(`a step defined by ${way} is cancelled: pod deleted, CustomRunCancelled with the status message`, async () => {
@@ -120,7 +118,7 @@ for (const way of ["params", "customSpec", "ScopedStep"] as const) {
     await eventually("the cancelled step pod to be gone", async () =>
       (await w.pods()).some((p) => p.metadata?.name === `${name}-pod`) ? undefined : true,
     );
-    assert.ok((await w.events(name)).some((e) => e.reason === "Cancelled"));
+    await w.waitForEvents(name, ["Cancelled"]);
   });
 }
 

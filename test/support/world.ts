@@ -38,6 +38,8 @@ export interface World {
   waitDone(name: string, timeoutMs?: number): Promise<CustomRun>;
   pods(): Promise<V1Pod[]>;
   events(name: string): Promise<{ reason: string; message: string; type: string }[]>;
+  /** Events are written without waiting for them; this polls until each reason has appeared. */
+  waitForEvents(name: string, reasons: string[], type?: string): Promise<void>;
 }
 
 export const condition = (run: CustomRun) => run.status?.conditions?.find((c) => c.type === "Succeeded");
@@ -179,6 +181,12 @@ export async function startWorld(
     },
     async pods() {
       return (await core.listNamespacedPod({ namespace: ns })).items;
+    },
+    async waitForEvents(name, reasons, type) {
+      await eventually(`events ${reasons.join(", ")} on ${name}`, async () => {
+        const seen = (await world.events(name)).filter((e) => type === undefined || e.type === type);
+        return reasons.every((r) => seen.some((e) => e.reason === r)) ? true : undefined;
+      });
     },
     async events(name) {
       const list = await core.listNamespacedEvent({
