@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
-# Builds one Go binary from its wrapper module under hack/<name>/ and caches it outside the repo.
-# The cache key covers the wrapper's go.mod, go.sum and the Go toolchain version, so the binary is
-# rebuilt only when one of them changes. Prints the path of the cached binary.
+# Builds Go programs from a wrapper module under hack/ and caches them outside the repo. The cache
+# key covers the wrapper's go.mod, go.sum, its own Go files and the Go toolchain version, so they
+# are rebuilt only when one of those changes. Prints the path of the cached binary, or of the
+# directory holding them when there are several: `kubernetes` is one binary for kube-apiserver,
+# kube-controller-manager, kube-scheduler, kube-proxy and kubelet (hack/kubernetes/main.go);
+# `containerd` holds containerd, ctr and containerd-shim-runc-v2; `tekton-images` and
+# `node-images` hold the static programs the local node's images are made of.
 #
-#   hack/build-tool.sh kube-apiserver|etcd|tekton-controller
+#   hack/build-tool.sh kubernetes|etcd|tekton-controller|containerd|tekton-images|node-images
 set -euo pipefail
 
 name="$1"
 here="$(cd "$(dirname "$0")" && pwd)"
 module_dir="$here/$name"
+[[ "$name" == tekton-images ]] && module_dir="$here/tekton-controller"
 cache="${SCOPED_STEP_CACHE:-$HOME/.cache/scoped-step}"
 export GOTOOLCHAIN=local GOWORK=off GOFLAGS=-mod=mod
 
@@ -18,8 +23,8 @@ export GOTOOLCHAIN=local GOWORK=off GOFLAGS=-mod=mod
 require_version() { awk -v m="$1" '$1 == m || $2 == m { for (i = 1; i <= NF; i++) if ($i ~ /^v[0-9]/) { print $i; exit } }' "$module_dir/go.mod"; }
 
 case "$name" in
-  kube-apiserver)
-    pkg=k8s.io/kubernetes/cmd/kube-apiserver
+  kubernetes)
+    pkg=.
     version="$(require_version k8s.io/kubernetes)"
     major="${version#v}"; major="${major%%.*}"
     minor="$(echo "$version" | cut -d. -f2)"
@@ -35,16 +40,41 @@ case "$name" in
     version="$(require_version github.com/tektoncd/pipeline)"
     ldflags=""
     ;;
+  tekton-images)
+    # The static programs of the images a TaskRun pod runs, as Tekton's release builds them (ko).
+    tekton="github.com/tektoncd/pipeline/cmd"
+    pkg="$tekton/entrypoint $tekton/nop $tekton/workingdirinit $tekton/sidecarlogresults"
+    version="$(require_version github.com/tektoncd/pipeline)"
+    ldflags=""
+    export CGO_ENABLED=0
+    ;;
+  node-images)
+    pkg="./pause ./report"
+    version=v1
+    ldflags=""
+    export CGO_ENABLED=0
+    ;;
+  containerd)
+    # Three commands into one directory. No btrfs snapshotter (it needs C headers) and no cgo.
+    pkg="github.com/containerd/containerd/v2/cmd/containerd github.com/containerd/containerd/v2/cmd/ctr github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2"
+    version="$(require_version github.com/containerd/containerd/v2)"
+    ldflags="-X github.com/containerd/containerd/v2/version.Version=$version"
+    tags=no_btrfs
+    export CGO_ENABLED=0
+    ;;
   *) echo "unknown tool $name" >&2; exit 2 ;;
 esac
 
-key="$(cat "$module_dir/go.mod" "$module_dir/go.sum" <(go version) | sha256sum | cut -c1-16)"
+key="$(cd "$module_dir" && find . -name '*.go' -o -name go.mod -o -name go.sum | sort | xargs cat | cat - <(go version) <(echo "$name") | sha256sum | cut -c1-16)"
 out="$cache/bin/$name-$version-$key"
 if [[ ! -x "$out" ]]; then
   mkdir -p "$cache/bin"
   echo "building $name $version (cached as $out; first build takes several minutes)" >&2
   start=$SECONDS
-  (cd "$module_dir" && go build -trimpath -ldflags "-s -w $ldflags" -o "$out.tmp" "$pkg")
+  rm -rf "$out.tmp"
+  # shellcheck disable=SC2086 # $pkg is a list of packages
+  [[ "$pkg" == *" "* ]] && target="$out.tmp/" || target="$out.tmp"
+  (cd "$module_dir" && go build -trimpath -tags "${tags:-}" -ldflags "-s -w $ldflags" -o "$target" $pkg)
   mv "$out.tmp" "$out"
   echo "built $name in $((SECONDS - start))s" >&2
 fi

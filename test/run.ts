@@ -1,10 +1,48 @@
 // Runs every test file with node's test runner against one shared local control plane, started
 // here and stopped afterwards whatever happens. Extra arguments are passed to `node --test`.
+//
+// All of it runs inside network, mount and PID namespaces of its own (hack/cluster/netns.sh): this
+// script first builds what the cluster needs (packages, Go programs, images; the only steps that
+// reach outside), then starts itself again in there. When a selected file uses the real cluster
+// (`realCluster()`), that cluster, with a node running real containers, starts too.
 import { spawn } from "node:child_process";
+import { globSync, readFileSync } from "node:fs";
 import { writeFile } from "node:fs/promises";
 import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { startCluster } from "../hack/cluster/cluster.ts";
 import { startControlPlane } from "../hack/cluster/control-plane.ts";
-import { ownCrdFiles, type SharedCluster } from "./support/cluster.ts";
+import type { NodeImages } from "../hack/cluster/images.ts";
+import { prepareNode } from "../hack/cluster/prepare.ts";
+import { ownCrdFiles, type SharedCluster, type SharedNodeCluster } from "./support/cluster.ts";
+
+const args = process.argv.slice(2);
+const named = args.filter((a) => !a.startsWith("-"));
+const files = named.length ? [] : ["test/**/*.test.ts"];
+const selected = named.length ? named : globSync(files[0] ?? "");
+const needsNode = selected.some((f) => readFileSync(f, "utf8").includes("realCluster("));
+
+function runChild(command: string, argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
+  const child = spawn(command, argv, { stdio: "inherit", env });
+  const stop = () => child.kill("SIGTERM");
+  process.once("SIGINT", stop);
+  process.once("SIGTERM", stop);
+  return new Promise<number>((resolve) => child.once("exit", (c, sig) => resolve(c ?? (sig ? 1 : 0))));
+}
+
+if (!process.env.SCOPED_STEP_IN_NETNS) {
+  const images = needsNode ? await prepareNode((l) => console.log(`[node] ${l}`)) : undefined;
+  const netns = fileURLToPath(new URL("../hack/cluster/netns.sh", import.meta.url));
+  const code = await runChild(
+    netns,
+    ["--watch", String(process.pid), process.execPath, ...process.argv.slice(1)],
+    {
+      ...process.env,
+      SCOPED_STEP_NODE_IMAGES: images ? JSON.stringify(images) : "",
+    },
+  );
+  process.exit(code);
+}
 
 const started = Date.now();
 const cp = await startControlPlane({
@@ -16,18 +54,35 @@ const info: SharedCluster = { server: cp.server, etcdUrl: cp.etcdUrl, kubeconfig
 const infoPath = path.join(cp.dir, "cluster.json");
 await writeFile(infoPath, JSON.stringify(info));
 
-const args = process.argv.slice(2);
-const files = args.some((a) => !a.startsWith("-")) ? [] : ["test/**/*.test.ts"];
-const child = spawn(
+const env: NodeJS.ProcessEnv = { ...process.env, SCOPED_STEP_TEST_CLUSTER: infoPath };
+const images = process.env.SCOPED_STEP_NODE_IMAGES;
+const cluster =
+  needsNode && images
+    ? await startCluster({
+        extraCrdFiles: ownCrdFiles,
+        images: JSON.parse(images) as NodeImages,
+        log: (l) => console.log(`[cluster] ${l}`),
+      })
+    : undefined;
+if (cluster) {
+  console.log(`[cluster] node Ready ${((Date.now() - started) / 1000).toFixed(1)} s after start`);
+  const nodeInfo: SharedNodeCluster = {
+    server: cluster.server,
+    etcdUrl: cluster.etcdUrl,
+    kubeconfig: cluster.kubeconfigPath,
+    nodeIp: cluster.node.ip,
+    images: cluster.node.images,
+    dir: cluster.dir,
+  };
+  env.SCOPED_STEP_TEST_NODE_CLUSTER = path.join(cluster.dir, "cluster.json");
+  await writeFile(env.SCOPED_STEP_TEST_NODE_CLUSTER, JSON.stringify(nodeInfo));
+}
+
+const code = await runChild(
   process.execPath,
   ["--test", "--test-reporter=spec", "--test-concurrency=2", "--test-timeout=600000", ...args, ...files],
-  { stdio: "inherit", env: { ...process.env, SCOPED_STEP_TEST_CLUSTER: infoPath } },
+  env,
 );
-const stop = () => child.kill("SIGTERM");
-process.once("SIGINT", stop);
-process.once("SIGTERM", stop);
-const code = await new Promise<number>((resolve) =>
-  child.once("exit", (c, sig) => resolve(c ?? (sig ? 1 : 0))),
-);
+await cluster?.stop();
 await cp.stop();
 process.exit(code);

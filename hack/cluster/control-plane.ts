@@ -8,7 +8,7 @@ import os from "node:os";
 import path from "node:path";
 import { KubeConfig } from "@kubernetes/client-node";
 import { pooledConnections } from "../../controller/kubeconfig.ts";
-import { createPki } from "./pki.ts";
+import { createPki, type Pki } from "./pki.ts";
 import { buildTool, kubevela, tekton } from "./upstream.ts";
 import { freePorts, startSupervised, stopSupervised, waitFor, type Supervised } from "./processes.ts";
 import { installCrds, readCrds, upstreamCrdFiles } from "./crds.ts";
@@ -19,6 +19,7 @@ export interface ControlPlane {
   etcdUrl: string;
   kubeconfigPath: string;
   kubeConfig: KubeConfig;
+  pki: Pki;
   /** Stops both processes and, unless keepDir, removes the directory. */
   stop(opts?: { keepDir?: boolean }): Promise<void>;
 }
@@ -28,6 +29,11 @@ export interface StartOptions {
   /** Extra CRD files (this project's own) installed with the upstream ones. */
   extraCrdFiles?: string[];
   log?: (line: string) => void;
+  /**
+   * For a cluster with a node (hack/cluster/node.ts): the node's address, which the API server
+   * then also listens on and advertises as the `kubernetes` Service's endpoint.
+   */
+  node?: { ip: string; serviceCidr: string };
 }
 
 interface ClientTls {
@@ -75,13 +81,25 @@ function kubeconfigYaml(server: string, { ca, cert, key }: ClientTls): string {
   ].join("\n");
 }
 
+/** The `kubernetes` Service's ClusterIP: the first address of the range. */
+function firstServiceIp(cidr: string): string {
+  const [a, b, c, d] = (cidr.split("/")[0] ?? "").split(".").map(Number) as [number, number, number, number];
+  return [a, b, c, d + 1].join(".");
+}
+
 export async function startControlPlane(opts: StartOptions = {}): Promise<ControlPlane> {
   const log = opts.log ?? (() => {});
   const dir = opts.dir ?? (await mkdtemp(path.join(os.tmpdir(), "scoped-step-cp-")));
   await mkdir(dir, { recursive: true });
   const etcdBin = await buildTool("etcd");
-  const apiserverBin = await buildTool("kube-apiserver");
-  const pki = await createPki(path.join(dir, "pki"));
+  const kube = await buildTool("kubernetes");
+  const node = opts.node;
+  const serviceIp = node ? firstServiceIp(node.serviceCidr) : "10.0.0.1";
+  // prettier-ignore
+  const sans = node
+    ? [`IP:${node.ip}`, `IP:${serviceIp}`, "DNS:kubernetes", "DNS:kubernetes.default", "DNS:kubernetes.default.svc"]
+    : [];
+  const pki = await createPki(path.join(dir, "pki"), sans);
   const tls: ClientTls = {
     ca: await readFile(pki.caCert),
     cert: await readFile(pki.adminCert),
@@ -112,19 +130,29 @@ export async function startControlPlane(opts: StartOptions = {}): Promise<Contro
 
     log(`starting kube-apiserver on 127.0.0.1:${apiPort}`);
     // prettier-ignore
-    const apiserver = startSupervised("kube-apiserver", apiserverBin, [
-      `--etcd-servers=http://127.0.0.1:${etcdPort}`,
-      "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", `--secure-port=${apiPort}`,
+    const apiserver = startSupervised("kube-apiserver", kube, [
+      "kube-apiserver",
+      `--etcd-servers=http://127.0.0.1:${etcdPort}`, `--secure-port=${apiPort}`,
       `--cert-dir=${path.join(dir, "apiserver-certs")}`,
       `--tls-cert-file=${pki.servingCert}`, `--tls-private-key-file=${pki.servingKey}`,
       `--client-ca-file=${pki.caCert}`,
-      "--service-cluster-ip-range=10.0.0.0/24",
+      `--service-cluster-ip-range=${node?.serviceCidr ?? "10.0.0.0/24"}`,
       "--service-account-issuer=https://kubernetes.default.svc",
       `--service-account-key-file=${pki.serviceAccountPub}`,
       `--service-account-signing-key-file=${pki.serviceAccountKey}`,
       "--authorization-mode=RBAC", "--allow-privileged=true",
-      // The endpoint reconciler refuses a loopback advertise address; nothing here needs it.
-      "--endpoint-reconciler-type=none",
+      ...(node
+        ? [
+            "--bind-address=0.0.0.0", `--advertise-address=${node.ip}`,
+            // `kubectl logs` and `exec`: the API server reaches the kubelet at the node's address.
+            "--kubelet-preferred-address-types=InternalIP",
+            `--kubelet-client-certificate=${pki.adminCert}`, `--kubelet-client-key=${pki.adminKey}`,
+          ]
+        : [
+            "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
+            // The endpoint reconciler refuses a loopback advertise address; nothing here needs it.
+            "--endpoint-reconciler-type=none",
+          ]),
       "--v=1",
     ], dir);
     started.push(apiserver);
@@ -156,6 +184,7 @@ export async function startControlPlane(opts: StartOptions = {}): Promise<Contro
       etcdUrl: `http://127.0.0.1:${etcdPort}`,
       kubeconfigPath,
       kubeConfig,
+      pki,
       async stop(stopOpts = {}) {
         await stopAll();
         if (!stopOpts.keepDir) await rm(dir, { recursive: true, force: true });

@@ -9,6 +9,7 @@ const run = promisify(execFile);
 
 export interface Pki {
   caCert: string;
+  caKey: string;
   servingCert: string;
   servingKey: string;
   adminCert: string;
@@ -40,7 +41,8 @@ async function signedCert(
   return { cert: path.join(dir, `${name}.crt`), key: path.join(dir, `${name}.key`) };
 }
 
-export async function createPki(dir: string): Promise<Pki> {
+/** `extraSans`: more subjectAltName entries for the API server, e.g. `IP:10.0.0.1`. */
+export async function createPki(dir: string, extraSans: string[] = []): Promise<Pki> {
   await mkdir(dir, { recursive: true });
   await openssl(["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "ca.key"], dir);
   await openssl(
@@ -54,7 +56,7 @@ export async function createPki(dir: string): Promise<Pki> {
     dir,
     "apiserver",
     "/CN=kube-apiserver",
-    "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\nkeyUsage=critical,digitalSignature\n",
+    `subjectAltName=${["IP:127.0.0.1", "DNS:localhost", ...extraSans].join(",")}\nextendedKeyUsage=serverAuth\nkeyUsage=critical,digitalSignature\n`,
   );
   const admin = await signedCert(
     dir,
@@ -66,6 +68,7 @@ export async function createPki(dir: string): Promise<Pki> {
   await openssl(["rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub"], dir);
   return {
     caCert: path.join(dir, "ca.crt"),
+    caKey: path.join(dir, "ca.key"),
     servingCert: serving.cert,
     servingKey: serving.key,
     adminCert: admin.cert,

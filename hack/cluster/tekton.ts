@@ -15,7 +15,7 @@ import { buildTool, moduleDir, tekton } from "./upstream.ts";
 import { freePorts, startSupervised, stopSupervised, waitFor, type Supervised } from "./processes.ts";
 
 /** The image flags take any string: the test kubelet knows these names (test/support/kubelet/tekton.ts). */
-export const tektonImages = {
+export const tektonImages: Record<keyof TektonImages, string> = {
   entrypoint: "scoped-step.test/tekton/entrypoint",
   nop: "scoped-step.test/tekton/nop",
   sidecarlogresults: "scoped-step.test/tekton/sidecarlogresults",
@@ -24,7 +24,18 @@ export const tektonImages = {
   shellWin: "scoped-step.test/tekton/shell-win",
 } as const;
 
+export interface TektonImages {
+  entrypoint: string;
+  nop: string;
+  sidecarlogresults: string;
+  workingdirinit: string;
+  shell: string;
+  shellWin: string;
+}
+
 export interface TektonOptions {
+  /** The images its pods use; default the names the test kubelet knows. */
+  images?: Partial<TektonImages>;
   /** Tekton's SYSTEM_NAMESPACE (created if missing); default `tekton-pipelines`. */
   systemNamespace?: string;
   /** Restrict its informers to one namespace (its `-namespace` flag); default all namespaces. */
@@ -98,7 +109,7 @@ export async function startTektonController(
   // free ones. knative's own health server binds :8080 regardless; when that is taken (another
   // Tekton controller on this host) it fails alone, and the controllers run on.
   const [probes, profiling, metrics] = (await freePorts(3)) as [number, number, number];
-  const i = tektonImages;
+  const i = { ...tektonImages, ...opts.images };
   // prettier-ignore
   const args = [
     `-kubeconfig=${cluster.kubeconfigPath}`,

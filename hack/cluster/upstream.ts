@@ -52,8 +52,11 @@ export async function moduleDir(mod: UpstreamModule): Promise<string> {
   return info.Dir;
 }
 
-/** Builds (or takes from the cache) one of the Go binaries wrapped under hack/. */
-export async function buildTool(name: "etcd" | "kube-apiserver" | "tekton-controller"): Promise<string> {
+export type Tool =
+  "etcd" | "kubernetes" | "tekton-controller" | "containerd" | "tekton-images" | "node-images";
+
+/** Builds (or takes from the cache) Go programs wrapped under hack/ (see build-tool.sh). */
+export async function buildTool(name: Tool): Promise<string> {
   const child = run(path.join(hackDir, "build-tool.sh"), [name], { env: goEnv, maxBuffer: 1 << 20 });
   child.child.stderr?.pipe(process.stderr);
   const { stdout } = await child;

@@ -15,9 +15,9 @@ import { testCluster, testNamespace } from "../support/cluster.ts";
 import { startControlPlane } from "../../hack/cluster/control-plane.ts";
 
 const pinnedKubeVersion = async () => {
-  const gomod = await readFile(new URL("../../hack/kube-apiserver/go.mod", import.meta.url), "utf8");
+  const gomod = await readFile(new URL("../../hack/kubernetes/go.mod", import.meta.url), "utf8");
   const m = /^\s*(?:require\s+)?k8s\.io\/kubernetes (v\S+)/m.exec(gomod);
-  assert.ok(m?.[1], "hack/kube-apiserver/go.mod pins k8s.io/kubernetes");
+  assert.ok(m?.[1], "hack/kubernetes/go.mod pins k8s.io/kubernetes");
   return m[1];
 };
 

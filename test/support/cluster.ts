@@ -7,6 +7,7 @@ import { fileURLToPath } from "node:url";
 import { CoreV1Api, CustomObjectsApi, KubeConfig } from "@kubernetes/client-node";
 import { startControlPlane } from "../../hack/cluster/control-plane.ts";
 import { pooledConnections } from "../../controller/kubeconfig.ts";
+import type { NodeImages } from "../../hack/cluster/images.ts";
 
 /** This project's own CRDs, installed with the upstream ones. */
 export const ownCrdFiles = ["scopedstep.yaml", "scopedsteppolicy.yaml"].map((file) =>
@@ -25,7 +26,24 @@ export interface TestCluster extends SharedCluster {
   objects: CustomObjectsApi;
 }
 
+/** The cluster with a real node (hack/cluster/cluster.ts) that test/run.ts starts on demand. */
+export interface SharedNodeCluster extends SharedCluster {
+  nodeIp: string;
+  images: NodeImages;
+  dir: string;
+}
+
+export type NodeTestCluster = TestCluster & SharedNodeCluster;
+
 let current: Promise<TestCluster> | undefined;
+let currentNode: Promise<NodeTestCluster> | undefined;
+
+function clients(kubeconfig: string) {
+  const kc = new KubeConfig();
+  kc.loadFromFile(kubeconfig);
+  pooledConnections(kc);
+  return { kc, core: kc.makeApiClient(CoreV1Api), objects: kc.makeApiClient(CustomObjectsApi) };
+}
 
 async function connect(): Promise<TestCluster> {
   let info: SharedCluster;
@@ -37,15 +55,27 @@ async function connect(): Promise<TestCluster> {
     after(() => cp.stop());
     info = { server: cp.server, etcdUrl: cp.etcdUrl, kubeconfig: cp.kubeconfigPath };
   }
-  const kc = new KubeConfig();
-  kc.loadFromFile(info.kubeconfig);
-  pooledConnections(kc);
-  return { ...info, kc, core: kc.makeApiClient(CoreV1Api), objects: kc.makeApiClient(CustomObjectsApi) };
+  return { ...info, ...clients(info.kubeconfig) };
 }
 
 export function testCluster(): Promise<TestCluster> {
   current ??= connect();
   return current;
+}
+
+/**
+ * The cluster whose pods are real containers from locally built images, on a node inside the
+ * test run's own network namespace. test/run.ts starts it when a selected file calls this (it
+ * looks for the call in the file's text), so run such files through test/run.ts.
+ */
+export function realCluster(): Promise<NodeTestCluster> {
+  currentNode ??= (async () => {
+    const shared = process.env.SCOPED_STEP_TEST_NODE_CLUSTER;
+    if (!shared) throw new Error("no cluster with a node: run this file through test/run.ts");
+    const info = JSON.parse(await readFile(shared, "utf8")) as SharedNodeCluster;
+    return { ...info, ...clients(info.kubeconfig) };
+  })();
+  return currentNode;
 }
 
 /**

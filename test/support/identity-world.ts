@@ -4,7 +4,7 @@ import { after } from "node:test";
 import { CoreV1Api } from "@kubernetes/client-node";
 import { startAwsPeer, type AwsPeer } from "./aws/server.ts";
 import { createTrustingRole, registerIssuer } from "./aws/trust.ts";
-import { startWorld, type World } from "./world.ts";
+import { startWorld, type World, type WorldOptions } from "./world.ts";
 
 export const account = "111122223333";
 export const deployRole = `arn:aws:iam::${account}:role/payments-deployer`;
@@ -42,10 +42,14 @@ export async function everythingWritten(w: IdentityWorld): Promise<string> {
 
 export async function startIdentityWorld(
   policy: Record<string, unknown>,
-  opts: { roleTrustSub?: string } = {},
+  opts: { roleTrustSub?: string; cluster?: WorldOptions["cluster"]; peerHost?: string } = {},
 ): Promise<IdentityWorld> {
-  const base = await startWorld({ controller: false, policy: false });
-  const peer = await startAwsPeer({ accountId: account });
+  const base = await startWorld({
+    controller: false,
+    policy: false,
+    ...(opts.cluster ? { cluster: opts.cluster, kubelet: false } : {}),
+  });
+  const peer = await startAwsPeer({ accountId: account, host: opts.peerHost });
   after(() => peer.stop());
   const trusted = await registerIssuer(peer);
   const { issuer, host: providerHost, port } = trusted;

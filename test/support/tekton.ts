@@ -6,6 +6,7 @@ import { after } from "node:test";
 import { PatchStrategy, setHeaderOptions } from "@kubernetes/client-node";
 import { startTektonController, type TektonController } from "../../hack/cluster/tekton.ts";
 import type { Condition, CustomRun } from "../../tasks/scoped-step/types.ts";
+import { realCluster } from "./cluster.ts";
 import { startIdentityWorld, type IdentityWorld } from "./identity-world.ts";
 import { eventually } from "./wait.ts";
 
@@ -65,13 +66,25 @@ export const pipelineTask = (run: { metadata: { labels?: Record<string, string> 
 const v1 = { group: "tekton.dev", version: "v1" } as const;
 const mergePatch = setHeaderOptions("Content-Type", PatchStrategy.MergePatch);
 
-export async function startTektonWorld(policy: Record<string, unknown>): Promise<TektonWorld> {
-  const base = await startIdentityWorld(policy);
+/**
+ * `realNode`: on the cluster with a real node (`realCluster()`), where TaskRun pods run Tekton's own
+ * images and the AWS peer listens on the node's address, so step pods reach it.
+ */
+export async function startTektonWorld(
+  policy: Record<string, unknown>,
+  opts: { realNode?: boolean } = {},
+): Promise<TektonWorld> {
+  const node = opts.realNode ? await realCluster() : undefined;
+  const base = await startIdentityWorld(
+    policy,
+    node ? { cluster: realCluster(), peerHost: node.nodeIp } : {},
+  );
   const { objects, kubeconfig, kc } = base.cluster;
   const ns = base.ns;
   const tekton = await startTektonController(
     { kubeconfigPath: kubeconfig, kubeConfig: kc },
     {
+      ...(node ? { images: { ...node.images.tekton, shell: node.images.busybox } } : {}),
       // Its own SYSTEM_NAMESPACE per world, so two of them never share ConfigMaps.
       systemNamespace: `tekton-${ns}`,
       watchNamespace: ns,

@@ -85,14 +85,27 @@ export const permissivePolicy = {
   },
 };
 
-export async function startWorld(
-  opts: { controller?: boolean; kubelet?: boolean; flags?: string[]; policy?: boolean } = {},
-): Promise<World> {
-  const cluster = await testCluster();
+export interface WorldOptions {
+  controller?: boolean;
+  /** The test kubelet runs the namespace's pods; false on a cluster with a real node. */
+  kubelet?: boolean;
+  flags?: string[];
+  policy?: boolean;
+  /** Default the shared control plane; `realCluster()` for real pods. */
+  cluster?: Promise<TestCluster>;
+}
+
+export async function startWorld(opts: WorldOptions = {}): Promise<World> {
+  const cluster = await (opts.cluster ?? testCluster());
   const ns = await testNamespace(cluster, "run");
   const controllerNs = await testNamespace(cluster, "ctl");
   const core = cluster.kc.makeApiClient(CoreV1Api);
-  await core.createNamespacedServiceAccount({ namespace: ns, body: { metadata: { name: "default" } } });
+  // A controller-manager makes it where one runs; the shared control plane has none.
+  await core
+    .createNamespacedServiceAccount({ namespace: ns, body: { metadata: { name: "default" } } })
+    .catch((err: unknown) => {
+      if ((err as { code?: number }).code !== 409) throw err;
+    });
   const { objects } = cluster;
 
   const world: World = {

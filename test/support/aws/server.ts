@@ -33,6 +33,8 @@ import {
 export type { CallRecord } from "./state.ts";
 
 export interface AwsPeerOptions {
+  /** The address it listens on; default 127.0.0.1. Pods on a real node reach it at the node's. */
+  host?: string;
   /** The one account that holds every role, provider and session. Default 111122223333. */
   accountId?: string;
   /** How long STS waits for the issuer's discovery document and JWKS. Default 5000 ms. */
@@ -91,7 +93,7 @@ export interface SessionInfo {
 }
 
 export interface AwsPeer {
-  /** `http://127.0.0.1:<port>`: the endpoint for the STS, IAM and S3 clients alike. */
+  /** `http://<host>:<port>`: the endpoint for the STS, IAM and S3 clients alike. */
   endpoint: string;
   accountId: string;
   /** A user with AdministratorAccess, for IAM calls (sign them in us-east-1, as IAM requires). */
@@ -400,7 +402,8 @@ export async function startAwsPeer(opts: AwsPeerOptions = {}): Promise<AwsPeer> 
       res.end();
     });
   });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const host = opts.host ?? "127.0.0.1";
+  await new Promise<void>((resolve) => server.listen(0, host, resolve));
   const { port } = server.address() as AddressInfo;
 
   const findRole = (name: string): Role => {
@@ -409,7 +412,7 @@ export async function startAwsPeer(opts: AwsPeerOptions = {}): Promise<AwsPeer> 
   };
 
   return {
-    endpoint: `http://127.0.0.1:${port}`,
+    endpoint: `http://${host}:${port}`,
     accountId,
     adminCredentials: { accessKeyId: admin.accessKeyId, secretAccessKey: admin.secretAccessKey },
 

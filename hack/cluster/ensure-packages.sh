@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs the Debian packages a real node needs when any is missing: runc, the CNI plugins,
+# iptables and conntrack for kube-proxy, podman to build images, busybox-static and awscli for
+# the images' contents. apt-get update runs once, only when something is missing.
+set -euo pipefail
+
+# package:file-it-provides
+wanted=(
+  runc:/usr/sbin/runc
+  containernetworking-plugins:/usr/lib/cni/bridge
+  iptables:/usr/sbin/iptables
+  conntrack:/usr/sbin/conntrack
+  podman:/usr/bin/podman
+  busybox-static:/bin/busybox
+  awscli:/usr/bin/aws
+)
+missing=()
+for entry in "${wanted[@]}"; do
+  [[ -e "${entry#*:}" ]] || missing+=("${entry%%:*}")
+done
+((${#missing[@]} == 0)) && exit 0
+
+sudo=""
+((EUID == 0)) || sudo="sudo"
+echo "installing ${missing[*]} with apt-get" >&2
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq >&2
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2

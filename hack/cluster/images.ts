@@ -1,0 +1,265 @@
+// The images the local node runs. No registry is reachable, so each is assembled here from a root
+// filesystem (static programs built from Go modules, or files of installed Debian packages),
+// imported with podman, saved as a docker archive and cached under the cache folder, keyed on
+// its inputs. The node imports the archives into containerd (importImages).
+import { execFile } from "node:child_process";
+import { createHash } from "node:crypto";
+import { existsSync } from "node:fs";
+import {
+  chmod,
+  copyFile,
+  mkdir,
+  mkdtemp,
+  readFile,
+  readlink,
+  rename,
+  rm,
+  symlink,
+  writeFile,
+} from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { promisify } from "node:util";
+import { buildTool } from "./upstream.ts";
+
+const run = promisify(execFile);
+const big = { maxBuffer: 64 << 20 };
+
+export interface NodeImages {
+  /** The pod sandbox: one static program waiting for SIGTERM. */
+  pause: string;
+  /** Debian's busybox-static: sh, awk, sed, wget and the rest of the applets. */
+  busybox: string;
+  /** Debian's awscli and curl, with busybox for a shell. */
+  awscli: string;
+  /** No shell: one static program (hack/node-images/report) that prints its arguments. */
+  static: string;
+  /** Tekton's own images, each with its program at /ko-app/<name> as ko builds them. */
+  tekton: { entrypoint: string; nop: string; workingdirinit: string; sidecarlogresults: string };
+  /** The docker archives, one per image. */
+  archives: string[];
+}
+
+export interface Recipe {
+  name: string;
+  /** What the image is made of: goes into the cache key with the files' contents. */
+  inputs: string[];
+  entrypoint: string[];
+  /** Fills the root filesystem. */
+  fill(root: string): Promise<void>;
+}
+
+const cacheDir = path.join(
+  process.env.SCOPED_STEP_CACHE ?? path.join(os.homedir(), ".cache", "scoped-step"),
+  "images",
+);
+const registry = "scoped-step.local";
+
+async function hashFiles(files: string[]): Promise<string> {
+  const h = createHash("sha256");
+  for (const f of files) h.update(f).update(await readFile(f));
+  return h.digest("hex");
+}
+
+async function addFile(root: string, from: string, to = from, mode = 0o755): Promise<void> {
+  await mkdir(path.join(root, path.dirname(to)), { recursive: true });
+  await copyFile(from, path.join(root, to));
+  await chmod(path.join(root, to), mode);
+}
+
+/** /etc/passwd and /etc/group with root and nobody, and a world-writable /tmp. */
+async function baseFiles(root: string): Promise<void> {
+  await mkdir(path.join(root, "etc"), { recursive: true });
+  await writeFile(
+    path.join(root, "etc/passwd"),
+    "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n",
+  );
+  await writeFile(path.join(root, "etc/group"), "root:x:0:\nnogroup:x:65534:\n");
+  await mkdir(path.join(root, "tmp"), { recursive: true });
+  await chmod(path.join(root, "tmp"), 0o1777);
+  await mkdir(path.join(root, "root"), { recursive: true });
+}
+
+async function addBusybox(root: string): Promise<void> {
+  await addFile(root, "/bin/busybox");
+  const { stdout } = await run("/bin/busybox", ["--list-full"]);
+  for (const applet of stdout.split("\n").filter(Boolean)) {
+    const target = path.join(root, applet);
+    if (existsSync(target)) continue;
+    await mkdir(path.dirname(target), { recursive: true });
+    await symlink("/bin/busybox", target);
+  }
+}
+
+/** The installed Debian packages `roots` needs, with their versions (for the cache key). */
+async function packageClosure(roots: string[]): Promise<string[]> {
+  // prettier-ignore
+  const { stdout } = await run("apt-cache", [
+    "depends", "--recurse", "--no-recommends", "--no-suggests", "--no-conflicts", "--no-breaks",
+    "--no-replaces", "--no-enhances", "--no-pre-depends", ...roots,
+  ], big);
+  const names = new Set(
+    stdout
+      .split("\n")
+      .filter((l) => /^\w/.test(l))
+      .map((l) => l.trim()),
+  );
+  const { stdout: installed } = await run(
+    "dpkg-query",
+    ["-W", "-f", "${Package}:${Architecture}=${Version}\n"],
+    big,
+  );
+  return installed
+    .split("\n")
+    .filter((l) => names.has(l.split(":")[0] ?? "") || names.has(l.split("=")[0] ?? ""))
+    .sort();
+}
+
+async function addPackages(root: string, packages: string[]): Promise<void> {
+  const files = new Set<string>();
+  for (const p of packages) {
+    const { stdout } = await run("dpkg", ["-L", p.split("=")[0] ?? ""], big);
+    for (const f of stdout.split("\n")) {
+      if (!f.startsWith("/") || /^\/usr\/share\/(doc|man|locale|info|lintian)\//.test(f)) continue;
+      files.add(f.slice(1));
+    }
+  }
+  // Debian's merged /usr: /bin, /lib and the rest are links into /usr, which the packages assume.
+  for (const dir of ["bin", "sbin", "lib", "lib64"]) {
+    const link = await readlink(`/${dir}`).catch(() => undefined);
+    if (!link) continue;
+    await mkdir(path.resolve(root, link), { recursive: true });
+    await symlink(link, path.join(root, dir));
+  }
+  const list = path.join(root, "..", "files.txt");
+  await writeFile(list, [...files].join("\n"));
+  // --no-recursion: directories come with their listed entries only; symlinks stay links.
+  await run(
+    "sh",
+    ["-c", `tar -C / --no-recursion -cf - -T "${list}" 2>/dev/null | tar -C "${root}" -xf -`],
+    big,
+  );
+}
+
+const staticImage = (name: string, binary: string, to: string): Recipe => ({
+  name,
+  inputs: [binary],
+  entrypoint: [to],
+  fill: async (root) => {
+    await baseFiles(root);
+    await addFile(root, binary, to);
+  },
+});
+
+/** The node's own images: the sandbox, and three kinds of image for steps. */
+export async function nodeRecipes(): Promise<Recipe[]> {
+  const nodeDir = await buildTool("node-images");
+  const awsPackages = await packageClosure(["awscli", "curl", "ca-certificates"]);
+  return [
+    staticImage("pause", path.join(nodeDir, "pause"), "/pause"),
+    staticImage("static", path.join(nodeDir, "report"), "/report"),
+    {
+      name: "busybox",
+      inputs: ["/bin/busybox"],
+      entrypoint: ["/bin/sh"],
+      fill: async (root) => {
+        await baseFiles(root);
+        await addBusybox(root);
+      },
+    },
+    {
+      name: "awscli",
+      inputs: ["/bin/busybox", ...awsPackages],
+      entrypoint: ["/bin/sh"],
+      fill: async (root) => {
+        await addPackages(root, awsPackages);
+        await baseFiles(root);
+        await addBusybox(root);
+      },
+    },
+  ];
+}
+
+/** Tekton's images for TaskRun pods, from the pinned module. */
+async function tektonRecipes(): Promise<Recipe[]> {
+  const tektonDir = await buildTool("tekton-images");
+  return ["entrypoint", "nop", "workingdirinit", "sidecarlogresults"].map((n) =>
+    staticImage(`tekton/${n}`, path.join(tektonDir, n), `/ko-app/${n}`),
+  );
+}
+
+export async function buildImage(
+  recipe: Recipe,
+  log: (l: string) => void,
+): Promise<{ ref: string; archive: string }> {
+  const files = recipe.inputs.filter((i) => i.startsWith("/"));
+  const key = createHash("sha256")
+    .update(JSON.stringify({ ...recipe, fill: recipe.fill.toString() }))
+    .update(await hashFiles(files))
+    .digest("hex")
+    .slice(0, 16);
+  const ref = `${registry}/${recipe.name}:${key}`;
+  const archive = path.join(cacheDir, `${recipe.name.replace("/", "-")}-${key}.tar`);
+  if (existsSync(archive)) return { ref, archive };
+  log(`building image ${ref}`);
+  const work = await mkdtemp(path.join(os.tmpdir(), "scoped-step-image-"));
+  try {
+    const root = path.join(work, "root");
+    await mkdir(root);
+    await recipe.fill(root);
+    await run("tar", ["-C", root, "-cf", path.join(work, "rootfs.tar"), "."], big);
+    // A storage of its own, removed afterwards: nothing is left in /var/lib/containers.
+    const podman = [
+      "--root",
+      path.join(work, "storage"),
+      "--runroot",
+      path.join(work, "run"),
+      "--storage-driver",
+      "vfs",
+    ];
+    // prettier-ignore
+    await run("podman", [...podman, "import", "--change", `ENTRYPOINT ${JSON.stringify(recipe.entrypoint)}`,
+      path.join(work, "rootfs.tar"), ref], big);
+    await mkdir(cacheDir, { recursive: true });
+    await run("podman", [...podman, "save", "--format", "docker-archive", "-o", `${archive}.tmp`, ref], big);
+    await rename(`${archive}.tmp`, archive);
+    await run("podman", [...podman, "system", "reset", "--force"], big).catch(() => undefined);
+  } finally {
+    await rm(work, { recursive: true, force: true });
+  }
+  return { ref, archive };
+}
+
+/** Builds the images not yet cached; outside the node's namespace, before it starts. */
+export async function buildImages(log: (l: string) => void = () => undefined): Promise<NodeImages> {
+  const built = new Map<string, { ref: string; archive: string }>();
+  for (const r of [...(await nodeRecipes()), ...(await tektonRecipes())])
+    built.set(r.name, await buildImage(r, log));
+  const ref = (name: string) => built.get(name)?.ref ?? "";
+  return {
+    pause: ref("pause"),
+    busybox: ref("busybox"),
+    awscli: ref("awscli"),
+    static: ref("static"),
+    tekton: {
+      entrypoint: ref("tekton/entrypoint"),
+      nop: ref("tekton/nop"),
+      workingdirinit: ref("tekton/workingdirinit"),
+      sidecarlogresults: ref("tekton/sidecarlogresults"),
+    },
+    archives: [...built.values()].map((b) => b.archive),
+  };
+}
+
+/** Imports every archive into containerd's `k8s.io` namespace, where the kubelet looks. */
+export async function importImages(
+  ctr: string,
+  socket: string,
+  images: NodeImages,
+  log: (l: string) => void,
+): Promise<void> {
+  log(`importing ${images.archives.length} images into containerd`);
+  for (const archive of images.archives) {
+    await run(ctr, ["--address", socket, "-n", "k8s.io", "images", "import", archive], big);
+  }
+}

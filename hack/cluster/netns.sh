@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Runs a command inside network, mount and PID namespaces of its own (see in-netns.sh), so every
+# process of a local cluster, every mount, iptables rule and file it makes lives and dies with them:
+# when the command ends, or this script is stopped, or the process that started it dies, the
+# namespace's first process is killed, the kernel kills the rest and drops the mounts. What does
+# not live in a namespace is the kubelet's cgroup tree: it goes under a parent of our own in each
+# cgroup v1 hierarchy, removed here afterwards (and, for a run killed outright, by the next run).
+#
+#   hack/cluster/netns.sh [--watch <pid>] <command> [args...]
+set -uo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+watch=""
+if [[ "${1:-}" == "--watch" ]]; then watch="$2"; shift 2; fi
+
+cgroup_prefix="scoped-step-node-"
+remove_cgroups() { # <name>: depth first, retrying while the killed tasks leave
+  for _ in $(seq 40); do
+    local left=0
+    for h in /sys/fs/cgroup/*/; do
+      [[ -d "$h$1" ]] || continue
+      find "$h$1" -depth -type d -exec rmdir {} + 2>/dev/null || left=1
+    done
+    ((left == 0)) && return 0
+    sleep 0.25
+  done
+  echo "netns.sh: could not remove cgroup $1" >&2
+}
+# Trees left by runs that were killed together with this script.
+for dir in /sys/fs/cgroup/*/"$cgroup_prefix"*; do
+  [[ -d "$dir" ]] || continue
+  pid="${dir##*"$cgroup_prefix"}"
+  kill -0 "$pid" 2>/dev/null || remove_cgroups "$cgroup_prefix$pid"
+done
+
+cgroup="$cgroup_prefix$$"
+for h in /sys/fs/cgroup/*/; do
+  [[ "$h" == */unified/ ]] || mkdir -p "$h$cgroup"
+done
+export SCOPED_STEP_CGROUP_ROOT="/$cgroup"
+
+unshare --net --mount --pid --kill-child --propagation private -- "$here/in-netns.sh" "$@" &
+child=$!
+stop() { kill -TERM "$child" 2>/dev/null; }
+trap stop TERM INT HUP
+if [[ -n "$watch" ]]; then
+  while kill -0 "$watch" 2>/dev/null && kill -0 "$child" 2>/dev/null; do sleep 0.5; done
+  kill -0 "$child" 2>/dev/null && stop
+fi
+wait "$child"
+rc=$?
+# `wait` returns early when a trapped signal arrives: wait again until unshare is gone.
+while kill -0 "$child" 2>/dev/null; do wait "$child"; rc=$?; done
+remove_cgroups "$cgroup"
+exit "$rc"
