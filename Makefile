@@ -1,5 +1,6 @@
 # scoped-step: the two commands are `make demo` and `make test`. Everything else they need
-# (Node 24, npm packages, the Go-built etcd and kube-apiserver) is installed on first use.
+# (Node 24, npm packages, Debian packages for the node, the Go-built etcd, Kubernetes, containerd and
+# Tekton) is installed on first use.
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 NODE_DIR := $(shell hack/ensure-node.sh)
@@ -14,11 +15,16 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund
 	touch $@
 
-## tools: build (or take from the cache) etcd, kube-apiserver and Tekton's controller
+## tools: install the node's Debian packages; build (or take from the cache) etcd, the Kubernetes
+## commands, containerd, Tekton's controller and the programs of the node's images
 tools:
+	hack/cluster/ensure-packages.sh
 	hack/build-tool.sh etcd >/dev/null
-	hack/build-tool.sh kube-apiserver >/dev/null
+	hack/build-tool.sh kubernetes >/dev/null
+	hack/build-tool.sh containerd >/dev/null
 	hack/build-tool.sh tekton-controller >/dev/null
+	hack/build-tool.sh tekton-images >/dev/null
+	hack/build-tool.sh node-images >/dev/null
 
 typecheck: node_modules/.installed
 	npx tsc --noEmit -p .
@@ -48,6 +54,7 @@ test: node_modules/.installed tools check
 demo: node_modules/.installed tools
 	$(NODE) hack/demo.ts
 
+## cluster-up: a cluster with a real node inside namespaces of its own; cluster-down leaves nothing
 cluster-up: node_modules/.installed tools
 	$(NODE) hack/cluster/cli.ts up
 

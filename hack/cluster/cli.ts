@@ -12,11 +12,12 @@ import { prepareNode } from "./prepare.ts";
 import { waitFor } from "./processes.ts";
 
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
-const stateDir = path.join(repo, ".state", "cluster");
+const state = process.env.SCOPED_STEP_CLUSTER_STATE ?? path.join(repo, ".state");
+const stateDir = path.join(state, "cluster");
 const readyFile = path.join(stateDir, "ready.json");
 const imagesFile = path.join(stateDir, "images.json");
-const pidFile = path.join(repo, ".state", "cluster.pid");
-const logPath = path.join(repo, ".state", "cluster.log");
+const pidFile = path.join(state, "cluster.pid");
+const logPath = path.join(state, "cluster.log");
 
 interface Ready {
   server: string;

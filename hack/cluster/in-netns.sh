@@ -38,4 +38,9 @@ ip link set node0 up
 ip route add "$service_cidr" dev node0 src "$node_ip"
 
 export SCOPED_STEP_IN_NETNS=1 SCOPED_STEP_NODE_IP="$node_ip" SCOPED_STEP_SERVICE_CIDR="$service_cidr"
-exec "$@"
+# Not exec: as the namespace's first process, bash reaps the orphans that are reparented to it.
+"$@" &
+child=$!
+trap 'kill -TERM "$child" 2>/dev/null' TERM INT HUP
+while kill -0 "$child" 2>/dev/null; do wait "$child"; rc=$?; done
+exit "${rc:-0}"

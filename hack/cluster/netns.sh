@@ -38,7 +38,9 @@ for h in /sys/fs/cgroup/*/; do
 done
 export SCOPED_STEP_CGROUP_ROOT="/$cgroup"
 
-unshare --net --mount --pid --kill-child --propagation private -- "$here/in-netns.sh" "$@" &
+# If this script is killed outright, unshare is killed with it (pdeathsig), and its first process
+# with unshare (--kill-child), and every process of the namespace with that one.
+setpriv --pdeathsig KILL -- unshare --net --mount --pid --kill-child --propagation private -- "$here/in-netns.sh" "$@" &
 child=$!
 stop() { kill -TERM "$child" 2>/dev/null; }
 trap stop TERM INT HUP

@@ -1,10 +1,12 @@
 // End to end with Tekton Pipelines' own controller (v1.15.1): PipelineRuns drive our CustomRuns,
 // which mint real credentials against the loopback AWS peer, and Tekton's TaskRuns run on the test
-// kubelet. What Tekton does is asserted as v1.15.1 really does it.
+// kubelet. What Tekton does is asserted as v1.15.1 really does it. The last test runs the same flow
+// on the cluster with a real node: real containers from locally built images.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { credentialSecretName, podName } from "../../tasks/scoped-step/pod.ts";
 import type { CustomRun } from "../../tasks/scoped-step/types.ts";
+import { realCluster } from "../support/cluster.ts";
 import { account, deployRole } from "../support/identity-world.ts";
 import {
   pipelineCondition,
@@ -484,4 +486,76 @@ test("Tekton's own TaskRun pods run on the test kubelet: scripts, task and step 
   assert.equal(steps[0]?.terminated?.exitCode, 4);
   assert.equal(steps[1]?.terminationReason, "Skipped");
   assert.doesNotMatch(w.kubelet?.output(w.ns, "steps-fail-pod", "step-never") ?? "", /should not run/);
+});
+
+test("on a real node, a PipelineRun's scoped-step task and TaskRun run as containers from locally built images", async () => {
+  const { images } = await realCluster();
+  const w = await startTektonWorld(
+    {
+      aws: { allowedRoleArns: [`arn:aws:iam::${account}:role/payments-*`], maxSessionDuration: 3600 },
+      deliveryModes: ["env"],
+    },
+    { realNode: true },
+  );
+  await w.createApplication("payments", [component("api", deployRole)]);
+  await w.createPipelineRun("on-node", {
+    pipelineSpec: {
+      tasks: [
+        {
+          name: "deploy",
+          taskSpec: {
+            ...scopedStep,
+            spec: {
+              results: [{ name: "caller" }],
+              image: images.awscli,
+              env: [{ name: "AWS_ENDPOINT_URL", value: w.peer.endpoint }],
+              // Debian's aws CLI signs the call with the credentials the controller minted.
+              script:
+                "aws sts get-caller-identity --query Arn --output text | tr -d '\\n' > $(results.caller.path)",
+              application: "payments",
+              component: "api",
+            },
+          },
+        },
+        {
+          name: "report",
+          params: [{ name: "caller", value: "$(tasks.deploy.results.caller)" }],
+          taskSpec: {
+            params: [{ name: "caller" }],
+            results: [{ name: "seen" }],
+            steps: [
+              {
+                name: "report",
+                image: images.busybox,
+                script: 'printf "%s as %s" "$(params.caller)" "$(id -u)" > $(results.seen.path)',
+              },
+            ],
+          },
+        },
+      ],
+      results: [{ name: "seen", value: "$(tasks.report.results.seen)" }],
+    },
+  });
+  const pr = await w.waitPipelineRunDone("on-node", 300_000);
+  assert.equal(pipelineCondition(pr)?.status, "True", pipelineCondition(pr)?.message);
+  assert.match(
+    String(pipelineResults(pr).seen),
+    /^arn:aws:sts::111122223333:assumed-role\/payments-deployer\/\S+ as 0$/,
+    "the TaskRun saw the caller the AWS CLI reported with the minted credentials",
+  );
+  const pods = await w.pods();
+  const step = pods.find((p) => p.spec?.containers[0]?.image === images.awscli);
+  const taskRunPod = pods.find((p) => p.metadata?.labels?.["tekton.dev/pipelineTask"] === "report");
+  for (const pod of [step, taskRunPod]) {
+    assert.ok(pod, "both tasks ran as pods");
+    for (const c of pod.status?.containerStatuses ?? []) {
+      assert.match(c.containerID ?? "", /^containerd:\/\//, `${c.name} ran in containerd`);
+      assert.match(c.imageID ?? "", /^sha256:|@sha256:/, `${c.name} ran from an image`);
+    }
+  }
+  assert.deepEqual(
+    taskRunPod?.spec?.initContainers?.map((c) => c.image).filter((i) => i === images.tekton.entrypoint),
+    [images.tekton.entrypoint],
+    "Tekton's own entrypoint image prepared the TaskRun pod",
+  );
 });

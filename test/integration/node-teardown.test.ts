@@ -1,0 +1,163 @@
+// A cluster with a real node leaves the machine as it found it: after `cluster-down`, after the
+// run that started it is killed, and after its namespace holder itself is killed. Each case starts
+// a cluster of its own (hack/cluster/cli.ts, nested inside this run's namespaces), records what it
+// holds (processes, network and mount namespaces, cgroups), ends it, and looks for any of it.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { spawn, type ChildProcess } from "node:child_process";
+import { existsSync, readdirSync, readFileSync, readlinkSync } from "node:fs";
+import { mkdir, mkdtemp, writeFile } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { realCluster } from "../support/cluster.ts";
+import { eventually } from "../support/wait.ts";
+
+const cli = fileURLToPath(new URL("../../hack/cluster/cli.ts", import.meta.url));
+const netns = fileURLToPath(new URL("../../hack/cluster/netns.sh", import.meta.url));
+
+interface Footprint {
+  pids: number[];
+  /** Network and mount namespaces: `net:[inode]`, `mnt:[inode]`. */
+  namespaces: string[];
+  cgroups: string[];
+}
+
+const allPids = () =>
+  readdirSync("/proc")
+    .filter((d) => /^\d+$/.test(d))
+    .map(Number);
+const parentOf = (pid: number) =>
+  Number(readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]?.split(" ")[1]);
+const safe = <T>(f: () => T): T | undefined => {
+  try {
+    return f();
+  } catch {
+    return undefined;
+  }
+};
+const namespacesOf = (pid: number) =>
+  ["net", "mnt"].map((n) => safe(() => readlinkSync(`/proc/${pid}/ns/${n}`))).filter((n) => n !== undefined);
+
+/** Everything the cluster under `holder` (netns.sh's pid) holds right now. */
+function footprint(holder: number): Footprint {
+  const pids = new Set([holder]);
+  for (let grew = true; grew;) {
+    grew = false;
+    for (const pid of allPids()) {
+      if (pids.has(pid) || !pids.has(safe(() => parentOf(pid)) ?? -1)) continue;
+      pids.add(pid);
+      grew = true;
+    }
+  }
+  const own = new Set(namespacesOf(process.pid));
+  const namespaces = new Set([...pids].flatMap(namespacesOf).filter((n) => !own.has(n)));
+  const cgroups = readdirSync("/sys/fs/cgroup")
+    .map((h) => `/sys/fs/cgroup/${h}/scoped-step-node-${holder}`)
+    .filter((d) => existsSync(d));
+  return { pids: [...pids], namespaces: [...namespaces], cgroups };
+}
+
+/** What of `before` is still there: live processes, namespaces any process holds or mounts, cgroups. */
+function leftovers(before: Footprint): string[] {
+  const left: string[] = [];
+  const gone = new Set(before.namespaces);
+  for (const pid of allPids()) {
+    if (before.pids.includes(pid)) left.push(`process ${pid}`);
+    for (const ns of namespacesOf(pid)) if (gone.has(ns)) left.push(`${ns} held by process ${pid}`);
+    const mounts = safe(() => readFileSync(`/proc/${pid}/mountinfo`, "utf8")) ?? "";
+    for (const ns of gone) if (mounts.includes(ns)) left.push(`${ns} mounted in process ${pid}'s view`);
+  }
+  left.push(...before.cgroups.filter((d) => existsSync(d)).map((d) => `cgroup ${d}`));
+  return left;
+}
+
+/** Ending takes a moment (the kernel kills, parents reap): wait until nothing is left. */
+async function assertNothingLeft(before: Footprint): Promise<void> {
+  await eventually("nothing of the cluster to be left", () => {
+    const left = leftovers(before);
+    if (left.length) throw new Error(left.join(", "));
+    return Promise.resolve(true);
+  });
+}
+
+function exited(child: ChildProcess): Promise<number | null> {
+  return child.exitCode !== null
+    ? Promise.resolve(child.exitCode)
+    : new Promise((r) => child.once("exit", r));
+}
+
+async function runCli(state: string, ...args: string[]): Promise<void> {
+  const child = spawn(process.execPath, [cli, ...args], {
+    env: { ...process.env, SCOPED_STEP_CLUSTER_STATE: state },
+    stdio: ["ignore", "inherit", "inherit"],
+  });
+  assert.equal(await exited(child), 0, `cli.ts ${args.join(" ")}`);
+}
+
+/** A cluster held by netns.sh, watching a stand-in for the test run that started it. */
+async function startWatchedCluster(): Promise<{ holder: ChildProcess; run: ChildProcess; state: string }> {
+  const state = await mkdtemp(path.join(os.tmpdir(), "teardown-"));
+  await mkdir(path.join(state, "cluster"));
+  await writeFile(path.join(state, "cluster", "images.json"), process.env.SCOPED_STEP_NODE_IMAGES ?? "");
+  const run = spawn("sleep", ["3600"], { stdio: "ignore" });
+  const holder = spawn(netns, ["--watch", String(run.pid), process.execPath, cli, "serve"], {
+    env: { ...process.env, SCOPED_STEP_CLUSTER_STATE: state },
+    stdio: ["ignore", "inherit", "inherit"],
+  });
+  await eventually(
+    "the cluster to be ready",
+    () => {
+      if (holder.exitCode !== null) throw new Error("netns.sh exited");
+      return Promise.resolve(existsSync(path.join(state, "cluster", "ready.json")) || undefined);
+    },
+    { timeoutMs: 300_000 },
+  );
+  return { holder, run, state };
+}
+
+function assertSubstantial(f: Footprint): void {
+  assert.ok(
+    f.pids.length >= 8,
+    `etcd, kube-apiserver, containerd, kubelet and the rest run: ${f.pids.length}`,
+  );
+  assert.ok(f.namespaces.length >= 2, "the cluster has a network and a mount namespace of its own");
+  assert.ok(f.cgroups.length > 0, "the kubelet's cgroups have a parent of their own");
+}
+
+test("cluster-down leaves no process, namespace, mount or cgroup of the cluster", async () => {
+  await realCluster(); // the images are built before the run enters its namespaces
+  const state = await mkdtemp(path.join(os.tmpdir(), "teardown-"));
+  await runCli(state, "up");
+  const holder = Number(readFileSync(path.join(state, "cluster.pid"), "utf8"));
+  const before = footprint(holder);
+  assertSubstantial(before);
+  await runCli(state, "down");
+  await assertNothingLeft(before);
+  assert.ok(!existsSync(path.join(state, "cluster")), "cluster-down removes its state");
+});
+
+test("killing the run that started a cluster leaves nothing of it", async () => {
+  const { holder, run } = await startWatchedCluster();
+  const before = footprint(holder.pid ?? -1);
+  assertSubstantial(before);
+  run.kill("SIGKILL");
+  await exited(holder);
+  await assertNothingLeft(before);
+});
+
+test("killing the namespace holder outright ends the cluster; the next start removes its cgroups", async () => {
+  const { holder, run } = await startWatchedCluster();
+  const before = footprint(holder.pid ?? -1);
+  assertSubstantial(before);
+  holder.kill("SIGKILL");
+  await exited(holder);
+  run.kill("SIGKILL");
+  await eventually("the cluster's processes to end", () =>
+    Promise.resolve(before.pids.some((p) => allPids().includes(p)) ? undefined : true),
+  );
+  // Nothing outlives a SIGKILL to clean up after it: the next netns.sh does.
+  const next = spawn(netns, ["true"], { stdio: "inherit" });
+  assert.equal(await exited(next), 0);
+  await assertNothingLeft(before);
+});
