@@ -20,6 +20,7 @@ node_modules/.installed: package.json package-lock.json
 tools:
 	hack/cluster/ensure-packages.sh
 	hack/build-tool.sh etcd >/dev/null
+	hack/build-tool.sh kube-apiserver >/dev/null
 	hack/build-tool.sh kubernetes >/dev/null
 	hack/build-tool.sh containerd >/dev/null
 	hack/build-tool.sh tekton-controller >/dev/null

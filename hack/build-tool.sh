@@ -7,13 +7,16 @@
 # `containerd` holds containerd, ctr and containerd-shim-runc-v2; `tekton-images` and
 # `node-images` hold the static programs the local node's images are made of.
 #
-#   hack/build-tool.sh kubernetes|etcd|tekton-controller|containerd|tekton-images|node-images
+# `kube-apiserver` alone, from the same module, is what the control plane of every test run uses.
+#
+#   hack/build-tool.sh kube-apiserver|kubernetes|etcd|tekton-controller|containerd|tekton-images|node-images
 set -euo pipefail
 
 name="$1"
 here="$(cd "$(dirname "$0")" && pwd)"
 module_dir="$here/$name"
 [[ "$name" == tekton-images ]] && module_dir="$here/tekton-controller"
+[[ "$name" == kube-apiserver ]] && module_dir="$here/kubernetes"
 cache="${SCOPED_STEP_CACHE:-$HOME/.cache/scoped-step}"
 export GOTOOLCHAIN=local GOWORK=off GOFLAGS=-mod=mod
 
@@ -23,8 +26,9 @@ export GOTOOLCHAIN=local GOWORK=off GOFLAGS=-mod=mod
 require_version() { awk -v m="$1" '$1 == m || $2 == m { for (i = 1; i <= NF; i++) if ($i ~ /^v[0-9]/) { print $i; exit } }' "$module_dir/go.mod"; }
 
 case "$name" in
-  kubernetes)
+  kubernetes|kube-apiserver)
     pkg=.
+    [[ "$name" == kube-apiserver ]] && pkg=k8s.io/kubernetes/cmd/kube-apiserver
     version="$(require_version k8s.io/kubernetes)"
     major="${version#v}"; major="${major%%.*}"
     minor="$(echo "$version" | cut -d. -f2)"

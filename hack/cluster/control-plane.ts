@@ -92,7 +92,7 @@ export async function startControlPlane(opts: StartOptions = {}): Promise<Contro
   const dir = opts.dir ?? (await mkdtemp(path.join(os.tmpdir(), "scoped-step-cp-")));
   await mkdir(dir, { recursive: true });
   const etcdBin = await buildTool("etcd");
-  const kube = await buildTool("kubernetes");
+  const apiserverBin = await buildTool("kube-apiserver");
   const node = opts.node;
   const serviceIp = node ? firstServiceIp(node.serviceCidr) : "10.0.0.1";
   // prettier-ignore
@@ -130,8 +130,7 @@ export async function startControlPlane(opts: StartOptions = {}): Promise<Contro
 
     log(`starting kube-apiserver on 127.0.0.1:${apiPort}`);
     // prettier-ignore
-    const apiserver = startSupervised("kube-apiserver", kube, [
-      "kube-apiserver",
+    const apiserver = startSupervised("kube-apiserver", apiserverBin, [
       `--etcd-servers=http://127.0.0.1:${etcdPort}`, `--secure-port=${apiPort}`,
       `--cert-dir=${path.join(dir, "apiserver-certs")}`,
       `--tls-cert-file=${pki.servingCert}`, `--tls-private-key-file=${pki.servingKey}`,

@@ -13,7 +13,7 @@ export async function prepareNode(log: (l: string) => void = () => undefined): P
   const packages = run(path.join(hackDir, "cluster", "ensure-packages.sh"), { maxBuffer: 16 << 20 });
   packages.child.stderr?.pipe(process.stderr);
   await packages;
-  for (const tool of ["etcd", "kubernetes", "containerd", "tekton-controller"] as const)
+  for (const tool of ["etcd", "kube-apiserver", "kubernetes", "containerd", "tekton-controller"] as const)
     await buildTool(tool);
   return buildImages(log);
 }
