@@ -53,7 +53,13 @@ export async function moduleDir(mod: UpstreamModule): Promise<string> {
 }
 
 export type Tool =
-  "etcd" | "kubernetes" | "tekton-controller" | "containerd" | "tekton-images" | "node-images";
+  | "etcd"
+  | "kube-apiserver"
+  | "kubernetes"
+  | "tekton-controller"
+  | "containerd"
+  | "tekton-images"
+  | "node-images";
 
 /** Builds (or takes from the cache) Go programs wrapped under hack/ (see build-tool.sh). */
 export async function buildTool(name: Tool): Promise<string> {
