@@ -13,6 +13,7 @@ import {
   type CredentialProvider,
   type CredentialRecord,
   type MintedCredential,
+  type RevocationOutcome,
   type RunFacts,
   type TokenSigner,
 } from "./types.ts";
@@ -263,8 +264,9 @@ export function awsProvider(opts: AwsProviderOptions): CredentialProvider {
       for (const roleArn of deniedOn) await revoker.prune(roleArn);
     },
 
-    async revoke(record: CredentialRecord) {
-      if (record.intent.revocation !== "deny-policy" || record.intent.delivery === "token-only") return;
+    async revoke(record: CredentialRecord): Promise<RevocationOutcome> {
+      if (record.intent.revocation !== "deny-policy" || record.intent.delivery === "token-only")
+        return { method: "secret" };
       // A record still "minting" has no expiry: deny for the longest session STS can issue.
       const expiresAt = record.expiresAt ? new Date(record.expiresAt) : new Date(Date.now() + 43_200_000);
       deniedOn.add(record.intent.roleArn ?? "");
@@ -273,6 +275,7 @@ export function awsProvider(opts: AwsProviderOptions): CredentialProvider {
         sourceIdentity: record.intent.sourceIdentity ?? "",
         expiresAt,
       });
+      return { method: "deny-policy" };
     },
   };
 }

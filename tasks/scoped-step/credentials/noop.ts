@@ -6,5 +6,5 @@ export const noopProvider: CredentialProvider = {
   name: "none",
   intent: () => ({}),
   mint: () => Promise.resolve({ results: {}, secretData: {}, mount: { secretEnv: {}, env: {}, files: {} } }),
-  revoke: () => Promise.resolve(),
+  revoke: () => Promise.resolve({ method: "none" }),
 };

@@ -74,13 +74,25 @@ export interface TokenSigner {
   }): Promise<{ token: string; jti: string; expiresAt: Date; subject: string; audience: string }>;
 }
 
+/**
+ * How a credential was ended. `secret`: the Secret is gone and the provider has nothing more it
+ * can do (the session lives until its expiry by design). `deny-policy`: the provider wrote a
+ * revocation the cloud enforces. `expiry`: a revocation was wanted but could not be written (for
+ * example the role's deny budget is spent), so the session ends only at its expiry; `detail` says
+ * why, for the run's results, a Warning Event and a metric. `none`: nothing was ever issued.
+ */
+export interface RevocationOutcome {
+  method: "secret" | "deny-policy" | "expiry" | "none";
+  detail?: string;
+}
+
 export interface CredentialProvider {
   readonly name: string;
   /** Identifiers to record before minting; deterministic for a run attempt. */
   intent(facts: RunFacts, grant: Grant): Record<string, string>;
   mint(facts: RunFacts, grant: Grant): Promise<MintedCredential>;
   /** Idempotent; must work from a record still in state "minting". */
-  revoke(record: CredentialRecord): Promise<void>;
+  revoke(record: CredentialRecord): Promise<RevocationOutcome>;
   /** Periodic housekeeping on the leader (e.g. pruning expired deny statements). */
   maintain?(): Promise<void>;
 }
