@@ -5,6 +5,13 @@ import type { Logger } from "pino";
 import { awsProvider } from "../tasks/scoped-step/credentials/aws.ts";
 import { noopProvider } from "../tasks/scoped-step/credentials/noop.ts";
 import type { CredentialProvider, Grant, TokenSigner } from "../tasks/scoped-step/credentials/types.ts";
+import {
+  accountOf,
+  parseRevokerRoles,
+  revokerAccounts,
+  type RevokerAccounts,
+} from "../tasks/scoped-step/credentials/aws-accounts.ts";
+import { RunFailure } from "../tasks/scoped-step/failure.ts";
 import { requireGrant } from "../tasks/scoped-step/policy.ts";
 import type { PolicyPort } from "../tasks/scoped-step/ports.ts";
 import { describeRef, type ResolvedTrait } from "../tasks/scoped-step/trait.ts";
@@ -21,6 +28,26 @@ export interface Identity {
 
 export interface IdentityHooks {
   onStsCall?: (seconds: number, outcome: string) => void;
+  onRevocationFallback?: (cause: string) => void;
+}
+
+/**
+ * Deny-policy revocation must be able to write in the role's own account: otherwise the session
+ * could never be revoked, so the run is refused before anything is minted.
+ */
+async function requireRevoker(accounts: RevokerAccounts, grant: Grant, ref: string): Promise<void> {
+  const props = grant.trait.properties;
+  const roleArn = props.aws?.roleArn;
+  if (grant.revocation !== "deny-policy" || props.delivery === "token-only" || !roleArn) return;
+  const account = accountOf(roleArn);
+  const why = await accounts.missing(account);
+  if (!why) return;
+  throw new RunFailure(
+    "RevokerNotConfigured",
+    `policy ${grant.policy} revokes credentials with a deny policy on the role, but ${why}, so role ${roleArn} ` +
+      `named by ${ref} could not be revoked: the platform operator must add a revoker role in account ${account} ` +
+      `to the controller's aws-revoker-roles setting, or the trait must name a role in an account that has one`,
+  );
 }
 
 export async function buildIdentity(
@@ -31,19 +58,31 @@ export async function buildIdentity(
 ): Promise<Identity> {
   const policies = new PolicyStore({ kc, log, resyncMs: config.resyncSeconds * 1000 });
   policies.start();
+  const accounts =
+    config.credentials === "aws"
+      ? revokerAccounts({
+          revokerRoles: parseRevokerRoles(config.awsRevokerRoles),
+          region: config.awsRegion,
+          ...(config.stsEndpoint ? { stsEndpoint: config.stsEndpoint } : {}),
+          ...(config.iamEndpoint ? { iamEndpoint: config.iamEndpoint } : {}),
+          log,
+        })
+      : undefined;
   const policy: PolicyPort = {
     async decide(namespace: string, trait: ResolvedTrait): Promise<Grant> {
       const ref = `trait ${trait.type} on ${describeRef(trait.ref)}`;
-      const grant = requireGrant(await policies.decide(namespace, trait.properties, ref));
-      return {
+      const decided = requireGrant(await policies.decide(namespace, trait.properties, ref));
+      const grant: Grant = {
         trait,
-        policy: grant.policy,
-        revocation: grant.revocation,
-        subjectTemplate: grant.subjectTemplate,
+        policy: decided.policy,
+        revocation: decided.revocation,
+        subjectTemplate: decided.subjectTemplate,
       };
+      if (accounts) await requireRevoker(accounts, grant, ref);
+      return grant;
     },
   };
-  if (config.credentials === "none") return { credentials: noopProvider, policy, policies };
+  if (!accounts) return { credentials: noopProvider, policy, policies };
 
   const issuer = await createIssuer({
     kc,
@@ -64,9 +103,10 @@ export async function buildIdentity(
     signer,
     defaultRegion: config.awsRegion,
     ...(config.stsEndpoint ? { stsEndpoint: config.stsEndpoint } : {}),
-    ...(config.iamEndpoint ? { iamEndpoint: config.iamEndpoint } : {}),
+    accounts,
     log,
     ...(hooks.onStsCall ? { onStsCall: hooks.onStsCall } : {}),
+    ...(hooks.onRevocationFallback ? { onRevocationFallback: hooks.onRevocationFallback } : {}),
   });
   return { issuer, credentials, policy, policies };
 }
