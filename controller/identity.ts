@@ -35,19 +35,25 @@ export interface IdentityHooks {
  * Deny-policy revocation must be able to write in the role's own account: otherwise the session
  * could never be revoked, so the run is refused before anything is minted.
  */
-async function requireRevoker(accounts: RevokerAccounts, grant: Grant, ref: string): Promise<void> {
-  const props = grant.trait.properties;
-  const roleArn = props.aws?.roleArn;
-  if (grant.revocation !== "deny-policy" || props.delivery === "token-only" || !roleArn) return;
-  const account = accountOf(roleArn);
-  const why = await accounts.missing(account);
-  if (!why) return;
-  throw new RunFailure(
-    "RevokerNotConfigured",
-    `policy ${grant.policy} revokes credentials with a deny policy on the role, but ${why}, so role ${roleArn} ` +
-      `named by ${ref} could not be revoked: the platform operator must add a revoker role in account ${account} ` +
-      `to the controller's aws-revoker-roles setting, or the trait must name a role in an account that has one`,
-  );
+function requireRevokers(port: PolicyPort, accounts: RevokerAccounts): PolicyPort {
+  return {
+    async decide(...args: Parameters<PolicyPort["decide"]>): Promise<Grant> {
+      const grant = await port.decide(...args);
+      const props = grant.trait.properties;
+      const roleArn = props.aws?.roleArn;
+      if (grant.revocation !== "deny-policy" || props.delivery === "token-only" || !roleArn) return grant;
+      const account = accountOf(roleArn);
+      const why = await accounts.missing(account);
+      if (!why) return grant;
+      throw new RunFailure(
+        "RevokerNotConfigured",
+        `policy ${grant.policy} revokes credentials with a deny policy on the role, but ${why}, so role ${roleArn} ` +
+          `named by trait ${grant.trait.type} on ${describeRef(grant.trait.ref)} could not be revoked: the platform ` +
+          `operator must add a revoker role in account ${account} to the controller's aws-revoker-roles setting, ` +
+          `or the trait must name a role in an account that has one`,
+      );
+    },
+  };
 }
 
 export async function buildIdentity(
@@ -58,31 +64,19 @@ export async function buildIdentity(
 ): Promise<Identity> {
   const policies = new PolicyStore({ kc, log, resyncMs: config.resyncSeconds * 1000 });
   policies.start();
-  const accounts =
-    config.credentials === "aws"
-      ? revokerAccounts({
-          revokerRoles: parseRevokerRoles(config.awsRevokerRoles),
-          region: config.awsRegion,
-          ...(config.stsEndpoint ? { stsEndpoint: config.stsEndpoint } : {}),
-          ...(config.iamEndpoint ? { iamEndpoint: config.iamEndpoint } : {}),
-          log,
-        })
-      : undefined;
   const policy: PolicyPort = {
     async decide(namespace: string, trait: ResolvedTrait): Promise<Grant> {
       const ref = `trait ${trait.type} on ${describeRef(trait.ref)}`;
-      const decided = requireGrant(await policies.decide(namespace, trait.properties, ref));
-      const grant: Grant = {
+      const grant = requireGrant(await policies.decide(namespace, trait.properties, ref));
+      return {
         trait,
-        policy: decided.policy,
-        revocation: decided.revocation,
-        subjectTemplate: decided.subjectTemplate,
+        policy: grant.policy,
+        revocation: grant.revocation,
+        subjectTemplate: grant.subjectTemplate,
       };
-      if (accounts) await requireRevoker(accounts, grant, ref);
-      return grant;
     },
   };
-  if (!accounts) return { credentials: noopProvider, policy, policies };
+  if (config.credentials === "none") return { credentials: noopProvider, policy, policies };
 
   const issuer = await createIssuer({
     kc,
@@ -99,6 +93,14 @@ export async function buildIdentity(
     issuerUrl: issuer.issuerUrl,
     issueToken: (request) => issuer.issueToken(request),
   };
+  // Where deny policies are written: the controller's own account, and those with a revoker role.
+  const accounts = revokerAccounts({
+    revokerRoles: parseRevokerRoles(config.awsRevokerRoles),
+    region: config.awsRegion,
+    ...(config.stsEndpoint ? { stsEndpoint: config.stsEndpoint } : {}),
+    ...(config.iamEndpoint ? { iamEndpoint: config.iamEndpoint } : {}),
+    log,
+  });
   const credentials = awsProvider({
     signer,
     defaultRegion: config.awsRegion,
@@ -108,5 +110,5 @@ export async function buildIdentity(
     ...(hooks.onStsCall ? { onStsCall: hooks.onStsCall } : {}),
     ...(hooks.onRevocationFallback ? { onRevocationFallback: hooks.onRevocationFallback } : {}),
   });
-  return { issuer, credentials, policy, policies };
+  return { issuer, credentials, policy: requireRevokers(policy, accounts), policies };
 }
