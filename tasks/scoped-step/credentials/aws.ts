@@ -137,13 +137,12 @@ export function awsProvider(opts: AwsProviderOptions): CredentialProvider {
     name: "aws",
 
     intent(facts, grant) {
-      const aws = grant.trait.properties.aws;
       return {
-        roleArn: aws?.roleArn ?? "",
+        roleArn: grant.trait.properties.aws?.roleArn ?? "",
         sessionName: sessionName(facts),
         sourceIdentity: sourceIdentity(facts),
         // What mint() asks STS for: bounds how long a session never recorded as minted can live.
-        sessionDuration: String(aws?.sessionDuration ?? 900),
+        sessionDuration: String(grant.trait.properties.aws?.sessionDuration ?? 900),
         revocation: grant.revocation,
         delivery: grant.trait.properties.delivery ?? "env",
       };
