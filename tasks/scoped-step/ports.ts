@@ -70,7 +70,6 @@ export interface TaskContext {
 
 export const failpoints = [
   "after-finalizer",
-  "after-start",
   "after-intent",
   "after-mint",
   "after-secret",

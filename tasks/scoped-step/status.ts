@@ -2,8 +2,6 @@
 import type { CredentialRecord } from "./credentials/types.ts";
 import type { Condition, CustomRun, CustomRunStatus } from "./types.ts";
 
-export const finalizer = "scopedstep.dev/cleanup";
-
 /** Our bookkeeping, kept in status.extraFields.scopedStep. Public facts only. */
 export interface StepState {
   /** Pod created for the current attempt, once it has been. */
@@ -13,6 +11,12 @@ export interface StepState {
    * also covers a credential minted by a pass that stopped before it could record the result.
    */
   credential?: CredentialRecord;
+}
+
+/** Every credential the run has had: one per attempt, in retriesStatus and the current state. */
+export function credentialsOf(status: CustomRunStatus): CredentialRecord[] {
+  const all = [...(status.retriesStatus ?? []), status].map((s) => stepState(s).credential);
+  return all.filter((c): c is CredentialRecord => c !== undefined);
 }
 
 export function stepState(status: CustomRunStatus): StepState {

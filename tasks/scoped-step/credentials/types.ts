@@ -91,6 +91,8 @@ export interface CredentialProvider {
   /** Identifiers to record before minting; deterministic for a run attempt. */
   intent(facts: RunFacts, grant: Grant): Record<string, string>;
   mint(facts: RunFacts, grant: Grant): Promise<MintedCredential>;
+  /** The identity a record stands for, in words for Events ("subject ... as ... until ..."). */
+  describe(record: CredentialRecord): string;
   /** Idempotent; must work from a record still in state "minting". */
   revoke(record: CredentialRecord): Promise<RevocationOutcome>;
   /** Periodic housekeeping on the leader (e.g. pruning expired deny statements). */

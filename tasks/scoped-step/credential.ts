@@ -1,0 +1,176 @@
+// The credential side of a run, beside its lifecycle: the intent recorded before minting, the mint
+// and its Secret, adopting a Secret an interrupted pass stored, revocation, and redacting credential
+// values out of text that came from the step. What a credential is made of is the provider's
+// business (credentials/); this module only moves records, Secrets and mounts.
+import type { V1Secret } from "@kubernetes/client-node";
+import type {
+  CredentialMount,
+  CredentialProvider,
+  CredentialRecord,
+  Grant,
+  RunFacts,
+} from "./credentials/types.ts";
+import { isRunFailure } from "./failure.ts";
+import { boundedName, credentialSecretName, labels, managedByValue, runOwnerReference } from "./pod.ts";
+import type { TaskContext } from "./ports.ts";
+import type { CustomRun, RunResult } from "./types.ts";
+
+const recordAnnotation = "scopedstep.dev/credential";
+
+/** The record written before anything is minted, so a crash mid-mint leaves something to revoke. */
+export function recordIntent(provider: CredentialProvider, facts: RunFacts, grant: Grant): CredentialRecord {
+  return {
+    provider: provider.name,
+    attempt: facts.attempt,
+    state: "minting",
+    intent: provider.intent(facts, grant),
+    results: {},
+  };
+}
+
+/**
+ * Mints the attempt's credential and stores its secret material in the attempt's Secret. Throws
+ * what the provider threw: a RunFailure when the run cannot have a credential.
+ */
+export async function mintCredential(
+  ctx: TaskContext,
+  run: CustomRun,
+  record: CredentialRecord,
+  facts: RunFacts,
+  grant: Grant,
+): Promise<{ record: CredentialRecord; mount: CredentialMount }> {
+  const provider = ctx.credentials;
+  const started = performance.now();
+  let minted;
+  try {
+    minted = await provider.mint(facts, grant);
+  } catch (err) {
+    ctx.metrics?.credentialFailed(provider.name, isRunFailure(err) ? err.reason : "Transient");
+    throw err;
+  }
+  ctx.metrics?.credentialMinted(provider.name, (performance.now() - started) / 1000);
+  ctx.failpoint?.("after-mint");
+  const active: CredentialRecord = {
+    ...record,
+    state: "active",
+    mintedAt: ctx.now().toISOString(),
+    results: minted.results,
+    ...(minted.expiresAt ? { expiresAt: minted.expiresAt } : {}),
+  };
+  if (Object.keys(minted.secretData).length > 0) {
+    await ctx.cluster.createSecret(credentialSecret(run, active, minted.secretData, minted.mount));
+  }
+  ctx.failpoint?.("after-secret");
+  ctx.log.info(
+    { ...runLog(run), audit: "mint", provider: provider.name, attempt: record.attempt, ...active.results },
+    "credential minted",
+  );
+  return { record: active, mount: minted.mount };
+}
+
+interface StoredCredential {
+  results?: Record<string, string>;
+  expiresAt?: string;
+  mount?: CredentialMount;
+}
+
+function stored(secret: V1Secret | undefined): StoredCredential {
+  const raw = secret?.metadata?.annotations?.[recordAnnotation];
+  return raw ? (JSON.parse(raw) as StoredCredential) : {};
+}
+
+/** The record of a credential minted and stored by an earlier pass that stopped before recording it. */
+export function adoptSecret(record: CredentialRecord, secret: V1Secret): CredentialRecord {
+  const saved = stored(secret);
+  return {
+    ...record,
+    state: "active",
+    results: saved.results ?? {},
+    ...(saved.expiresAt ? { expiresAt: saved.expiresAt } : {}),
+  };
+}
+
+/** How the stored credential reaches the step container. */
+export const storedMount = (secret: V1Secret | undefined): CredentialMount | undefined =>
+  stored(secret).mount;
+
+/** Deletes the attempt's credential Secret and has the provider revoke the credential. */
+export async function revokeCredential(
+  ctx: TaskContext,
+  run: CustomRun,
+  record: CredentialRecord,
+): Promise<CredentialRecord> {
+  if (record.state === "revoked") return record;
+  const started = performance.now();
+  const name = credentialSecretName(run.metadata.name ?? "", record.attempt);
+  await ctx.cluster.deleteSecret(run.metadata.namespace ?? "", name);
+  await ctx.credentials.revoke(record);
+  ctx.metrics?.credentialRevoked(record.provider, (performance.now() - started) / 1000);
+  ctx.failpoint?.("after-revoke");
+  const revokedAt = ctx.now().toISOString();
+  ctx.log.info(
+    {
+      ...runLog(run),
+      audit: "revoke",
+      provider: record.provider,
+      attempt: record.attempt,
+      ...record.results,
+      revokedAt,
+    },
+    "credential revoked",
+  );
+  return { ...record, state: "revoked", revokedAt };
+}
+
+/** The credential's public facts, published as the run's results. */
+export function identityResults(record: CredentialRecord | undefined): RunResult[] {
+  if (!record || Object.keys(record.results).length === 0) return [];
+  const out = Object.entries(record.results).map(([name, value]) => ({ name, value }));
+  if (record.revokedAt) out.push({ name: "revoked-at", value: record.revokedAt });
+  return out;
+}
+
+/** Removes every value of the attempt's credential Secret from text that came from the step. */
+export function redact(text: string, secret: V1Secret | undefined): string {
+  let out = text;
+  for (const value of Object.values(secret?.data ?? {})) {
+    const plain = Buffer.from(value, "base64").toString("utf8");
+    for (const piece of [plain, ...plain.split("\n")].filter((p) => p.length >= 8))
+      out = out.replaceAll(piece, "[redacted]");
+  }
+  return out;
+}
+
+const runLog = (run: CustomRun) => ({
+  namespace: run.metadata.namespace,
+  name: run.metadata.name,
+  uid: run.metadata.uid,
+});
+
+function credentialSecret(
+  run: CustomRun,
+  record: CredentialRecord,
+  data: Record<string, string>,
+  mount: CredentialMount,
+): V1Secret {
+  const name = run.metadata.name ?? "";
+  const saved: StoredCredential = { results: record.results, mount };
+  if (record.expiresAt) saved.expiresAt = record.expiresAt;
+  return {
+    apiVersion: "v1",
+    kind: "Secret",
+    type: "Opaque",
+    metadata: {
+      name: credentialSecretName(name, record.attempt),
+      namespace: run.metadata.namespace ?? "",
+      labels: {
+        [labels.managedBy]: managedByValue,
+        [labels.customRun]: boundedName(name, 63),
+        [labels.attempt]: String(record.attempt),
+      },
+      annotations: { [recordAnnotation]: JSON.stringify(saved) },
+      ownerReferences: [runOwnerReference(run)],
+    },
+    stringData: data,
+  };
+}
