@@ -104,7 +104,7 @@ export async function revokeCredential(
   const started = performance.now();
   const name = credentialSecretName(run.metadata.name ?? "", record.attempt);
   await ctx.cluster.deleteSecret(run.metadata.namespace ?? "", name);
-  await ctx.credentials.revoke(record);
+  const revocation = await ctx.credentials.revoke(record);
   ctx.metrics?.credentialRevoked(record.provider, (performance.now() - started) / 1000);
   ctx.failpoint?.("after-revoke");
   const revokedAt = ctx.now().toISOString();
@@ -116,10 +116,20 @@ export async function revokeCredential(
       attempt: record.attempt,
       ...record.results,
       revokedAt,
+      revocation: revocation.method,
+      ...(revocation.detail ? { detail: revocation.detail } : {}),
     },
     "credential revoked",
   );
-  return { ...record, state: "revoked", revokedAt };
+  return { ...record, state: "revoked", revokedAt, revocation };
+}
+
+/**
+ * A mint the cloud answered with a modelled error issued nothing: the record ends here, with
+ * nothing for the provider to revoke.
+ */
+export function nothingIssued(record: CredentialRecord, now: Date): CredentialRecord {
+  return { ...record, state: "revoked", revokedAt: now.toISOString(), revocation: { method: "none" } };
 }
 
 /** The credential's public facts, published as the run's results. */
@@ -127,6 +137,7 @@ export function identityResults(record: CredentialRecord | undefined): RunResult
   if (!record || Object.keys(record.results).length === 0) return [];
   const out = Object.entries(record.results).map(([name, value]) => ({ name, value }));
   if (record.revokedAt) out.push({ name: "revoked-at", value: record.revokedAt });
+  if (record.revocation) out.push({ name: "revocation", value: record.revocation.method });
   return out;
 }
 

@@ -6,6 +6,7 @@ import {
   adoptSecret,
   identityResults,
   mintCredential,
+  nothingIssued,
   recordIntent,
   revokeCredential,
   storedMount,
@@ -141,6 +142,7 @@ async function startPod(
       mount = minted.mount;
     } catch (err) {
       if (!isRunFailure(err)) throw err;
+      if (err.nothingIssued) draft.state.credential = nothingIssued(record, ctx.now());
       return end({ kind: "refused", reason: err.reason, message: err.message }, o, draft, ctx);
     }
   } else if (credential === "adopt" && record && o.secret) {

@@ -23,8 +23,14 @@ function credentialEvents(
   after: CredentialRecord,
   provider: Pick<CredentialProvider, "describe">,
 ): RunEvent[] {
-  if (before?.state === after.state || Object.keys(after.results).length === 0) return [];
-  const identity = provider.describe(after);
+  if (before?.state === after.state) return [];
+  const identity = provider.describe(after) || `the credential of attempt ${after.attempt}`;
+  if (after.state === "revoked" && after.revocation?.method === "expiry") {
+    const why = after.revocation.detail ?? "no revocation could be written";
+    const message = `could not revoke ${identity}: ${why}; it stays valid until it expires`;
+    return [{ type: "Warning", reason: "RevocationFellBackToExpiry", message }];
+  }
+  if (Object.keys(after.results).length === 0) return [];
   if (after.state === "active") return [{ type: "Normal", reason: "CredentialMinted", message: identity }];
   if (after.state === "revoked")
     return [{ type: "Normal", reason: "CredentialRevoked", message: `revoked ${identity}` }];

@@ -194,6 +194,44 @@ test("a mint the provider refuses ends the run and revokes by the recorded inten
   assert.equal(w.provider.revoked[0]?.state, "minting");
 });
 
+test("the revocation method is recorded and published; a mint that issued nothing is not revoked", async () => {
+  const w = fakeWorld();
+  start(w, "denied");
+  await untilPod(w, "denied");
+  w.cluster.setStepState(ns, "denied-pod", exited(0, "[]"), "Succeeded");
+  let run = await w.settle("denied", done);
+  assert.equal(results(run).revocation, "deny-policy");
+  assert.deepEqual(stepState(run?.status ?? {}).credential?.revocation, { method: "deny-policy" });
+
+  const refused = fakeWorld();
+  start(refused, "sts-said-no");
+  await refused.pass("sts-said-no");
+  refused.provider.failNextMint = new RunFailure("AWSRoleTrustRejected", "untrusted", {
+    nothingIssued: true,
+  });
+  run = await refused.settle("sts-said-no", done);
+  assert.equal(cond(run)?.reason, "AWSRoleTrustRejected");
+  assert.equal(refused.provider.revoked.length, 0, "nothing was issued, so nothing is revoked");
+  const record = stepState(run?.status ?? {}).credential;
+  assert.equal(record?.state, "revoked");
+  assert.deepEqual(record?.revocation, { method: "none" });
+});
+
+test("a revocation that falls back to expiry still ends the run, with a Warning that says why", async () => {
+  const w = fakeWorld();
+  w.provider.revocation = { method: "expiry", detail: "the role's deny list is full (10240 characters)" };
+  start(w, "full");
+  await untilPod(w, "full");
+  w.cluster.setStepState(ns, "full-pod", exited(0, '[{"key":"out","value":"done"}]'), "Succeeded");
+  const run = await w.settle("full", done);
+  assert.equal(cond(run)?.status, "True");
+  assert.equal(results(run).revocation, "expiry");
+  const warning = w.events.find((e) => e.reason === "RevocationFellBackToExpiry");
+  assert.equal(warning?.type, "Warning");
+  assert.match(warning?.message ?? "", /deny list is full/);
+  assert.ok(!w.events.some((e) => e.reason === "CredentialRevoked"), "it was not revoked");
+});
+
 test("a transient mint error is thrown for the queue to retry, and the next pass mints", async () => {
   const w = fakeWorld();
   start(w, "flaky");

@@ -31,6 +31,8 @@ export interface CredentialRecord {
   expiresAt?: string;
   mintedAt?: string;
   revokedAt?: string;
+  /** How the credential was ended, once it has been (published as the run's `revocation` result). */
+  revocation?: RevocationOutcome;
 }
 
 /** How the credential Secret reaches the step container. */
