@@ -2,6 +2,7 @@
 // and its Secret, adopting a Secret an interrupted pass stored, revocation, and redacting credential
 // values out of text that came from the step. What a credential is made of is the provider's
 // business (credentials/); this module only moves records, Secrets and mounts.
+import { createHash } from "node:crypto";
 import type { V1Secret } from "@kubernetes/client-node";
 import type {
   CredentialMount,
@@ -10,9 +11,10 @@ import type {
   Grant,
   RunFacts,
 } from "./credentials/types.ts";
-import { isRunFailure } from "./failure.ts";
+import { isRunFailure, RunFailure } from "./failure.ts";
 import { boundedName, credentialSecretName, labels, managedByValue, runOwnerReference } from "./pod.ts";
 import type { TaskContext } from "./ports.ts";
+import { describeRef } from "./trait.ts";
 import type { CustomRun, RunResult } from "./types.ts";
 
 const recordAnnotation = "scopedstep.dev/credential";
@@ -24,8 +26,38 @@ export function recordIntent(provider: CredentialProvider, facts: RunFacts, gran
     attempt: facts.attempt,
     state: "minting",
     intent: provider.intent(facts, grant),
+    grant: grantDigest(grant),
     results: {},
   };
+}
+
+/** JSON with object keys in order, so the same grant always gives the same text. */
+function canonical(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(canonical).join(",")}]`;
+  if (value && typeof value === "object") {
+    const entries = Object.entries(value).filter(([, v]) => v !== undefined);
+    entries.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonical(v)}`).join(",")}}`;
+  }
+  return JSON.stringify(value);
+}
+
+export const grantDigest = (grant: Grant): string =>
+  `sha256:${createHash("sha256").update(canonical(grant)).digest("hex")}`;
+
+/**
+ * The grant resolved now must be the one the intent was recorded for: the Application or the
+ * policy may have changed in between, and the record (and so revocation) names the old one.
+ */
+function checkGrant(record: CredentialRecord, grant: Grant): void {
+  if (record.grant === undefined || record.grant === grantDigest(grant)) return;
+  const ref = grant.trait.ref;
+  throw new RunFailure(
+    "GrantChangedBeforeMint",
+    `the ${ref.trait} trait on ${describeRef(ref)}, or the policy that grants it, changed after this attempt's ` +
+      `credential was recorded and before it was minted; nothing was minted: re-run the step`,
+    { nothingIssued: true },
+  );
 }
 
 /**
@@ -43,6 +75,7 @@ export async function mintCredential(
   const started = performance.now();
   let minted;
   try {
+    checkGrant(record, grant);
     minted = await provider.mint(facts, grant);
   } catch (err) {
     ctx.metrics?.credentialFailed(provider.name, isRunFailure(err) ? err.reason : "Transient");
@@ -58,7 +91,8 @@ export async function mintCredential(
     ...(minted.expiresAt ? { expiresAt: minted.expiresAt } : {}),
   };
   if (Object.keys(minted.secretData).length > 0) {
-    await ctx.cluster.createSecret(credentialSecret(run, active, minted.secretData, minted.mount));
+    const secret = credentialSecret(run, active, minted.secretData, minted.mount);
+    if (!(await ctx.cluster.createSecret(secret))) throw secretNotOwned(run, secret.metadata?.name ?? "");
   }
   ctx.failpoint?.("after-secret");
   ctx.log.info(
@@ -68,42 +102,62 @@ export async function mintCredential(
   return { record: active, mount: minted.mount };
 }
 
-interface StoredCredential {
-  results?: Record<string, string>;
+/** What the controller writes on the Secret beside the secret material: public facts only. */
+export interface StoredCredential {
+  results: Record<string, string>;
   expiresAt?: string;
-  mount?: CredentialMount;
+  mount: CredentialMount;
 }
 
-function stored(secret: V1Secret | undefined): StoredCredential {
-  const raw = secret?.metadata?.annotations?.[recordAnnotation];
-  return raw ? (JSON.parse(raw) as StoredCredential) : {};
+const isStringMap = (v: unknown): v is Record<string, string> =>
+  typeof v === "object" &&
+  v !== null &&
+  !Array.isArray(v) &&
+  Object.values(v).every((x) => typeof x === "string");
+
+/**
+ * The credential a Secret of the run's own says it holds; undefined when its record is missing or
+ * is not what the controller writes. Only ever asked of a Secret the run owns.
+ */
+export function storedCredential(secret: V1Secret): StoredCredential | undefined {
+  const raw = secret.metadata?.annotations?.[recordAnnotation];
+  let saved: unknown;
+  try {
+    saved = raw === undefined ? undefined : JSON.parse(raw);
+  } catch {
+    return undefined;
+  }
+  if (typeof saved !== "object" || saved === null) return undefined;
+  const { results, expiresAt, mount } = saved as Partial<Record<keyof StoredCredential, unknown>>;
+  if (!isStringMap(results) || (expiresAt !== undefined && typeof expiresAt !== "string")) return undefined;
+  if (typeof mount !== "object" || mount === null) return undefined;
+  const { secretEnv, env, files } = mount as Partial<Record<keyof CredentialMount, unknown>>;
+  if (!isStringMap(secretEnv) || !isStringMap(env) || !isStringMap(files)) return undefined;
+  return { results, mount: { secretEnv, env, files }, ...(expiresAt ? { expiresAt } : {}) };
 }
 
 /** The record of a credential minted and stored by an earlier pass that stopped before recording it. */
-export function adoptSecret(record: CredentialRecord, secret: V1Secret): CredentialRecord {
-  const saved = stored(secret);
+export function adoptStored(record: CredentialRecord, saved: StoredCredential): CredentialRecord {
   return {
     ...record,
     state: "active",
-    results: saved.results ?? {},
+    results: saved.results,
     ...(saved.expiresAt ? { expiresAt: saved.expiresAt } : {}),
   };
 }
-
-/** How the stored credential reaches the step container. */
-export const storedMount = (secret: V1Secret | undefined): CredentialMount | undefined =>
-  stored(secret).mount;
 
 /** Deletes the attempt's credential Secret and has the provider revoke the credential. */
 export async function revokeCredential(
   ctx: TaskContext,
   run: CustomRun,
   record: CredentialRecord,
+  opts: { secretIsForeign?: boolean } = {},
 ): Promise<CredentialRecord> {
   if (record.state === "revoked") return record;
   const started = performance.now();
   const name = credentialSecretName(run.metadata.name ?? "", record.attempt);
-  await ctx.cluster.deleteSecret(run.metadata.namespace ?? "", name);
+  // A Secret someone else put at the credential's name was never ours to delete.
+  if (!opts.secretIsForeign) await ctx.cluster.deleteSecret(run.metadata.namespace ?? "", name);
   const revocation = await ctx.credentials.revoke(record);
   ctx.metrics?.credentialRevoked(record.provider, (performance.now() - started) / 1000);
   ctx.failpoint?.("after-revoke");
@@ -150,6 +204,15 @@ export function redact(text: string, secret: V1Secret | undefined): string {
       out = out.replaceAll(piece, "[redacted]");
   }
   return out;
+}
+
+export function secretNotOwned(run: CustomRun, secret: string): RunFailure {
+  return new RunFailure(
+    "CredentialSecretNotOwned",
+    `Secret ${secret} in namespace ${run.metadata.namespace ?? ""} was not created for this run (uid ` +
+      `${run.metadata.uid ?? ""}); that name is reserved for the run's credential, so it is neither used nor ` +
+      `deleted: delete it and re-run`,
+  );
 }
 
 const runLog = (run: CustomRun) => ({

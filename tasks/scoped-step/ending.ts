@@ -14,6 +14,10 @@ export type LifecycleReason =
   | "CustomRunCancelled"
   | "CustomRunTimedOut"
   | "StepPodMissing"
+  | "StepPodNotOwned"
+  | "CredentialSecretNotOwned"
+  | "CredentialSecretUnreadable"
+  | "GrantChangedBeforeMint"
   | StepFailureReason;
 
 export type Ending =

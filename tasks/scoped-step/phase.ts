@@ -2,8 +2,8 @@
 // holds, and the one action each calls for. Pure: the reconcile gathers what it observed, asks
 // `decide`, and carries the action out.
 import type { V1Pod, V1Secret } from "@kubernetes/client-node";
-import { redact } from "./credential.ts";
-import type { CredentialRecord } from "./credentials/types.ts";
+import { redact, secretNotOwned, storedCredential, type StoredCredential } from "./credential.ts";
+import type { CredentialMount, CredentialRecord } from "./credentials/types.ts";
 import { parseGoDuration } from "./duration.ts";
 import type { Ending, ProgressReason } from "./ending.ts";
 import { isRunFailure } from "./failure.ts";
@@ -18,6 +18,9 @@ export interface Observed {
   pod?: V1Pod;
   /** Read only while the credential is live and something may need it (adopt, mount, redact). */
   secret?: V1Secret;
+  /** Objects at the pod's or the Secret's name that this run does not own: never used, never read. */
+  foreignPod?: string;
+  foreignSecret?: string;
   now: Date;
   /** Used when spec.timeout is not set. */
   defaultTimeoutMs: number;
@@ -35,12 +38,17 @@ export type Phase =
   | { name: "timed-out"; timeout: string }
   /** The attempt has no credential record: resolve, and record what will be minted. */
   | { name: "new" }
+  /** Someone else's pod or Secret holds a name reserved for this attempt. */
+  | { name: "foreign-pod"; pod: string }
+  | { name: "foreign-secret"; secret: string }
+  /** The run's own Secret does not say what it holds (edited, or not written by the controller). */
+  | { name: "secret-unreadable"; secret: string }
   /** The intent is recorded and nothing is stored: mint, store, create the pod. */
   | { name: "minting" }
   /** An earlier pass minted and stored the credential, then stopped before recording it. */
-  | { name: "stored" }
+  | { name: "stored"; saved: StoredCredential }
   /** The credential is recorded; the pod is still to be created. */
-  | { name: "ready" }
+  | { name: "ready"; saved?: StoredCredential }
   /** The pod this attempt created is gone. */
   | { name: "pod-missing"; pod: string }
   | { name: "pod-pending"; pod: string; message: string }
@@ -54,9 +62,9 @@ export type Action =
   | { kind: "release" }
   | { kind: "record-intent" }
   /** Create the attempt's pod; the credential is minted, adopted from its Secret, or as recorded. */
-  | { kind: "start-pod"; credential: "mint" | "adopt" | "recorded" }
+  | { kind: "start-pod"; credential: "mint" | { adopt: StoredCredential } | { mount?: CredentialMount } }
   /** Adopt the stored credential into the record; the pod exists already. */
-  | { kind: "adopt" }
+  | { kind: "adopt"; saved: StoredCredential }
   | { kind: "observe-pod"; pod: string; reason: ProgressReason; message: string }
   | { kind: "end"; ending: Ending };
 
@@ -108,11 +116,17 @@ export function phaseOf(o: Observed): Phase {
   }
   const record = attemptRecord(run);
   if (!record) return { name: "new" };
+  if (o.foreignPod) return { name: "foreign-pod", pod: o.foreignPod };
+  if (o.foreignSecret) return { name: "foreign-secret", secret: o.foreignSecret };
   const pod = podName(run.metadata.name ?? "", attemptOf(run));
-  if (record.state === "minting" && o.secret) return { name: "stored" };
+  const saved = o.secret && storedCredential(o.secret);
+  const unreadable = { name: "secret-unreadable", secret: o.secret?.metadata?.name ?? "" } as const;
+  if (record.state === "minting" && o.secret) return saved ? { name: "stored", saved } : unreadable;
   if (!o.pod) {
     if (state.pod === pod) return { name: "pod-missing", pod };
-    return { name: record.state === "minting" ? "minting" : "ready" };
+    if (record.state === "minting") return { name: "minting" };
+    if (o.secret && !saved) return unreadable;
+    return saved ? { name: "ready", saved } : { name: "ready" };
   }
   const outcome = podOutcome(o.pod);
   switch (outcome.phase) {
@@ -130,6 +144,8 @@ export function phaseOf(o: Observed): Phase {
 export function decide(o: Observed): Action {
   const phase = phaseOf(o);
   const runName = o.run.metadata.name ?? "";
+  const namespace = o.run.metadata.namespace ?? "";
+  const uid = o.run.metadata.uid ?? "";
   switch (phase.name) {
     case "deleting":
       return { kind: "finalize" };
@@ -149,12 +165,30 @@ export function decide(o: Observed): Action {
     }
     case "new":
       return { kind: "record-intent" };
+    case "foreign-pod": {
+      const message =
+        `pod ${phase.pod} in namespace ${namespace} was not created for this run (uid ${uid}); that name is ` +
+        `reserved for the run's step pod, so it is neither used nor read: delete it and re-run`;
+      return { kind: "end", ending: { kind: "refused", reason: "StepPodNotOwned", message } };
+    }
+    case "foreign-secret": {
+      const { reason, message } = secretNotOwned(o.run, phase.secret);
+      return { kind: "end", ending: { kind: "refused", reason, message } };
+    }
+    case "secret-unreadable": {
+      const message =
+        `the credential Secret ${phase.secret} no longer says what it holds (its scopedstep.dev/credential ` +
+        `annotation was changed), so it is not used; re-run the step`;
+      return { kind: "end", ending: { kind: "refused", reason: "CredentialSecretUnreadable", message } };
+    }
     case "minting":
       return { kind: "start-pod", credential: "mint" };
     case "stored":
-      return o.pod ? { kind: "adopt" } : { kind: "start-pod", credential: "adopt" };
+      return o.pod
+        ? { kind: "adopt", saved: phase.saved }
+        : { kind: "start-pod", credential: { adopt: phase.saved } };
     case "ready":
-      return { kind: "start-pod", credential: "recorded" };
+      return { kind: "start-pod", credential: phase.saved ? { mount: phase.saved.mount } : {} };
     case "pod-missing": {
       const message = `step pod ${phase.pod} was deleted before the step finished`;
       return { kind: "end", ending: { kind: "step-failed", reason: "StepPodMissing", message } };

@@ -3,20 +3,19 @@
 // out, writes status at most once, and reports what changed (transitions.ts). It can stop at any
 // line and the next pass converges.
 import {
-  adoptSecret,
+  adoptStored,
   identityResults,
   mintCredential,
   nothingIssued,
   recordIntent,
   revokeCredential,
-  storedMount,
 } from "./credential.ts";
 import { deletesPod, finishRun, retryAttempt, retryable, type Draft, type Ending } from "./ending.ts";
 import { isRunFailure } from "./failure.ts";
 import { ensureFinalizer, releaseFinalizer } from "./finalizer.ts";
 import { podOutcome, stepRunSeconds } from "./outcome.ts";
 import { attemptOf, attemptRecord, decide, timeLeftMs, type Action, type Observed } from "./phase.ts";
-import { buildStepPod, credentialSecretName, podName } from "./pod.ts";
+import { buildStepPod, credentialSecretName, ownedBy, podName } from "./pod.ts";
 import type { Failpoint, Next, TaskContext } from "./ports.ts";
 import { resolveRun, runFacts, type Resolved } from "./resolve.ts";
 import { isDone, sameStatus, setSucceeded, stepState, withStepState } from "./status.ts";
@@ -48,11 +47,14 @@ export async function observe(run: CustomRun, ctx: TaskContext): Promise<Observe
   const namespace = run.metadata.namespace ?? "";
   const name = run.metadata.name ?? "";
   const pod = await ctx.cluster.getPod(namespace, podName(name, record.attempt));
-  if (pod) observed.pod = pod;
-  const needsSecret = record.state === "minting" || !pod || podOutcome(pod).phase === "failed";
+  if (pod && ownedBy(pod, run)) observed.pod = pod;
+  else if (pod) observed.foreignPod = pod.metadata?.name ?? "";
+  const needsSecret =
+    record.state === "minting" || !observed.pod || podOutcome(observed.pod).phase === "failed";
   if (record.state !== "revoked" && needsSecret) {
     const secret = await ctx.cluster.getSecret(namespace, credentialSecretName(name, record.attempt));
-    if (secret) observed.secret = secret;
+    if (secret && ownedBy(secret, run)) observed.secret = secret;
+    else if (secret) observed.foreignSecret = secret.metadata?.name ?? "";
   }
   return observed;
 }
@@ -103,8 +105,7 @@ async function progress(action: Action, o: Observed, ctx: TaskContext): Promise<
     case "start-pod":
       return startPod(action.credential, o, draft, ctx);
     case "adopt":
-      if (draft.state.credential && o.secret)
-        draft.state.credential = adoptSecret(draft.state.credential, o.secret);
+      if (draft.state.credential) draft.state.credential = adoptStored(draft.state.credential, action.saved);
       return { draft, next: again };
     case "observe-pod":
       draft.state.pod = action.pod;
@@ -119,7 +120,7 @@ async function progress(action: Action, o: Observed, ctx: TaskContext): Promise<
 
 /** Creates the attempt's pod, with its credential minted now, adopted, or as recorded. */
 async function startPod(
-  credential: "mint" | "adopt" | "recorded",
+  credential: Extract<Action, { kind: "start-pod" }>["credential"],
   o: Observed,
   draft: Draft,
   ctx: TaskContext,
@@ -128,7 +129,7 @@ async function startPod(
   if ("refused" in resolved) return end(resolved.refused, o, draft, ctx);
   const attempt = attemptOf(o.run);
   const record = draft.state.credential;
-  let mount = storedMount(o.secret);
+  let mount = typeof credential === "object" && "mount" in credential ? credential.mount : undefined;
   if (credential === "mint" && record) {
     try {
       const minted = await mintCredential(
@@ -145,8 +146,9 @@ async function startPod(
       if (err.nothingIssued) draft.state.credential = nothingIssued(record, ctx.now());
       return end({ kind: "refused", reason: err.reason, message: err.message }, o, draft, ctx);
     }
-  } else if (credential === "adopt" && record && o.secret) {
-    draft.state.credential = adoptSecret(record, o.secret);
+  } else if (typeof credential === "object" && "adopt" in credential && record) {
+    draft.state.credential = adoptStored(record, credential.adopt);
+    mount = credential.adopt.mount;
   }
   const secretName = credentialSecretName(o.run.metadata.name ?? "", attempt);
   const pod = buildStepPod({
@@ -172,8 +174,10 @@ async function end(ending: Ending, o: Observed, draft: Draft, ctx: TaskContext):
   const retrying = retryable(ending) && attempt < retries;
   if (deletesPod(ending, retrying))
     await ctx.cluster.deletePod(o.run.metadata.namespace ?? "", podName(o.run.metadata.name ?? "", attempt));
-  if (draft.state.credential)
-    draft.state.credential = await revokeCredential(ctx, o.run, draft.state.credential);
+  if (draft.state.credential) {
+    const secretIsForeign = o.foreignSecret !== undefined;
+    draft.state.credential = await revokeCredential(ctx, o.run, draft.state.credential, { secretIsForeign });
+  }
   const identity = identityResults(draft.state.credential);
   const now = ctx.now();
   if (retrying) return { draft: retryAttempt(draft, ending, now, identity, retries), next: again };
@@ -184,11 +188,11 @@ async function finalize(run: CustomRun, ctx: TaskContext): Promise<void> {
   const namespace = run.metadata.namespace ?? "";
   const name = run.metadata.name ?? "";
   for (const pod of await ctx.cluster.listRunPods(namespace, name))
-    await ctx.cluster.deletePod(namespace, pod.metadata?.name ?? "");
+    if (ownedBy(pod, run)) await ctx.cluster.deletePod(namespace, pod.metadata?.name ?? "");
   const record = stepState(run.status ?? {}).credential;
   if (record) await revokeCredential(ctx, run, record);
   for (const secret of await ctx.cluster.listRunSecrets(namespace, name))
-    await ctx.cluster.deleteSecret(namespace, secret.metadata?.name ?? "");
+    if (ownedBy(secret, run)) await ctx.cluster.deleteSecret(namespace, secret.metadata?.name ?? "");
   await releaseFinalizer(ctx.cluster, run);
 }
 

@@ -30,6 +30,17 @@ function start(w: FakeWorld, name: string, spec: Partial<CustomRunSpec> = {}) {
   w.cluster.addRun(ns, name, { customRef: ref, params: stepParams(), ...spec });
 }
 
+/** A Secret planted at a name the run will use, as a tenant can before the run exists. */
+const forged = (name: string, annotation: string) => ({
+  metadata: {
+    name,
+    namespace: ns,
+    labels: { "tekton.dev/customRun": "run" },
+    annotations: { "scopedstep.dev/credential": annotation },
+  },
+  stringData: { accessKeyId: "TENANTKEY" },
+});
+
 async function untilPod(w: FakeWorld, name: string, pod = `${name}-pod`) {
   await w.settle(name, () => w.cluster.pods.has(`${ns}/${pod}`));
 }
@@ -230,6 +241,91 @@ test("a revocation that falls back to expiry still ends the run, with a Warning 
   assert.equal(warning?.type, "Warning");
   assert.match(warning?.message ?? "", /deny list is full/);
   assert.ok(!w.events.some((e) => e.reason === "CredentialRevoked"), "it was not revoked");
+});
+
+test("a trait or policy changed between the intent and the mint is refused, with nothing minted", async () => {
+  const w = fakeWorld();
+  start(w, "swap");
+  await w.pass("swap");
+  assert.match(
+    stepState(w.cluster.run(ns, "swap").status ?? {}).credential?.grant ?? "",
+    /^sha256:[0-9a-f]{64}$/,
+  );
+  const app = w.cluster.applications.get(`${ns}/payments`);
+  const trait = app?.spec.components?.[0]?.traits?.[0];
+  assert.ok(trait);
+  trait.properties = { aws: { roleArn: "arn:aws:iam::999988887777:role/admin" } };
+  const run = await w.settle("swap", done);
+  assert.equal(cond(run)?.reason, "GrantChangedBeforeMint");
+  assert.match(cond(run)?.message ?? "", /component api of Application payments/);
+  assert.equal(w.provider.minted.length, 0);
+  assert.equal(w.provider.revoked.length, 0);
+  assert.deepEqual(stepState(run?.status ?? {}).credential?.revocation, { method: "none" });
+  assert.equal(w.cluster.pods.size, 0);
+});
+
+test("a pod or Secret the run does not own is never adopted, mounted or read: the run fails naming it", async () => {
+  const forgedAnnotation = JSON.stringify({
+    results: { "identity-subject": "system:scoped-step:kube-system:evil:x" },
+    mount: { secretEnv: { AWS_ACCESS_KEY_ID: "k" }, env: {}, files: {} },
+  });
+  const cases: [string, (w: FakeWorld) => Promise<unknown>, string][] = [
+    [
+      "forged Secret",
+      (w) => w.cluster.createSecret(forged("run-credentials-0", forgedAnnotation)),
+      "CredentialSecretNotOwned",
+    ],
+    [
+      "malformed Secret",
+      (w) => w.cluster.createSecret(forged("run-credentials-0", "{not json")),
+      "CredentialSecretNotOwned",
+    ],
+    [
+      "pre-created pod",
+      async (w) => {
+        await w.cluster.createPod({
+          metadata: { name: "run-pod", namespace: ns, labels: { "tekton.dev/customRun": "run" } },
+        });
+        w.cluster.setStepState(ns, "run-pod", exited(0, '[{"key":"out","value":"forged"}]'), "Succeeded");
+      },
+      "StepPodNotOwned",
+    ],
+  ];
+  for (const [what, plant, reason] of cases) {
+    const w = fakeWorld();
+    await plant(w);
+    start(w, "run");
+    const run = await w.settle("run", done);
+    assert.equal(cond(run)?.reason, reason, what);
+    assert.match(cond(run)?.message ?? "", /was not created for this run/, what);
+    const written = JSON.stringify([run, w.events]);
+    assert.ok(
+      !written.includes("evil") && !written.includes("forged"),
+      `${what}: nothing of it is published`,
+    );
+    for (const pod of w.cluster.pods.values()) {
+      assert.ok(!JSON.stringify(pod.spec ?? {}).includes("run-credentials-0"), `${what}: not mounted`);
+    }
+    assert.equal(
+      w.cluster.pods.size + w.cluster.secrets.size,
+      1,
+      `${what}: the planted object is left alone`,
+    );
+  }
+});
+
+test("the run's own Secret with an unreadable record is not adopted: the run fails instead of looping", async () => {
+  const w = fakeWorld();
+  start(w, "edited");
+  w.crashAt = "after-secret";
+  await w.pass("edited");
+  await assert.rejects(w.pass("edited"), Crash);
+  const secret = w.cluster.secrets.get(`${ns}/edited-credentials-0`);
+  assert.ok(secret?.metadata?.annotations);
+  secret.metadata.annotations["scopedstep.dev/credential"] = "{broken";
+  const run = await w.settle("edited", done);
+  assert.equal(cond(run)?.reason, "CredentialSecretUnreadable");
+  assert.equal(w.provider.revoked.length, 1, "the credential minted before the crash is revoked");
 });
 
 test("a transient mint error is thrown for the queue to retry, and the next pass mints", async () => {

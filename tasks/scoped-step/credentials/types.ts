@@ -26,6 +26,8 @@ export interface CredentialRecord {
   state: "minting" | "active" | "revoked";
   /** Identifiers known before minting (session name, source identity): enough to revoke blind. */
   intent: Record<string, string>;
+  /** Digest of the grant the intent was recorded for; the mint refuses any other grant. */
+  grant?: string;
   /** Result name -> value, published as CustomRun results (identity-subject, aws-role-arn, ...). */
   results: Record<string, string>;
   expiresAt?: string;
