@@ -1,7 +1,7 @@
 // The credential side of a run, beside its lifecycle: the intent recorded before minting, the mint
-// and its Secret, adopting a Secret an interrupted pass stored, revocation, and redacting credential
-// values out of text that came from the step. What a credential is made of is the provider's
-// business (credentials/); this module only moves records, Secrets and mounts.
+// and its Secret, adopting a Secret an interrupted pass stored, and revocation (redacting step
+// output is redact.ts). What a credential is made of is the provider's business (credentials/);
+// this module only moves records, Secrets and mounts.
 import { createHash } from "node:crypto";
 import type { V1Secret } from "@kubernetes/client-node";
 import type {
@@ -192,17 +192,6 @@ export function identityResults(record: CredentialRecord | undefined): RunResult
   const out = Object.entries(record.results).map(([name, value]) => ({ name, value }));
   if (record.revokedAt) out.push({ name: "revoked-at", value: record.revokedAt });
   if (record.revocation) out.push({ name: "revocation", value: record.revocation.method });
-  return out;
-}
-
-/** Removes every value of the attempt's credential Secret from text that came from the step. */
-export function redact(text: string, secret: V1Secret | undefined): string {
-  let out = text;
-  for (const value of Object.values(secret?.data ?? {})) {
-    const plain = Buffer.from(value, "base64").toString("utf8");
-    for (const piece of [plain, ...plain.split("\n")].filter((p) => p.length >= 8))
-      out = out.replaceAll(piece, "[redacted]");
-  }
   return out;
 }
 

@@ -75,7 +75,9 @@ export function finishRun(draft: Draft, ending: Ending, now: Date, identity: Run
   );
   status.completionTime = now.toISOString();
   status.results = [...(ending.kind === "succeeded" ? ending.results : []), ...identity];
-  return { status, state: draft.state };
+  // The failure is in the condition now.
+  const { failure: _recorded, ...state } = draft.state;
+  return { status, state };
 }
 
 /** Files the attempt in retriesStatus, as Tekton does, and starts the next one. */

@@ -113,13 +113,17 @@ export function parseResults(pod: V1Pod, message: string): StepOutcome {
   return { phase: "succeeded", results };
 }
 
-export function podOutcome(pod: V1Pod): StepOutcome {
+/**
+ * What the pod says about the step. `clean` is applied to text the step wrote before any of it is
+ * shortened, so nothing it takes out can survive in part.
+ */
+export function podOutcome(pod: V1Pod, clean: (text: string) => string = (text) => text): StepOutcome {
   const status = stepStatus(pod);
   const terminated = status?.state?.terminated;
   if (terminated) {
     const message = terminated.message ?? "";
     if (terminated.exitCode === 0) return parseResults(pod, message);
-    const tail = lastLines(message);
+    const tail = lastLines(clean(message));
     return {
       phase: "failed",
       reason: "Failed",

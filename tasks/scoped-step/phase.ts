@@ -2,14 +2,15 @@
 // holds, and the one action each calls for. Pure: the reconcile gathers what it observed, asks
 // `decide`, and carries the action out.
 import type { V1Pod, V1Secret } from "@kubernetes/client-node";
-import { redact, secretNotOwned, storedCredential, type StoredCredential } from "./credential.ts";
+import { secretNotOwned, storedCredential, type StoredCredential } from "./credential.ts";
 import type { CredentialMount, CredentialRecord } from "./credentials/types.ts";
 import { parseGoDuration } from "./duration.ts";
 import type { Ending, ProgressReason } from "./ending.ts";
 import { isRunFailure } from "./failure.ts";
 import { podOutcome, type StepOutcome } from "./outcome.ts";
 import { podName } from "./pod.ts";
-import { isCancelled, isDone, stepState } from "./status.ts";
+import { redact } from "./redact.ts";
+import { isCancelled, isDone, stepState, type StepState } from "./status.ts";
 import type { CustomRun } from "./types.ts";
 
 /** What one pass sees: the run, its current attempt's pod and credential Secret, and the clock. */
@@ -33,6 +34,8 @@ export type Phase =
   | { name: "ended-unrevoked" }
   /** Finished and cleaned up: only the finalizer is left. */
   | { name: "ended" }
+  /** The step failed and that is recorded: revoke, then retry or end. */
+  | { name: "failure-recorded"; failure: NonNullable<StepState["failure"]> }
   | { name: "cancelled" }
   | { name: "invalid-timeout"; message: string; reason: string }
   | { name: "timed-out"; timeout: string }
@@ -66,6 +69,8 @@ export type Action =
   /** Adopt the stored credential into the record; the pod exists already. */
   | { kind: "adopt"; saved: StoredCredential }
   | { kind: "observe-pod"; pod: string; reason: ProgressReason; message: string }
+  /** Record how the step failed, before anything else happens to the attempt. */
+  | { kind: "record-failure"; failure: NonNullable<StepState["failure"]> }
   | { kind: "end"; ending: Ending };
 
 export const attemptOf = (run: CustomRun): number => run.status?.retriesStatus?.length ?? 0;
@@ -103,6 +108,7 @@ export function phaseOf(o: Observed): Phase {
     const live = state.credential && state.credential.state !== "revoked";
     return { name: live ? "ended-unrevoked" : "ended" };
   }
+  if (state.failure) return { name: "failure-recorded", failure: state.failure };
   if (isCancelled(run)) return { name: "cancelled" };
   try {
     timeoutMs(o);
@@ -128,7 +134,7 @@ export function phaseOf(o: Observed): Phase {
     if (o.secret && !saved) return unreadable;
     return saved ? { name: "ready", saved } : { name: "ready" };
   }
-  const outcome = podOutcome(o.pod);
+  const outcome = podOutcome(o.pod, (text) => redact(text, o.secret));
   switch (outcome.phase) {
     case "pending":
       return { name: "pod-pending", pod, message: outcome.message };
@@ -201,8 +207,10 @@ export function decide(o: Observed): Action {
     }
     case "step-failed": {
       const { reason, message } = phase.outcome;
-      return { kind: "end", ending: { kind: "step-failed", reason, message: redact(message, o.secret) } };
+      return { kind: "record-failure", failure: { reason, message } };
     }
+    case "failure-recorded":
+      return { kind: "end", ending: { kind: "step-failed", ...phase.failure } };
     case "step-succeeded":
       return { kind: "end", ending: { kind: "succeeded", results: phase.outcome.results } };
   }

@@ -74,6 +74,7 @@ export const failpoints = [
   "after-mint",
   "after-secret",
   "after-pod",
+  "after-failure",
   "after-revoke",
   "after-terminal",
 ] as const;

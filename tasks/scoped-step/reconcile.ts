@@ -111,6 +111,16 @@ async function progress(action: Action, o: Observed, ctx: TaskContext): Promise<
       draft.state.pod = action.pod;
       draft.status = setSucceeded(draft.status, "Unknown", action.reason, action.message, ctx.now());
       return { draft, next: done };
+    case "record-failure":
+      draft.state.failure = action.failure;
+      draft.status = setSucceeded(
+        draft.status,
+        "Unknown",
+        "Running",
+        "the step failed; ending the attempt",
+        o.now,
+      );
+      return { draft, next: again, failpoint: "after-failure" };
     case "end":
       return end(action.ending, o, draft, ctx);
     default:
