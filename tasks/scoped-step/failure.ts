@@ -4,10 +4,17 @@
  */
 export class RunFailure extends Error {
   readonly reason: string;
-  constructor(reason: string, message: string) {
+  /**
+   * True only when the failure proves no credential exists: a cloud API answered the mint with a
+   * modelled error response. Then there is nothing to revoke. A network error or a timeout proves
+   * nothing, so it stays false.
+   */
+  readonly nothingIssued: boolean;
+  constructor(reason: string, message: string, opts: { nothingIssued?: boolean } = {}) {
     super(message);
     this.name = "RunFailure";
     this.reason = reason;
+    this.nothingIssued = opts.nothingIssued ?? false;
   }
 }
 

@@ -26,11 +26,15 @@ export interface CredentialRecord {
   state: "minting" | "active" | "revoked";
   /** Identifiers known before minting (session name, source identity): enough to revoke blind. */
   intent: Record<string, string>;
+  /** Digest of the grant the intent was recorded for; the mint refuses any other grant. */
+  grant?: string;
   /** Result name -> value, published as CustomRun results (identity-subject, aws-role-arn, ...). */
   results: Record<string, string>;
   expiresAt?: string;
   mintedAt?: string;
   revokedAt?: string;
+  /** How the credential was ended, once it has been (published as the run's `revocation` result). */
+  revocation?: RevocationOutcome;
 }
 
 /** How the credential Secret reaches the step container. */
@@ -74,13 +78,27 @@ export interface TokenSigner {
   }): Promise<{ token: string; jti: string; expiresAt: Date; subject: string; audience: string }>;
 }
 
+/**
+ * How a credential was ended. `secret`: the Secret is gone and the provider has nothing more it
+ * can do (the session lives until its expiry by design). `deny-policy`: the provider wrote a
+ * revocation the cloud enforces. `expiry`: a revocation was wanted but could not be written (for
+ * example the role's deny budget is spent), so the session ends only at its expiry; `detail` says
+ * why, for the run's results, a Warning Event and a metric. `none`: nothing was ever issued.
+ */
+export interface RevocationOutcome {
+  method: "secret" | "deny-policy" | "expiry" | "none";
+  detail?: string;
+}
+
 export interface CredentialProvider {
   readonly name: string;
   /** Identifiers to record before minting; deterministic for a run attempt. */
   intent(facts: RunFacts, grant: Grant): Record<string, string>;
   mint(facts: RunFacts, grant: Grant): Promise<MintedCredential>;
+  /** The identity a record stands for, in words for Events ("subject ... as ... until ..."). */
+  describe(record: CredentialRecord): string;
   /** Idempotent; must work from a record still in state "minting". */
-  revoke(record: CredentialRecord): Promise<void>;
+  revoke(record: CredentialRecord): Promise<RevocationOutcome>;
   /** Periodic housekeeping on the leader (e.g. pruning expired deny statements). */
   maintain?(): Promise<void>;
 }
