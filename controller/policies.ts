@@ -119,14 +119,19 @@ export class PolicyStore {
    * The policy decision for a trait in a namespace. Throws a plain (transient) error when the
    * policies have not been loaded yet, so the run is retried rather than failed.
    */
-  async decide(namespace: string, trait: TraitProperties, traitRef: string): Promise<PolicyDecision> {
+  async decide(
+    namespace: string,
+    trait: TraitProperties,
+    traitRef: string,
+    retries = 0,
+  ): Promise<PolicyDecision> {
     await this.whenSynced();
     const policies = this.policies();
     const needsLabels = policies.some(
       (p) => p.spec.namespaceSelector && (p.spec.namespaces ?? [namespace]).includes(namespace),
     );
     const namespaceLabels = needsLabels ? await this.namespaceLabels(namespace) : { [nameLabel]: namespace };
-    return evaluatePolicy(policies, { namespace, namespaceLabels, trait, traitRef });
+    return evaluatePolicy(policies, { namespace, namespaceLabels, trait, traitRef, retries });
   }
 
   /**

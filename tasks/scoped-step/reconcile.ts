@@ -222,7 +222,8 @@ class Pass {
     const app = await this.ctx.cluster.getApplication(this.namespace, ref.application);
     if (!app) throw applicationNotFound(ref);
     const trait = resolveTrait(app, ref);
-    return { step, grant: await this.ctx.policy.decide(this.namespace, trait) };
+    const retries = this.run.spec.retries ?? 0;
+    return { step, grant: await this.ctx.policy.decide(this.namespace, trait, { retries }) };
   }
 
   private facts(step: ResolvedStep): RunFacts {
