@@ -296,6 +296,17 @@ export function awsProvider(opts: AwsProviderOptions): CredentialProvider {
       };
     },
 
+    describe(record: CredentialRecord): string {
+      const r = record.results;
+      return [
+        r["identity-subject"] && `subject ${r["identity-subject"]}`,
+        r["aws-assumed-role-arn"] && `as ${r["aws-assumed-role-arn"]}`,
+        r["credentials-expiration"] && `until ${r["credentials-expiration"]}`,
+      ]
+        .filter(Boolean)
+        .join(" ");
+    },
+
     async maintain() {
       // Roles this replica denied sessions on; after a failover the next revocation prunes too.
       for (const roleArn of deniedOn) await revoker.prune(roleArn);
