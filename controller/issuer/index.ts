@@ -1,10 +1,12 @@
 // The OIDC issuer: the controller signs each step's token itself and AWS (or any OIDC verifier)
 // checks it against the discovery document and JWKS published at the issuer URL.
 //
-// Token claims: iss, sub (from the subject template), aud, iat, nbf (iat - 5 s), exp, jti, and the
-// run's facts as flat top-level claims: namespace, application, component, customRun, pipelineRun,
-// pipelineTask, serviceAccount (each only when known). AWS-specific: "https://aws.amazon.com/tags"
-// = { principal_tags: { K: [V] }, transitive_tag_keys? } and "https://aws.amazon.com/source_identity".
+// Token claims: iss, sub (from the subject template), aud, iat, nbf (iat - 5 s), exp, jti; the
+// asserted facts as flat claims: namespace, namespaceUid, customRunUid, application, component;
+// the tenant-supplied ones under "unverified": { customRun, pipelineRun, pipelineTask,
+// serviceAccount } (each only when known). AWS-specific: "https://aws.amazon.com/tags" =
+// { principal_tags: { K: [V] }, transitive_tag_keys? }, always with the asserted scoped-step:* tags,
+// and "https://aws.amazon.com/source_identity".
 //
 // Keys live in one Opaque Secret (default scoped-step-signing-keys, label
 // app.kubernetes.io/part-of=scoped-step) under data key keys.json:

@@ -39,7 +39,8 @@ export interface EventPort {
 
 /** The operator's policy: grants the trait for the namespace, or throws a RunFailure naming the rule. */
 export interface PolicyPort {
-  decide(namespace: string, trait: ResolvedTrait): Promise<Grant>;
+  /** `run.retries` is the run's spec.retries, which the policy caps. */
+  decide(namespace: string, trait: ResolvedTrait, run?: { retries?: number }): Promise<Grant>;
 }
 
 export interface RunMetricsPort {

@@ -164,7 +164,8 @@ const cases: Record<string, Case> = {
   },
   "get namespaces": {
     scenario: "run",
-    symptom: "a namespaceSelector cannot be evaluated: no credential, the run never finishes",
+    symptom:
+      "neither a namespaceSelector nor the token's namespace UID can be read: no credential, the run never finishes",
     check: neverProgresses((run) => condition(run)?.status !== "True"),
   },
   // tenant-access

@@ -159,6 +159,7 @@ export function awsProvider(opts: AwsProviderOptions): CredentialProvider {
         issued = await opts.signer.issueToken({
           facts: {
             namespace: facts.namespace,
+            uid: facts.uid,
             customRun: facts.customRun,
             application: facts.application,
             component: facts.component,
@@ -167,11 +168,15 @@ export function awsProvider(opts: AwsProviderOptions): CredentialProvider {
             ...(facts.pipelineTask ? { pipelineTask: facts.pipelineTask } : {}),
           },
           audience: props.audience ?? "sts.amazonaws.com",
-          ...(props.tokenExpirationSeconds ? { lifetimeSeconds: props.tokenExpirationSeconds } : {}),
+          ...(grant.tokenLifetimeSeconds ? { lifetimeSeconds: grant.tokenLifetimeSeconds } : {}),
+          // The policy allowed these tags; the signer adds the ones it asserts (scoped-step:*).
           ...(aws?.sessionTags ? { sessionTags: aws.sessionTags } : {}),
           ...(aws?.transitiveTagKeys ? { transitiveTagKeys: aws.transitiveTagKeys } : {}),
-          ...(delivery === "token-only" ? {} : { sourceIdentity: source }),
+          // Also in a raw token: a session the step mints with it still carries the run's source
+          // identity, so CloudTrail traces it and a deny on aws:SourceIdentity covers it.
+          sourceIdentity: source,
           ...(grant.subjectTemplate ? { subjectTemplate: grant.subjectTemplate } : {}),
+          ...(grant.allowTenantSuppliedSubjectFacts ? { allowTenantSuppliedSubjectFacts: true } : {}),
         });
       } catch (err) {
         if (err instanceof Error && "reason" in err && typeof err.reason === "string") {
