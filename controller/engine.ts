@@ -118,6 +118,7 @@ export function startEngine(kc: KubeConfig, config: EngineConfig, hooks: EngineH
           if (owner) queue.add(`${pod.metadata?.namespace ?? ""}/${owner.name}`);
         },
       });
+      runInformers.push(runs);
       informers.push(runs as unknown as Informer<KubernetesObject>, pods);
       runs.start();
       pods.start();

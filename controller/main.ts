@@ -1,6 +1,7 @@
 // The controller process: configuration, logging, identity (issuer, credentials, policy), HTTP
 // endpoints, the leader-elected engine, and graceful shutdown on SIGTERM.
 import type { Logger } from "pino";
+import { credentialGauges } from "../tasks/scoped-step/gauges.ts";
 import { reconcileRun } from "../tasks/scoped-step/reconcile.ts";
 import type { TaskContext } from "../tasks/scoped-step/ports.ts";
 import { ConfigError, loadConfig, type Config } from "./config.ts";
@@ -50,7 +51,7 @@ const log = createLogger(config.logLevel);
 const live: { engine?: Engine; queue?: WorkQueue } = {};
 const metrics = new Metrics(
   {
-    runs: () => live.engine?.runs() ?? [],
+    credentials: () => credentialGauges(live.engine?.runs() ?? [], new Date()),
     isLeader: () => live.engine?.isLeader() ?? false,
     keyAgeSeconds: () => identity.issuer?.activeKeyAgeSeconds() ?? 0,
   },
