@@ -141,9 +141,5 @@ export function kubeClusterPort(kc: KubeConfig): ClusterPort {
     async deleteSecret(namespace, name) {
       await ignoring([404], core.deleteNamespacedSecret({ namespace, name }));
     },
-
-    async listRunSecrets(namespace, runName) {
-      return (await core.listNamespacedSecret({ namespace, labelSelector: runSelector(runName) })).items;
-    },
   };
 }

@@ -82,8 +82,9 @@ class Pass {
       await this.ctx.cluster.deletePod(this.namespace, pod.metadata?.name ?? "");
     }
     await this.revokeCredential();
-    for (const secret of await this.ctx.cluster.listRunSecrets(this.namespace, this.name)) {
-      await this.ctx.cluster.deleteSecret(this.namespace, secret.metadata?.name ?? "");
+    // Credential Secrets have one name per attempt, so no list (and no RBAC to list) is needed.
+    for (let attempt = 0; attempt <= this.attempt; attempt++) {
+      await this.ctx.cluster.deleteSecret(this.namespace, credentialSecretName(this.name, attempt));
     }
     if ((this.run.metadata.finalizers ?? []).includes(finalizer)) {
       await this.ctx.cluster.setFinalizer(this.run, finalizer, false);
