@@ -97,7 +97,10 @@ export class Metrics implements RunMetricsPort {
     registers: [this.registry],
   });
 
-  constructor(sources: MetricsSources, queue: () => WorkQueue | undefined) {
+  private queue?: WorkQueue;
+
+  constructor(sources: MetricsSources) {
+    const queue = () => this.queue;
     collectDefaultMetrics({ register: this.registry });
     const registers = [this.registry];
     new Gauge({
@@ -159,14 +162,15 @@ export class Metrics implements RunMetricsPort {
     this.registry.registerMetric(oldest);
   }
 
+  /** Subscribes to the work queue's events, and reads its depth at each scrape. */
   observeQueue(queue: WorkQueue): void {
-    queue.onTaken = (ms) => this.queueWait.observe(ms / 1000);
-    queue.onRetry = () => this.queueRetries.inc();
-  }
-
-  reconciled(seconds: number, result: "ok" | "error" | "conflict"): void {
-    this.reconcile.observe({ result }, seconds);
-    if (result === "error") this.reconcileErrors.inc();
+    this.queue = queue;
+    queue.on("taken", (_key, ms) => this.queueWait.observe(ms / 1000));
+    queue.on("retry", () => this.queueRetries.inc());
+    queue.on("processed", (_key, seconds, result) => {
+      this.reconcile.observe({ result }, seconds);
+      if (result === "error") this.reconcileErrors.inc();
+    });
   }
 
   stsCall(seconds: number, outcome: string): void {

@@ -410,13 +410,10 @@ test("the Deployment's flags, Pod environment and the release's ConfigMap are va
 });
 
 test("alerts and the dashboard use metrics the controller exports, and every alert has a runbook section", async () => {
-  const metrics = new Metrics(
-    {
-      credentials: () => ({ active: 0, pendingRevocation: 0, oldestUnrevokedSeconds: 0 }),
-      isLeader: () => false,
-    },
-    () => undefined,
-  );
+  const metrics = new Metrics({
+    credentials: () => ({ active: 0, pendingRevocation: 0, oldestUnrevokedSeconds: 0 }),
+    isLeader: () => false,
+  });
   const exported = new Map<string, string[]>();
   for (const m of metrics.registry.getMetricsAsArray()) {
     const labels = (m as unknown as { labelNames?: string[] }).labelNames ?? [];
