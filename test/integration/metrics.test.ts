@@ -71,6 +71,9 @@ test("the credential gauges show a live credential, one pending revocation, and 
   // IAM fails every call from here on: the cancelled run's session cannot be denied.
   w.peer.failNext("GetRolePolicy", "ServiceUnavailable", "Service unavailable", 1_000_000);
   await w.patchRunSpec("held", { status: "RunCancelled", statusMessage: "stopped by the test" });
+  await eventually("the controller to try the revocation", () =>
+    Promise.resolve(w.peer.calls().some((c) => c.action === "GetRolePolicy" && c.injected) || undefined),
+  );
   const pending = await scrapeUntil(
     "the credential to be pending revocation",
     (g) => g.scoped_step_credentials_pending_revocation === 1,
@@ -81,10 +84,6 @@ test("the credential gauges show a live credential, one pending revocation, and 
       live.scoped_step_oldest_unrevoked_credential_age_seconds,
   );
   assert.notEqual(condition(await w.getRun("held"))?.status, "False", "the run waits for its revocation");
-  assert.ok(
-    w.peer.calls().some((c) => c.action === "GetRolePolicy" && c.injected),
-    "the revocation was tried",
-  );
 
   w.peer.clearFailures();
   const run = await w.waitDone("held");
