@@ -379,7 +379,7 @@ async function scenario(
   const hold = kind === "cancel" || kind === "delete" ? "300" : kind === "slow run" ? "2" : "0";
   await w.createRun("deploy", { params: [...runParams(w), { name: "hold", value: hold }] });
   if (hold === "300") {
-    await waitForReason(w, "deploy", "Running");
+    await waitForReason(w, "deploy", "Running", 120_000);
     if (kind === "cancel") await w.cancelRun("deploy");
     else await w.deleteRun("deploy");
   }
@@ -496,13 +496,17 @@ for (const mode of Object.keys(modes) as Mode[]) {
       for (const permission of permissions(rbac)) {
         const c = caseFor(mode, permission);
         if (!c) continue;
-        test(`${describePermission(permission)}: ${c.symptom}`, { timeout: 60_000 }, async (t) => {
+        // Generous waits: on a loaded machine a controller process can take tens of seconds to start.
+        test(`${describePermission(permission)}: ${c.symptom}`, { timeout: 180_000 }, async (t) => {
           const { w, c: controller } = await scenario(without(rbac, permission), c.scenario);
           t.after(() => w.stop());
-          await eventually(`the controller to be refused ${keyOf(permission)}`, () =>
-            Promise.resolve(
-              forbiddenRequests(controller).some((f) => same(f, permission)) ? true : undefined,
-            ),
+          await eventually(
+            `the controller to be refused ${keyOf(permission)}`,
+            () =>
+              Promise.resolve(
+                forbiddenRequests(controller).some((f) => same(f, permission)) ? true : undefined,
+              ),
+            { timeoutMs: 120_000 },
           );
           await c.check(w, controller);
           const others = forbiddenRequests(controller).filter((f) => !same(f, permission));
