@@ -370,8 +370,10 @@ async function scenario(
   const w = await startRbacWorld(rbac, { emptyKeySecret: kind === "empty key Secret" });
   const c = w.startController();
   if (kind === "configuration change") {
-    await eventually("the controller to start", () =>
-      Promise.resolve(c.output().includes('"controller started"') ? true : undefined),
+    await eventually(
+      "the controller to start",
+      () => Promise.resolve(c.output().includes('"controller started"') ? true : undefined),
+      { timeoutMs: 120_000 },
     );
     await w.configure({ concurrency: "4" });
     return { w, c };
