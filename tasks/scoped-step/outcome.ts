@@ -5,11 +5,20 @@ import { annotations } from "./pod.ts";
 import type { RunResult } from "./types.ts";
 import { terminationMessageLimit, tooLargeKey } from "./wrapper.ts";
 
+/** Why a step that ran (or tried to) did not succeed. */
+export type StepFailureReason =
+  | "Failed"
+  | "StepImagePullFailed"
+  | "ResultsTooLarge"
+  | "InvalidResults"
+  | "UndeclaredResult"
+  | "ResultTypeMismatch";
+
 export type StepOutcome =
   | { phase: "pending"; message: string }
   | { phase: "running" }
   | { phase: "succeeded"; results: RunResult[] }
-  | { phase: "failed"; reason: string; message: string; exitCode?: number };
+  | { phase: "failed"; reason: StepFailureReason; message: string; exitCode?: number };
 
 const imagePullReasons = new Set([
   "ErrImagePull",
@@ -38,7 +47,11 @@ export function parseResults(pod: V1Pod, message: string): StepOutcome {
   const arrays = new Set(
     (pod.metadata?.annotations?.[annotations.arrayResults] ?? "").split(",").filter(Boolean),
   );
-  const fail = (reason: string, msg: string): StepOutcome => ({ phase: "failed", reason, message: msg });
+  const fail = (reason: StepFailureReason, msg: string): StepOutcome => ({
+    phase: "failed",
+    reason,
+    message: msg,
+  });
   if (message.trim() === "") return { phase: "succeeded", results: [] };
   let entries: unknown;
   try {
@@ -100,13 +113,17 @@ export function parseResults(pod: V1Pod, message: string): StepOutcome {
   return { phase: "succeeded", results };
 }
 
-export function podOutcome(pod: V1Pod): StepOutcome {
+/**
+ * What the pod says about the step. `clean` is applied to text the step wrote before any of it is
+ * shortened, so nothing it takes out can survive in part.
+ */
+export function podOutcome(pod: V1Pod, clean: (text: string) => string = (text) => text): StepOutcome {
   const status = stepStatus(pod);
   const terminated = status?.state?.terminated;
   if (terminated) {
     const message = terminated.message ?? "";
     if (terminated.exitCode === 0) return parseResults(pod, message);
-    const tail = lastLines(message);
+    const tail = lastLines(clean(message));
     return {
       phase: "failed",
       reason: "Failed",

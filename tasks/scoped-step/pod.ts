@@ -1,6 +1,13 @@
 // The step pod for one attempt of a run. Pure: the same run and attempt always give the same pod.
 import { createHash } from "node:crypto";
-import type { V1EnvVar, V1Pod, V1Volume, V1VolumeMount } from "@kubernetes/client-node";
+import type {
+  V1EnvVar,
+  V1ObjectMeta,
+  V1OwnerReference,
+  V1Pod,
+  V1Volume,
+  V1VolumeMount,
+} from "@kubernetes/client-node";
 import { credentialsMountPath, type CredentialMount } from "./credentials/types.ts";
 import type { ResolvedStep } from "./step.ts";
 import { resultsDir } from "./step.ts";
@@ -33,6 +40,24 @@ export function podName(runName: string, attempt: number): string {
 
 export function credentialSecretName(runName: string, attempt: number): string {
   return boundedName(`${runName}-credentials-${attempt}`, 253);
+}
+
+/** Marks an object as the run's own: only objects carrying it are ever adopted, mounted or read. */
+export function runOwnerReference(run: CustomRun, blockOwnerDeletion = false): V1OwnerReference {
+  return {
+    ...(blockOwnerDeletion ? { blockOwnerDeletion } : {}),
+    apiVersion: run.apiVersion,
+    kind: run.kind,
+    name: run.metadata.name ?? "",
+    uid: run.metadata.uid ?? "",
+    controller: true,
+  };
+}
+
+/** True when the object's controller is this run (by UID): anything else is not the run's to use. */
+export function ownedBy(obj: { metadata?: V1ObjectMeta }, run: CustomRun): boolean {
+  const owner = obj.metadata?.ownerReferences?.find((r) => r.controller === true);
+  return owner !== undefined && owner.uid === run.metadata.uid && owner.kind === run.kind;
 }
 
 // Labels Tekton's pipeline controller puts on a CustomRun, passed on to the step pod.
@@ -104,16 +129,7 @@ export function buildStepPod({ run, step, attempt, credential }: PodInputs): V1P
           .join(","),
         [annotations.source]: step.source,
       },
-      ownerReferences: [
-        {
-          apiVersion: run.apiVersion,
-          kind: run.kind,
-          name,
-          uid: run.metadata.uid ?? "",
-          controller: true,
-          blockOwnerDeletion: true,
-        },
-      ],
+      ownerReferences: [runOwnerReference(run, true)],
     },
     spec: {
       restartPolicy: "Never",

@@ -69,11 +69,11 @@ export interface TaskContext {
 
 export const failpoints = [
   "after-finalizer",
-  "after-start",
   "after-intent",
   "after-mint",
   "after-secret",
   "after-pod",
+  "after-failure",
   "after-revoke",
   "after-terminal",
 ] as const;

@@ -1,518 +1,240 @@
-// The scoped-step run lifecycle: one level-triggered pass over a CustomRun. Each pass looks at
-// the run, its pod and its credential as the API server has them, makes at most one step of
-// progress, and writes status at most once. It can stop at any line and the next pass converges.
-import type { V1Pod, V1Secret } from "@kubernetes/client-node";
-import type { CredentialRecord, Grant, RunFacts } from "./credentials/types.ts";
-import { parseGoDuration } from "./duration.ts";
-import { isRunFailure, RunFailure } from "./failure.ts";
-import { podOutcome, stepRunSeconds } from "./outcome.ts";
-import { buildStepPod, credentialSecretName, labels, managedByValue, podName, boundedName } from "./pod.ts";
-import type { Next, TaskContext } from "./ports.ts";
+// The scoped-step run lifecycle: one level-triggered pass over a CustomRun. A pass observes the
+// run, its current pod and credential Secret, asks `decide` (phase.ts) for one action, carries it
+// out, writes status at most once, and reports what changed (transitions.ts). It can stop at any
+// line and the next pass converges.
 import {
-  finalizer,
-  isCancelled,
-  isDone,
-  sameStatus,
-  setSucceeded,
-  stepState,
-  withStepState,
-  type StepState,
-} from "./status.ts";
-import { stepFromDefinition, stepFromParams, stepSource, type ResolvedStep } from "./step.ts";
-import { applicationNotFound, resolveTrait } from "./trait.ts";
-import { isScopedStepRun, type CustomRun, type CustomRunStatus, type RunResult } from "./types.ts";
+  adoptStored,
+  identityResults,
+  mintCredential,
+  nothingIssued,
+  recordIntent,
+  revokeCredential,
+} from "./credential.ts";
+import { deletesPod, finishRun, retryAttempt, retryable, type Draft, type Ending } from "./ending.ts";
+import { isRunFailure } from "./failure.ts";
+import { ensureFinalizer, releaseFinalizer } from "./finalizer.ts";
+import { podOutcome, stepRunSeconds } from "./outcome.ts";
+import { attemptOf, attemptRecord, decide, timeLeftMs, type Action, type Observed } from "./phase.ts";
+import { buildStepPod, credentialSecretName, ownedBy, podName } from "./pod.ts";
+import type { Failpoint, Next, TaskContext } from "./ports.ts";
+import { resolveRun, runFacts, type Resolved } from "./resolve.ts";
+import { isDone, sameStatus, setSucceeded, stepState, withStepState } from "./status.ts";
+import { reportTransition } from "./transitions.ts";
+import { isScopedStepRun, type CustomRun } from "./types.ts";
 
 const done: Next = {};
 const again: Next = { requeueAfterMs: 0 };
 
+/** What an action leaves behind: the status to write (if any), then where to stop for crash tests. */
+interface Outcome {
+  draft?: Draft;
+  next: Next;
+  failpoint?: Failpoint;
+}
+
 export async function reconcileRun(namespace: string, name: string, ctx: TaskContext): Promise<Next> {
-  let run = await ctx.cluster.getRun(namespace, name);
+  const run = await ctx.cluster.getRun(namespace, name);
   if (!run || !isScopedStepRun(run)) return done;
-  const pass = new Pass(run, ctx);
-
-  if (run.metadata.deletionTimestamp) return pass.finalize();
-  if (isDone(run.status)) return pass.afterDone();
-  if (!(run.metadata.finalizers ?? []).includes(finalizer)) {
-    run = await ctx.cluster.setFinalizer(run, finalizer, true);
-    ctx.failpoint?.("after-finalizer");
-    pass.run = run;
-  }
-  return pass.progress();
+  const observed = await observe(run, ctx);
+  return execute(decide(observed), observed, ctx);
 }
 
-class Pass {
-  run: CustomRun;
-  readonly ctx: TaskContext;
-  status: CustomRunStatus;
-  state: StepState;
+/** Reads the attempt's pod and, only when it can matter, its credential Secret. */
+export async function observe(run: CustomRun, ctx: TaskContext): Promise<Observed> {
+  const observed: Observed = { run, now: ctx.now(), defaultTimeoutMs: ctx.defaultTimeoutMs };
+  const record = attemptRecord(run);
+  if (run.metadata.deletionTimestamp || isDone(run.status) || !record) return observed;
+  const namespace = run.metadata.namespace ?? "";
+  const name = run.metadata.name ?? "";
+  const pod = await ctx.cluster.getPod(namespace, podName(name, record.attempt));
+  if (pod && ownedBy(pod, run)) observed.pod = pod;
+  else if (pod) observed.foreignPod = pod.metadata?.name ?? "";
+  const needsSecret =
+    record.state === "minting" || !observed.pod || podOutcome(observed.pod).phase === "failed";
+  if (record.state !== "revoked" && needsSecret) {
+    const secret = await ctx.cluster.getSecret(namespace, credentialSecretName(name, record.attempt));
+    if (secret && ownedBy(secret, run)) observed.secret = secret;
+    else if (secret) observed.foreignSecret = secret.metadata?.name ?? "";
+  }
+  return observed;
+}
 
-  constructor(run: CustomRun, ctx: TaskContext) {
-    this.run = run;
-    this.ctx = ctx;
-    this.status = structuredClone(run.status ?? {});
-    this.state = stepState(this.status);
-  }
-
-  get namespace(): string {
-    return this.run.metadata.namespace ?? "";
-  }
-  get name(): string {
-    return this.run.metadata.name ?? "";
-  }
-  get attempt(): number {
-    return this.status.retriesStatus?.length ?? 0;
-  }
-  get log() {
-    return this.ctx.log.child({ namespace: this.namespace, name: this.name, uid: this.run.metadata.uid });
-  }
-
-  private async write(): Promise<void> {
-    const next = withStepState(
-      { ...this.status, observedGeneration: this.run.metadata.generation },
-      this.state,
-    );
-    if (sameStatus(this.run.status, next)) return;
-    this.run = await this.ctx.cluster.writeStatus(this.run, next);
-    this.status = structuredClone(this.run.status ?? {});
-    this.state = stepState(this.status);
-  }
-
-  async finalize(): Promise<Next> {
-    for (const pod of await this.ctx.cluster.listRunPods(this.namespace, this.name)) {
-      await this.ctx.cluster.deletePod(this.namespace, pod.metadata?.name ?? "");
-    }
-    await this.revokeCredential();
-    // Credential Secrets have one name per attempt, so no list (and no RBAC to list) is needed.
-    for (let attempt = 0; attempt <= this.attempt; attempt++) {
-      await this.ctx.cluster.deleteSecret(this.namespace, credentialSecretName(this.name, attempt));
-    }
-    if ((this.run.metadata.finalizers ?? []).includes(finalizer)) {
-      await this.ctx.cluster.setFinalizer(this.run, finalizer, false);
-    }
-    return done;
-  }
-
-  /** A finished run: its credential must be revoked before the finalizer goes. */
-  async afterDone(): Promise<Next> {
-    if (this.state.credential && this.state.credential.state !== "revoked") {
-      await this.revokeCredential();
-      await this.write();
-      return again;
-    }
-    if ((this.run.metadata.finalizers ?? []).includes(finalizer)) {
-      await this.ctx.cluster.setFinalizer(this.run, finalizer, false);
-    }
-    return done;
-  }
-
-  async progress(): Promise<Next> {
-    const now = this.ctx.now();
-    if (!this.status.startTime) {
-      this.status = setSucceeded(
-        this.status,
-        "Unknown",
-        "Started",
-        "resolving the step and its identity",
-        now,
-      );
-      this.status.startTime = now.toISOString();
-      await this.write();
-      this.ctx.failpoint?.("after-start");
-      this.ctx.events.emit(this.run, "Normal", "Started", "scoped-step run started");
-      this.ctx.metrics?.runStarted();
+async function execute(action: Action, o: Observed, ctx: TaskContext): Promise<Next> {
+  switch (action.kind) {
+    case "finalize":
+      await finalize(o.run, ctx);
       return done;
+    case "release":
+      await releaseFinalizer(ctx.cluster, o.run);
+      return done;
+    case "revoke": {
+      const draft = draftOf(o.run);
+      if (draft.state.credential)
+        draft.state.credential = await revokeCredential(ctx, o.run, draft.state.credential);
+      return commit(ctx, o, o.run, { draft, next: again });
     }
-    if (isCancelled(this.run)) {
-      const message = this.run.spec.statusMessage || "CustomRun cancelled";
-      return this.end("CustomRunCancelled", message, { cancelled: true });
-    }
-    let timeoutMs: number;
-    try {
-      timeoutMs =
-        this.run.spec.timeout === undefined
-          ? this.ctx.defaultTimeoutMs
-          : parseGoDuration(this.run.spec.timeout);
-    } catch (err) {
-      return this.fail(err);
-    }
-    if (timeoutMs > 0) {
-      const elapsed = now.getTime() - new Date(this.status.startTime).getTime();
-      if (elapsed >= timeoutMs) {
-        return this.endAttempt(
-          "CustomRunTimedOut",
-          `CustomRun ${this.name} timed out after ${this.run.spec.timeout ?? `${timeoutMs / 1000}s`}`,
-        );
-      }
-    }
-    const next = await this.step();
-    if (timeoutMs > 0 && next.requeueAfterMs === undefined) {
-      const remaining = timeoutMs - (now.getTime() - new Date(this.status.startTime).getTime());
-      return { requeueAfterMs: Math.max(remaining, 0) + 50 };
-    }
-    return next;
   }
+  // Everything below creates things the finalizer must be there to clean up.
+  const { run, added } = await ensureFinalizer(ctx.cluster, o.run);
+  if (added) ctx.failpoint?.("after-finalizer");
+  const outcome = await progress(action, { ...o, run }, ctx);
+  return commit(ctx, o, run, outcome);
+}
 
-  private async step(): Promise<Next> {
-    const podNameNow = podName(this.name, this.attempt);
-    const pod = await this.ctx.cluster.getPod(this.namespace, podNameNow);
-    if (!pod) {
-      if (this.state.pod === podNameNow) {
-        return this.endAttempt(
-          "StepPodMissing",
-          `step pod ${podNameNow} was deleted before the step finished`,
-        );
-      }
-      return this.createPod(podNameNow);
-    }
-    const outcome = podOutcome(pod);
-    switch (outcome.phase) {
-      case "pending":
-        this.state.pod = podNameNow;
-        this.status = setSucceeded(this.status, "Unknown", "Started", outcome.message, this.ctx.now());
-        await this.write();
-        return done;
-      case "running":
-        this.state.pod = podNameNow;
-        this.status = setSucceeded(
-          this.status,
+async function progress(action: Action, o: Observed, ctx: TaskContext): Promise<Outcome> {
+  const draft = draftOf(o.run);
+  switch (action.kind) {
+    case "record-intent": {
+      const resolved = await resolving(o.run, ctx);
+      if ("refused" in resolved) return end(resolved.refused, o, draft, ctx);
+      const facts = runFacts(o.run, attemptOf(o.run), resolved.step);
+      draft.state.credential = recordIntent(ctx.credentials, facts, resolved.grant);
+      if (!draft.status.startTime) {
+        const now = o.now;
+        draft.status = setSucceeded(
+          draft.status,
           "Unknown",
-          "Running",
-          `step pod ${podNameNow} is running`,
-          this.ctx.now(),
+          "Started",
+          "resolving the step and its identity",
+          now,
         );
-        await this.write();
-        return done;
-      case "failed":
-        this.observeRunTime(pod);
-        return this.endAttempt(outcome.reason, await this.redact(outcome.message));
-      case "succeeded":
-        this.observeRunTime(pod);
-        return this.succeed(outcome.results);
-    }
-  }
-
-  private observeRunTime(pod: V1Pod): void {
-    const seconds = stepRunSeconds(pod);
-    if (seconds !== undefined) this.ctx.metrics?.podRunSeconds(seconds);
-  }
-
-  private async resolve(): Promise<{ step: ResolvedStep; grant: Grant }> {
-    const source = stepSource(this.run);
-    const params = this.run.spec.params ?? [];
-    let step: ResolvedStep;
-    if (source.kind === "params") {
-      step = stepFromParams(params);
-    } else if (source.kind === "customSpec") {
-      step = stepFromDefinition(source.spec, params, "customSpec");
-    } else {
-      const definition = await this.ctx.cluster.getScopedStep(this.namespace, source.name);
-      if (!definition) {
-        throw new RunFailure(
-          "ScopedStepNotFound",
-          `ScopedStep ${source.name} not found in namespace ${this.namespace}; create it there or fix customRef.name`,
-        );
+        draft.status.startTime = now.toISOString();
       }
-      step = stepFromDefinition(definition.spec, params, `ScopedStep ${source.name}`);
+      return { draft, next: again, failpoint: "after-intent" };
     }
-    const ref = {
-      namespace: this.namespace,
-      application: step.spec.application,
-      component: step.spec.component,
-      trait: step.spec.trait,
-    };
-    const app = await this.ctx.cluster.getApplication(this.namespace, ref.application);
-    if (!app) throw applicationNotFound(ref);
-    const trait = resolveTrait(app, ref);
-    return { step, grant: await this.ctx.policy.decide(this.namespace, trait) };
+    case "start-pod":
+      return startPod(action.credential, o, draft, ctx);
+    case "adopt":
+      if (draft.state.credential) draft.state.credential = adoptStored(draft.state.credential, action.saved);
+      return { draft, next: again };
+    case "observe-pod":
+      draft.state.pod = action.pod;
+      draft.status = setSucceeded(draft.status, "Unknown", action.reason, action.message, ctx.now());
+      return { draft, next: done };
+    case "record-failure":
+      draft.state.failure = action.failure;
+      draft.status = setSucceeded(
+        draft.status,
+        "Unknown",
+        "Running",
+        "the step failed; ending the attempt",
+        o.now,
+      );
+      return { draft, next: again, failpoint: "after-failure" };
+    case "end":
+      return end(action.ending, o, draft, ctx);
+    default:
+      throw new Error(`action ${action.kind} is not a step of progress`);
   }
+}
 
-  private facts(step: ResolvedStep): RunFacts {
-    const l = this.run.metadata.labels ?? {};
-    return {
-      namespace: this.namespace,
-      customRun: this.name,
-      uid: this.run.metadata.uid ?? "",
-      attempt: this.attempt,
-      ...(l["tekton.dev/pipelineRun"] ? { pipelineRun: l["tekton.dev/pipelineRun"] } : {}),
-      ...(l["tekton.dev/pipelineTask"] ? { pipelineTask: l["tekton.dev/pipelineTask"] } : {}),
-      serviceAccount: this.run.spec.serviceAccountName ?? "default",
-      application: step.spec.application,
-      component: step.spec.component,
-    };
-  }
-
-  /**
-   * Mints the attempt's credential and creates its Secret and the pod. The credential's intent is
-   * written first, in its own pass, so a crash after minting leaves a record to revoke from.
-   */
-  private async createPod(name: string): Promise<Next> {
-    let resolved: { step: ResolvedStep; grant: Grant };
+/** Creates the attempt's pod, with its credential minted now, adopted, or as recorded. */
+async function startPod(
+  credential: Extract<Action, { kind: "start-pod" }>["credential"],
+  o: Observed,
+  draft: Draft,
+  ctx: TaskContext,
+): Promise<Outcome> {
+  const resolved = await resolving(o.run, ctx);
+  if ("refused" in resolved) return end(resolved.refused, o, draft, ctx);
+  const attempt = attemptOf(o.run);
+  const record = draft.state.credential;
+  let mount = typeof credential === "object" && "mount" in credential ? credential.mount : undefined;
+  if (credential === "mint" && record) {
     try {
-      resolved = await this.resolve();
+      const minted = await mintCredential(
+        ctx,
+        o.run,
+        record,
+        runFacts(o.run, attempt, resolved.step),
+        resolved.grant,
+      );
+      draft.state.credential = minted.record;
+      mount = minted.mount;
     } catch (err) {
-      return this.fail(err);
+      if (!isRunFailure(err)) throw err;
+      if (err.nothingIssued) draft.state.credential = nothingIssued(record, ctx.now());
+      return end({ kind: "refused", reason: err.reason, message: err.message }, o, draft, ctx);
     }
-    const { step, grant } = resolved;
-    const facts = this.facts(step);
-    const provider = this.ctx.credentials;
-    const secretName = credentialSecretName(this.name, this.attempt);
-    let record = this.state.credential;
-
-    if (!record || record.attempt !== this.attempt) {
-      this.state.credential = {
-        provider: provider.name,
-        attempt: this.attempt,
-        state: "minting",
-        intent: provider.intent(facts, grant),
-        results: {},
-      };
-      await this.write();
-      this.ctx.failpoint?.("after-intent");
-      return again;
-    }
-
-    let mount = undefined;
-    if (record.state === "minting") {
-      const existing = await this.ctx.cluster.getSecret(this.namespace, secretName);
-      if (existing) {
-        // Minted and stored by an earlier pass that stopped before recording it.
-        record = adoptSecret(record, existing);
-      } else {
-        let minted;
-        const mintStarted = performance.now();
-        try {
-          minted = await provider.mint(facts, grant);
-        } catch (err) {
-          this.ctx.metrics?.credentialFailed(provider.name, isRunFailure(err) ? err.reason : "Transient");
-          if (isRunFailure(err)) return this.fail(err);
-          throw err;
-        }
-        this.ctx.metrics?.credentialMinted(provider.name, (performance.now() - mintStarted) / 1000);
-        this.ctx.failpoint?.("after-mint");
-        record = {
-          ...record,
-          state: "active",
-          mintedAt: this.ctx.now().toISOString(),
-          results: minted.results,
-          ...(minted.expiresAt ? { expiresAt: minted.expiresAt } : {}),
-        };
-        if (Object.keys(minted.secretData).length > 0) {
-          await this.ctx.cluster.createSecret(
-            this.credentialSecret(secretName, record, minted.secretData, minted.mount),
-          );
-        }
-        this.ctx.failpoint?.("after-secret");
-        mount = minted.mount;
-        this.log.info(
-          { audit: "mint", provider: provider.name, attempt: this.attempt, ...record.results },
-          "credential minted",
-        );
-        if (Object.keys(record.results).length > 0) {
-          this.ctx.events.emit(this.run, "Normal", "CredentialMinted", describeIdentity(record));
-        }
-      }
-      this.state.credential = record;
-    }
-    mount ??= mountFromRecord(await this.ctx.cluster.getSecret(this.namespace, secretName));
-
-    const pod = buildStepPod({
-      run: this.run,
-      step,
-      attempt: this.attempt,
-      ...(mount ? { credential: { secretName, mount } } : {}),
-    });
-    const created = await this.ctx.cluster.createPod(pod);
-    this.ctx.failpoint?.("after-pod");
-    this.state.pod = name;
-    this.status = setSucceeded(this.status, "Unknown", "Started", `step pod ${name} created`, this.ctx.now());
-    await this.write();
-    if (created) this.ctx.events.emit(this.run, "Normal", "PodCreated", `created step pod ${name}`);
-    return done;
+  } else if (typeof credential === "object" && "adopt" in credential && record) {
+    draft.state.credential = adoptStored(record, credential.adopt);
+    mount = credential.adopt.mount;
   }
+  const secretName = credentialSecretName(o.run.metadata.name ?? "", attempt);
+  const pod = buildStepPod({
+    run: o.run,
+    step: resolved.step,
+    attempt,
+    ...(mount ? { credential: { secretName, mount } } : {}),
+  });
+  await ctx.cluster.createPod(pod);
+  ctx.failpoint?.("after-pod");
+  const name = pod.metadata?.name ?? "";
+  draft.state.pod = name;
+  draft.status = setSucceeded(draft.status, "Unknown", "Started", `step pod ${name} created`, ctx.now());
+  return { draft, next: done };
+}
 
-  private credentialSecret(
-    name: string,
-    record: CredentialRecord,
-    data: Record<string, string>,
-    mount: { secretEnv: Record<string, string>; env: Record<string, string>; files: Record<string, string> },
-  ): V1Secret {
-    return {
-      apiVersion: "v1",
-      kind: "Secret",
-      type: "Opaque",
-      metadata: {
-        name,
-        namespace: this.namespace,
-        labels: {
-          [labels.managedBy]: managedByValue,
-          [labels.customRun]: boundedName(this.name, 63),
-          [labels.attempt]: String(this.attempt),
-        },
-        annotations: {
-          "scopedstep.dev/credential": JSON.stringify({
-            results: record.results,
-            expiresAt: record.expiresAt,
-            mount,
-          }),
-        },
-        ownerReferences: [
-          {
-            apiVersion: this.run.apiVersion,
-            kind: this.run.kind,
-            name: this.name,
-            uid: this.run.metadata.uid ?? "",
-            controller: true,
-          },
-        ],
-      },
-      stringData: data,
-    };
+/** Ends the attempt: revokes its credential, then retries or finishes the run. */
+async function end(ending: Ending, o: Observed, draft: Draft, ctx: TaskContext): Promise<Outcome> {
+  const seconds = o.pod ? stepRunSeconds(o.pod) : undefined;
+  if (seconds !== undefined) ctx.metrics?.podRunSeconds(seconds);
+  const attempt = attemptOf(o.run);
+  const retries = o.run.spec.retries ?? 0;
+  const retrying = retryable(ending) && attempt < retries;
+  if (deletesPod(ending, retrying))
+    await ctx.cluster.deletePod(o.run.metadata.namespace ?? "", podName(o.run.metadata.name ?? "", attempt));
+  if (draft.state.credential) {
+    const secretIsForeign = o.foreignSecret !== undefined;
+    draft.state.credential = await revokeCredential(ctx, o.run, draft.state.credential, { secretIsForeign });
   }
+  const identity = identityResults(draft.state.credential);
+  const now = ctx.now();
+  if (retrying) return { draft: retryAttempt(draft, ending, now, identity, retries), next: again };
+  return { draft: finishRun(draft, ending, now, identity), next: done, failpoint: "after-terminal" };
+}
 
-  /** Deletes the attempt's credential Secret and has the provider revoke the credential. */
-  private async revokeCredential(): Promise<void> {
-    const record = this.state.credential;
-    if (!record || record.state === "revoked") return;
-    const revokeStarted = performance.now();
-    await this.ctx.cluster.deleteSecret(this.namespace, credentialSecretName(this.name, record.attempt));
-    await this.ctx.credentials.revoke(record);
-    this.ctx.metrics?.credentialRevoked(record.provider, (performance.now() - revokeStarted) / 1000);
-    this.ctx.failpoint?.("after-revoke");
-    const revokedAt = this.ctx.now().toISOString();
-    this.state.credential = { ...record, state: "revoked", revokedAt };
-    this.log.info(
-      { audit: "revoke", provider: record.provider, attempt: record.attempt, ...record.results, revokedAt },
-      "credential revoked",
-    );
-    if (Object.keys(record.results).length > 0) {
-      this.ctx.events.emit(this.run, "Normal", "CredentialRevoked", `revoked ${describeIdentity(record)}`);
-    }
+async function finalize(run: CustomRun, ctx: TaskContext): Promise<void> {
+  const namespace = run.metadata.namespace ?? "";
+  const name = run.metadata.name ?? "";
+  for (const pod of await ctx.cluster.listRunPods(namespace, name))
+    if (ownedBy(pod, run)) await ctx.cluster.deletePod(namespace, pod.metadata?.name ?? "");
+  const record = stepState(run.status ?? {}).credential;
+  if (record) await revokeCredential(ctx, run, record);
+  // Credential Secrets have one name per attempt: read by name, never listed (no RBAC to list).
+  for (let attempt = 0; attempt <= (run.status?.retriesStatus?.length ?? 0); attempt++) {
+    const secret = await ctx.cluster.getSecret(namespace, credentialSecretName(name, attempt));
+    if (secret && ownedBy(secret, run))
+      await ctx.cluster.deleteSecret(namespace, secret.metadata?.name ?? "");
   }
+  await releaseFinalizer(ctx.cluster, run);
+}
 
-  private identityResults(): RunResult[] {
-    const record = this.state.credential;
-    if (!record || Object.keys(record.results).length === 0) return [];
-    const out = Object.entries(record.results).map(([name, value]) => ({ name, value }));
-    if (record.revokedAt) out.push({ name: "revoked-at", value: record.revokedAt });
-    return out;
-  }
-
-  private async succeed(results: RunResult[]): Promise<Next> {
-    await this.revokeCredential();
-    const now = this.ctx.now();
-    this.status = setSucceeded(this.status, "True", "Succeeded", "the step completed", now);
-    this.status.completionTime = now.toISOString();
-    this.status.results = [...results, ...this.identityResults()];
-    await this.write();
-    this.ctx.failpoint?.("after-terminal");
-    this.ctx.events.emit(this.run, "Normal", "Succeeded", "the step completed");
-    this.ctx.metrics?.runFinished("succeeded", "Succeeded");
-    return done;
-  }
-
-  private async fail(err: unknown): Promise<Next> {
+async function resolving(run: CustomRun, ctx: TaskContext): Promise<Resolved | { refused: Ending }> {
+  try {
+    return await resolveRun(run, ctx);
+  } catch (err) {
     if (!isRunFailure(err)) throw err;
-    return this.end(err.reason, err.message, {});
-  }
-
-  /** Ends the current attempt: retries when the run has retries left, otherwise fails the run. */
-  private async endAttempt(reason: string, message: string): Promise<Next> {
-    const retries = this.run.spec.retries ?? 0;
-    if (this.attempt >= retries) return this.end(reason, message, {});
-    // A pod that ended by itself stays for its logs, as Tekton keeps a failed attempt's pod.
-    if (reason === "CustomRunTimedOut" || reason === "StepImagePullFailed") {
-      await this.ctx.cluster.deletePod(this.namespace, podName(this.name, this.attempt));
-    }
-    await this.revokeCredential();
-    const now = this.ctx.now();
-    const snapshot: CustomRunStatus = {
-      ...setSucceeded(this.status, "False", reason, message, now),
-      completionTime: now.toISOString(),
-      results: this.identityResults(),
-    };
-    delete snapshot.retriesStatus;
-    const extra = { ...snapshot.extraFields };
-    delete extra.scopedStep;
-    snapshot.extraFields = { ...extra, scopedStep: this.state };
-    this.status = {
-      ...this.status,
-      retriesStatus: [...(this.status.retriesStatus ?? []), snapshot],
-      startTime: now.toISOString(),
-      results: [],
-    };
-    this.state = {};
-    this.status = setSucceeded(
-      this.status,
-      "Unknown",
-      "Running",
-      `retrying (attempt ${this.attempt + 1} of ${retries + 1}) after ${reason}: ${message}`,
-      now,
-    );
-    await this.write();
-    this.ctx.events.emit(this.run, "Warning", "Retrying", `attempt failed (${reason}); retrying`);
-    return again;
-  }
-
-  private async end(reason: string, message: string, opts: { cancelled?: boolean }): Promise<Next> {
-    const pod = podName(this.name, this.attempt);
-    if (opts.cancelled || reason === "CustomRunTimedOut")
-      await this.ctx.cluster.deletePod(this.namespace, pod);
-    await this.revokeCredential();
-    const now = this.ctx.now();
-    this.status = setSucceeded(this.status, "False", reason, message, now);
-    this.status.completionTime = now.toISOString();
-    this.status.results = this.identityResults();
-    await this.write();
-    this.ctx.failpoint?.("after-terminal");
-    const event = opts.cancelled ? "Cancelled" : reason === "CustomRunTimedOut" ? "TimedOut" : "Failed";
-    this.ctx.events.emit(this.run, "Warning", event, `${reason}: ${message}`);
-    this.ctx.metrics?.runFinished("failed", reason);
-    return done;
-  }
-
-  /** Removes every value of the attempt's credential Secret from text that came from the step. */
-  private async redact(text: string): Promise<string> {
-    const secret = await this.ctx.cluster.getSecret(
-      this.namespace,
-      credentialSecretName(this.name, this.attempt),
-    );
-    let out = text;
-    for (const value of Object.values(secret?.data ?? {})) {
-      const plain = Buffer.from(value, "base64").toString("utf8");
-      for (const piece of [plain, ...plain.split("\n")].filter((p) => p.length >= 8))
-        out = out.replaceAll(piece, "[redacted]");
-    }
-    return out;
+    return { refused: { kind: "refused", reason: err.reason, message: err.message } };
   }
 }
 
-function describeIdentity(record: CredentialRecord): string {
-  const r = record.results;
-  return [
-    r["identity-subject"] && `subject ${r["identity-subject"]}`,
-    r["aws-assumed-role-arn"] && `as ${r["aws-assumed-role-arn"]}`,
-    r["credentials-expiration"] && `until ${r["credentials-expiration"]}`,
-  ]
-    .filter(Boolean)
-    .join(" ");
+function draftOf(run: CustomRun): Draft {
+  const status = structuredClone(run.status ?? {});
+  return { status, state: stepState(status) };
 }
 
-function adoptSecret(record: CredentialRecord, secret: V1Secret): CredentialRecord {
-  const raw = secret.metadata?.annotations?.["scopedstep.dev/credential"];
-  const saved = raw ? (JSON.parse(raw) as { results?: Record<string, string>; expiresAt?: string }) : {};
-  return {
-    ...record,
-    state: "active",
-    results: saved.results ?? {},
-    ...(saved.expiresAt ? { expiresAt: saved.expiresAt } : {}),
-  };
-}
-
-function mountFromRecord(secret: V1Secret | undefined) {
-  const raw = secret?.metadata?.annotations?.["scopedstep.dev/credential"];
-  if (!raw) return undefined;
-  const saved = JSON.parse(raw) as {
-    mount?: { secretEnv: Record<string, string>; env: Record<string, string>; files: Record<string, string> };
-  };
-  return saved.mount;
+/** Writes the pass's status once, reports the change, and schedules the attempt's timeout. */
+async function commit(ctx: TaskContext, o: Observed, run: CustomRun, outcome: Outcome): Promise<Next> {
+  let written = run;
+  if (outcome.draft) {
+    const { status, state } = outcome.draft;
+    const next = withStepState({ ...status, observedGeneration: run.metadata.generation }, state);
+    if (!sameStatus(run.status, next)) written = await ctx.cluster.writeStatus(run, next);
+  }
+  if (outcome.failpoint) ctx.failpoint?.(outcome.failpoint);
+  reportTransition(written, o.run.status ?? {}, ctx);
+  if (outcome.next.requeueAfterMs !== undefined || isDone(written.status)) return outcome.next;
+  const left = timeLeftMs({ ...o, run: written });
+  return left === undefined ? outcome.next : { requeueAfterMs: Math.max(left, 0) + 50 };
 }

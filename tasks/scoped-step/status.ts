@@ -1,8 +1,7 @@
 // Pure helpers for the CustomRun status this task type writes.
 import type { CredentialRecord } from "./credentials/types.ts";
+import type { StepFailureReason } from "./outcome.ts";
 import type { Condition, CustomRun, CustomRunStatus } from "./types.ts";
-
-export const finalizer = "scopedstep.dev/cleanup";
 
 /** Our bookkeeping, kept in status.extraFields.scopedStep. Public facts only. */
 export interface StepState {
@@ -13,6 +12,17 @@ export interface StepState {
    * also covers a credential minted by a pass that stopped before it could record the result.
    */
   credential?: CredentialRecord;
+  /**
+   * How the step failed, recorded (redacted) before its credential is revoked, so that what is
+   * published never depends on the credential Secret still being there to redact with.
+   */
+  failure?: { reason: StepFailureReason; message: string };
+}
+
+/** Every credential the run has had: one per attempt, in retriesStatus and the current state. */
+export function credentialsOf(status: CustomRunStatus): CredentialRecord[] {
+  const all = [...(status.retriesStatus ?? []), status].map((s) => stepState(s).credential);
+  return all.filter((c): c is CredentialRecord => c !== undefined);
 }
 
 export function stepState(status: CustomRunStatus): StepState {

@@ -106,11 +106,12 @@ test("the step really gets working credentials, scoped by the session policy, de
   assert.match(results["aws-session-name"] ?? "", new RegExp(`^${w.ns}\\.deploy-[0-9a-f]{8}-0$`));
   assert.match(results["aws-source-identity"] ?? "", /^scoped-step-[0-9a-f]{24}-0$/);
   assert.ok(results["token-id"] && results["credentials-expiration"] && results["revoked-at"]);
+  assert.equal(results.revocation, "deny-policy");
   assert.deepEqual(
     stepState(run.status ?? {}).credential?.results,
     Object.fromEntries(
       Object.entries(results).filter(
-        ([k]) => !["caller", "allowed", "outside", "content", "revoked-at"].includes(k),
+        ([k]) => !["caller", "allowed", "outside", "content", "revoked-at", "revocation"].includes(k),
       ),
     ),
     "the identity is also in extraFields",

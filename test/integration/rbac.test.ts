@@ -413,11 +413,11 @@ for (const mode of Object.keys(modes) as Mode[]) {
       deny.includes(results["aws-source-identity"] ?? "missing"),
       "the session is denied on the role",
     );
-    const reasons = await eventReasons(w);
-    assert.ok(
-      reasons.includes("CredentialMinted") && reasons.includes("CredentialRevoked"),
-      reasons.join(","),
-    );
+    // Events are written without waiting for them, after the status that caused them.
+    await eventually("CredentialMinted and CredentialRevoked Events", async () => {
+      const reasons = await eventReasons(w);
+      return reasons.includes("CredentialMinted") && reasons.includes("CredentialRevoked") ? true : undefined;
+    });
     assert.equal(await policyReady(w), "True");
 
     await w.createRun("cancel", { params: [...runParams(w), { name: "hold", value: "300" }] });

@@ -6,5 +6,6 @@ export const noopProvider: CredentialProvider = {
   name: "none",
   intent: () => ({}),
   mint: () => Promise.resolve({ results: {}, secretData: {}, mount: { secretEnv: {}, env: {}, files: {} } }),
+  describe: () => "",
   revoke: () => Promise.resolve({ method: "none" }),
 };

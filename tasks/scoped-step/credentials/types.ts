@@ -26,11 +26,15 @@ export interface CredentialRecord {
   state: "minting" | "active" | "revoked";
   /** Identifiers known before minting (session name, source identity): enough to revoke blind. */
   intent: Record<string, string>;
+  /** Digest of the grant the intent was recorded for; the mint refuses any other grant. */
+  grant?: string;
   /** Result name -> value, published as CustomRun results (identity-subject, aws-role-arn, ...). */
   results: Record<string, string>;
   expiresAt?: string;
   mintedAt?: string;
   revokedAt?: string;
+  /** How the credential was ended, once it has been (published as the run's `revocation` result). */
+  revocation?: RevocationOutcome;
 }
 
 /** How the credential Secret reaches the step container. */
@@ -91,6 +95,8 @@ export interface CredentialProvider {
   /** Identifiers to record before minting; deterministic for a run attempt. */
   intent(facts: RunFacts, grant: Grant): Record<string, string>;
   mint(facts: RunFacts, grant: Grant): Promise<MintedCredential>;
+  /** The identity a record stands for, in words for Events ("subject ... as ... until ..."). */
+  describe(record: CredentialRecord): string;
   /** Idempotent; must work from a record still in state "minting". */
   revoke(record: CredentialRecord): Promise<RevocationOutcome>;
   /** Periodic housekeeping on the leader (e.g. pruning expired deny statements). */

@@ -1,0 +1,64 @@
+// What a run asks for, read from the API server: the step (params, customSpec or a ScopedStep),
+// the scoped-identity trait it names, and what the operator's policy grants for it.
+import type { Grant, RunFacts } from "./credentials/types.ts";
+import { RunFailure } from "./failure.ts";
+import type { ClusterPort, PolicyPort } from "./ports.ts";
+import { stepFromDefinition, stepFromParams, stepSource, type ResolvedStep } from "./step.ts";
+import { applicationNotFound, resolveTrait } from "./trait.ts";
+import type { CustomRun } from "./types.ts";
+
+export interface Resolved {
+  step: ResolvedStep;
+  grant: Grant;
+}
+
+/** Throws a RunFailure naming what to change when the step, trait or grant cannot be had. */
+export async function resolveRun(
+  run: CustomRun,
+  ports: { cluster: ClusterPort; policy: PolicyPort },
+): Promise<Resolved> {
+  const namespace = run.metadata.namespace ?? "";
+  const source = stepSource(run);
+  const params = run.spec.params ?? [];
+  let step: ResolvedStep;
+  if (source.kind === "params") {
+    step = stepFromParams(params);
+  } else if (source.kind === "customSpec") {
+    step = stepFromDefinition(source.spec, params, "customSpec");
+  } else {
+    const definition = await ports.cluster.getScopedStep(namespace, source.name);
+    if (!definition) {
+      throw new RunFailure(
+        "ScopedStepNotFound",
+        `ScopedStep ${source.name} not found in namespace ${namespace}; create it there or fix customRef.name`,
+      );
+    }
+    step = stepFromDefinition(definition.spec, params, `ScopedStep ${source.name}`);
+  }
+  const ref = {
+    namespace,
+    application: step.spec.application,
+    component: step.spec.component,
+    trait: step.spec.trait,
+  };
+  const app = await ports.cluster.getApplication(namespace, ref.application);
+  if (!app) throw applicationNotFound(ref);
+  const trait = resolveTrait(app, ref);
+  return { step, grant: await ports.policy.decide(namespace, trait) };
+}
+
+/** Facts about the run a credential is minted for; all from the API server, none from the step. */
+export function runFacts(run: CustomRun, attempt: number, step: ResolvedStep): RunFacts {
+  const l = run.metadata.labels ?? {};
+  return {
+    namespace: run.metadata.namespace ?? "",
+    customRun: run.metadata.name ?? "",
+    uid: run.metadata.uid ?? "",
+    attempt,
+    ...(l["tekton.dev/pipelineRun"] ? { pipelineRun: l["tekton.dev/pipelineRun"] } : {}),
+    ...(l["tekton.dev/pipelineTask"] ? { pipelineTask: l["tekton.dev/pipelineTask"] } : {}),
+    serviceAccount: run.spec.serviceAccountName ?? "default",
+    application: step.spec.application,
+    component: step.spec.component,
+  };
+}
