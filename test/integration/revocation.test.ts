@@ -129,6 +129,9 @@ test("a role whose deny budget is full still lets its runs end, with their revoc
       return stepState(current?.status ?? {}).credential?.state === "revoked" ? true : undefined;
     });
     const source = resultsOf(run)["aws-source-identity"] ?? "missing";
+    const done = await w.getRun(name);
+    assert.equal(resultsOf(done).revocation, "expiry");
+    await w.waitForEvents(name, ["RevocationFellBackToExpiry"]);
     assert.equal(
       (w.peer.rolePolicies(fullRole)["scoped-step-revocations"] ?? "").includes(source),
       false,
@@ -185,4 +188,23 @@ test("a role in an account with no revoker is refused before anything is minted,
     .calls()
     .filter((c) => c.action === "AssumeRoleWithWebIdentity" && c.roleArn === strandedRole);
   assert.deepEqual(minted, []);
+});
+
+test("a mint STS refused writes no deny", async () => {
+  const w = await world;
+  w.peer.failNext(
+    "AssumeRoleWithWebIdentity",
+    "AccessDenied",
+    "Not authorized to perform sts:AssumeRoleWithWebIdentity",
+    1,
+  );
+  await w.createRun("refused", { params: params("other") });
+  const run = await w.waitDone("refused");
+  assert.equal(condition(run)?.reason, "AWSRoleTrustRejected");
+  const intent = stepState(run.status ?? {}).credential?.intent ?? {};
+  assert.ok(intent.sourceIdentity);
+  assert.equal(
+    (w.peer.rolePolicies(otherRole)["scoped-step-revocations"] ?? "").includes(intent.sourceIdentity),
+    false,
+  );
 });
