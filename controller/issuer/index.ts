@@ -11,8 +11,9 @@
 // Keys live in one Opaque Secret (default scoped-step-signing-keys, label
 // app.kubernetes.io/part-of=scoped-step) under data key keys.json:
 //   { "version": 1, "keys": [{ "kid", "alg", "state": "next"|"active"|"retired", "createdAt",
-//     "activatedAt"?, "retiredAt"?, "privateJwk" }] }
-// kid is the RFC 7638 thumbprint. Exactly one key is active; a "next" key is already published.
+//     "activatedAt"?, "retiredAt"?, "privateJwk" (next, active) | "publicJwk" (retired) }] }
+// kid is the RFC 7638 thumbprint. Exactly one key is active; a "next" key is already published. A
+// key that stops signing loses its private half in the same write that retires it.
 //
 // The engine calls rotateIfDue() and reload() on a timer (every minute is plenty: keep the period
 // below clockSkewSeconds), exports activeKeyAgeSeconds() as a metric and mounts handler.

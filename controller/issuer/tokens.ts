@@ -68,6 +68,7 @@ export interface SigningKey {
 }
 
 export async function importSigningKey(stored: StoredKey): Promise<SigningKey> {
+  if (!stored.privateJwk) throw new Error(`key ${stored.kid} has no private part: it cannot sign`);
   const key = await importJWK({ ...stored.privateJwk }, stored.alg);
   if (key instanceof Uint8Array) throw new Error(`key ${stored.kid} is not an asymmetric key`);
   return { kid: stored.kid, alg: stored.alg, key };

@@ -30,7 +30,6 @@ export interface ClusterPort {
   createSecret(secret: V1Secret): Promise<boolean>;
   getSecret(namespace: string, name: string): Promise<V1Secret | undefined>;
   deleteSecret(namespace: string, name: string): Promise<void>;
-  listRunSecrets(namespace: string, runName: string): Promise<V1Secret[]>;
 }
 
 export interface EventPort {

@@ -201,8 +201,12 @@ async function finalize(run: CustomRun, ctx: TaskContext): Promise<void> {
     if (ownedBy(pod, run)) await ctx.cluster.deletePod(namespace, pod.metadata?.name ?? "");
   const record = stepState(run.status ?? {}).credential;
   if (record) await revokeCredential(ctx, run, record);
-  for (const secret of await ctx.cluster.listRunSecrets(namespace, name))
-    if (ownedBy(secret, run)) await ctx.cluster.deleteSecret(namespace, secret.metadata?.name ?? "");
+  // Credential Secrets have one name per attempt: read by name, never listed (no RBAC to list).
+  for (let attempt = 0; attempt <= (run.status?.retriesStatus?.length ?? 0); attempt++) {
+    const secret = await ctx.cluster.getSecret(namespace, credentialSecretName(name, attempt));
+    if (secret && ownedBy(secret, run))
+      await ctx.cluster.deleteSecret(namespace, secret.metadata?.name ?? "");
+  }
   await releaseFinalizer(ctx.cluster, run);
 }
 

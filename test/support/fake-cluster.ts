@@ -144,9 +144,6 @@ export class FakeCluster implements ClusterPort {
     this.secrets.delete(key(namespace, name));
     return Promise.resolve();
   }
-  listRunSecrets(namespace: string, runName: string) {
-    return Promise.resolve(ofRun([...this.secrets.values()], namespace, runName));
-  }
 
   /** Plays the kubelet: sets the step container's state on a pod. */
   setStepState(namespace: string, pod: string, state: Record<string, unknown>, phase = "Running"): void {

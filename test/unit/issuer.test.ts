@@ -14,6 +14,7 @@ import {
   type TokenRequest,
 } from "../../controller/issuer/index.ts";
 import { checkIssuerUrl } from "../../controller/issuer/documents.ts";
+import { parseKeySet } from "../../controller/issuer/keys.ts";
 
 const issuerUrl = "http://127.0.0.1:8443";
 const facts: RunFacts = {
@@ -423,6 +424,106 @@ describe("rotation with an in-memory store", () => {
     assert.deepEqual(
       issuer.jwks().keys.map((k) => k.kid),
       [activated.activated],
+    );
+  });
+});
+
+describe("key custody", () => {
+  const day = 24 * 3600;
+
+  for (const algorithm of ["ES256", "RS256"] as const) {
+    test(`${algorithm}: a key that stops signing is stored public-only, and its tokens still verify`, async () => {
+      const store = memoryKeyStore();
+      const issuer = await createIssuer({
+        store,
+        issuerUrl,
+        allowInsecureIssuer: true,
+        algorithm,
+        keyPublishLeadSeconds: 0,
+      });
+      const old = (await store.read()).keys?.keys[0];
+      assert.ok(old?.privateJwk?.d);
+      const start = Date.parse(old.createdAt);
+      const signedBefore = await issuer.issueToken(request({ now: new Date(start) }));
+      const rotatedAt = new Date(start + 7 * day * 1000);
+      assert.ok((await issuer.rotateIfDue(rotatedAt)).activated);
+
+      const keys = (await store.read()).keys?.keys ?? [];
+      const retired = keys.find((k) => k.kid === old.kid);
+      assert.equal(retired?.state, "retired");
+      assert.equal(retired.privateJwk, undefined, "no private JWK");
+      assert.deepEqual(
+        Object.keys(retired.publicJwk ?? {}).sort(),
+        algorithm === "ES256" ? ["crv", "kty", "x", "y"] : ["e", "kty", "n"],
+        "public members only",
+      );
+      assert.ok(!JSON.stringify(keys).includes(old.privateJwk.d), "the private part is gone from the store");
+      await jwtVerify(signedBefore.token, createLocalJWKSet(issuer.jwks()), {
+        issuer: issuerUrl,
+        currentDate: new Date(start + 60_000),
+      });
+      assert.ok(
+        keys.filter((k) => k.state !== "retired").every((k) => k.privateJwk?.d),
+        "the signing keys keep theirs",
+      );
+    });
+  }
+
+  test("a key set stored with retired private keys loses them when an issuer loads it", async () => {
+    const source = memoryKeyStore();
+    const issuer = await createIssuer({
+      store: source,
+      issuerUrl,
+      allowInsecureIssuer: true,
+      keyPublishLeadSeconds: 0,
+    });
+    const first = (await source.read()).keys?.keys[0];
+    assert.ok(first?.privateJwk);
+    await issuer.rotateIfDue(new Date(Date.parse(first.createdAt) + 7 * day * 1000));
+    const current = (await source.read()).keys;
+    assert.ok(current);
+    // As an older version stored a retired key: with its private JWK.
+    const legacy = {
+      version: 1 as const,
+      keys: current.keys.map((k) =>
+        k.kid === first.kid ? { ...k, privateJwk: first.privateJwk, publicJwk: undefined } : k,
+      ),
+    };
+    const store = memoryKeyStore();
+    await store.write(legacy, undefined);
+
+    const loaded = await createIssuer({ store, issuerUrl, allowInsecureIssuer: true });
+    const keys = (await store.read()).keys?.keys ?? [];
+    assert.equal(keys.find((k) => k.kid === first.kid)?.privateJwk, undefined);
+    assert.ok(!JSON.stringify(keys).includes(first.privateJwk.d));
+    assert.deepEqual(
+      loaded
+        .jwks()
+        .keys.map((k) => k.kid)
+        .sort(),
+      current.keys.map((k) => k.kid).sort(),
+      "the retired key stays published",
+    );
+  });
+
+  test("a stored active key without its private part is refused", () => {
+    assert.throws(
+      () =>
+        parseKeySet(
+          JSON.stringify({
+            version: 1,
+            keys: [
+              {
+                kid: "k1",
+                alg: "ES256",
+                state: "active",
+                createdAt: "2026-11-29T00:00:00Z",
+                publicJwk: { kty: "EC", crv: "P-256", x: "AA", y: "AA" },
+              },
+            ],
+          }),
+        ),
+      /active key k1 without its private JWK/,
     );
   });
 });
