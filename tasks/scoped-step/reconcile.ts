@@ -5,6 +5,7 @@ import type { V1Pod, V1Secret } from "@kubernetes/client-node";
 import type { CredentialRecord, Grant, RunFacts } from "./credentials/types.ts";
 import { parseGoDuration } from "./duration.ts";
 import { isRunFailure, RunFailure } from "./failure.ts";
+import { describeOutcome, intentEntry } from "./ledger.ts";
 import { podOutcome, stepRunSeconds } from "./outcome.ts";
 import { buildStepPod, credentialSecretName, labels, managedByValue, podName, boundedName } from "./pod.ts";
 import type { Next, TaskContext } from "./ports.ts";
@@ -19,6 +20,7 @@ import {
   type StepState,
 } from "./status.ts";
 import { stepFromDefinition, stepFromParams, stepSource, type ResolvedStep } from "./step.ts";
+import { sweepRun } from "./sweep.ts";
 import { applicationNotFound, resolveTrait } from "./trait.ts";
 import { isScopedStepRun, type CustomRun, type CustomRunStatus, type RunResult } from "./types.ts";
 
@@ -27,7 +29,12 @@ const again: Next = { requeueAfterMs: 0 };
 
 export async function reconcileRun(namespace: string, name: string, ctx: TaskContext): Promise<Next> {
   let run = await ctx.cluster.getRun(namespace, name);
-  if (!run || !isScopedStepRun(run)) return done;
+  if (!run) {
+    // Deleted, possibly with its finalizer stripped first: the ledger still knows its credentials.
+    await sweepRun(ctx, namespace, name);
+    return done;
+  }
+  if (!isScopedStepRun(run)) return done;
   const pass = new Pass(run, ctx);
 
   if (run.metadata.deletionTimestamp) return pass.finalize();
@@ -82,6 +89,7 @@ class Pass {
       await this.ctx.cluster.deletePod(this.namespace, pod.metadata?.name ?? "");
     }
     await this.revokeCredential();
+    await sweepRun(this.ctx, this.namespace, this.name);
     for (const secret of await this.ctx.cluster.listRunSecrets(this.namespace, this.name)) {
       await this.ctx.cluster.deleteSecret(this.namespace, secret.metadata?.name ?? "");
     }
@@ -277,6 +285,11 @@ class Pass {
         // Minted and stored by an earlier pass that stopped before recording it.
         record = adoptSecret(record, existing);
       } else {
+        // The ledger entry first: from here on, whatever happens to the run, it can be revoked.
+        const run = { namespace: this.namespace, name: this.name, uid: this.run.metadata.uid ?? "" };
+        await this.ctx.ledger.recordIntent(
+          intentEntry(record, run, provider.lifetimeSeconds(grant), this.ctx.now()),
+        );
         let minted;
         const mintStarted = performance.now();
         try {
@@ -295,6 +308,10 @@ class Pass {
           results: minted.results,
           ...(minted.expiresAt ? { expiresAt: minted.expiresAt } : {}),
         };
+        await this.ctx.ledger.update(run.uid, record.attempt, {
+          state: "minted",
+          ...(minted.expiresAt ? { expiresAt: minted.expiresAt } : {}),
+        });
         if (Object.keys(minted.secretData).length > 0) {
           await this.ctx.cluster.createSecret(
             this.credentialSecret(secretName, record, minted.secretData, minted.mount),
@@ -374,10 +391,15 @@ class Pass {
     if (!record || record.state === "revoked") return;
     const revokeStarted = performance.now();
     await this.ctx.cluster.deleteSecret(this.namespace, credentialSecretName(this.name, record.attempt));
-    await this.ctx.credentials.revoke(record);
+    const outcome = await this.ctx.credentials.revoke(record);
     this.ctx.metrics?.credentialRevoked(record.provider, (performance.now() - revokeStarted) / 1000);
-    this.ctx.failpoint?.("after-revoke");
     const revokedAt = this.ctx.now().toISOString();
+    await this.ctx.ledger.update(this.run.metadata.uid ?? "", record.attempt, {
+      state: "revoked",
+      revokedAt,
+      revocation: describeOutcome(outcome),
+    });
+    this.ctx.failpoint?.("after-revoke");
     this.state.credential = { ...record, state: "revoked", revokedAt };
     this.log.info(
       { audit: "revoke", provider: record.provider, attempt: record.attempt, ...record.results, revokedAt },

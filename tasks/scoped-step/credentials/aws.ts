@@ -78,6 +78,11 @@ export function packSessionPolicy(policy: unknown): string | undefined {
   return text;
 }
 
+/** The issuer signs tokens for at most an hour; a trait without tokenExpirationSeconds gets less. */
+const tokenLifetimeCeilingSeconds = 3600;
+/** STS's own default and minimum DurationSeconds. */
+const defaultSessionSeconds = 900;
+
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export function awsProvider(opts: AwsProviderOptions): CredentialProvider {
@@ -107,13 +112,23 @@ export function awsProvider(opts: AwsProviderOptions): CredentialProvider {
     name: "aws",
 
     intent(facts, grant) {
+      const roleArn = grant.trait.properties.aws?.roleArn ?? "";
       return {
-        roleArn: grant.trait.properties.aws?.roleArn ?? "",
+        roleArn,
+        account: roleArn.split(":")[4] ?? "",
         sessionName: sessionName(facts),
         sourceIdentity: sourceIdentity(facts),
         revocation: grant.revocation,
         delivery: grant.trait.properties.delivery ?? "env",
       };
+    },
+
+    lifetimeSeconds(grant) {
+      const props = grant.trait.properties;
+      if (props.delivery === "token-only" || !props.aws) {
+        return props.tokenExpirationSeconds ?? tokenLifetimeCeilingSeconds;
+      }
+      return props.aws.sessionDuration ?? defaultSessionSeconds;
     },
 
     async mint(facts, grant): Promise<MintedCredential> {
@@ -171,7 +186,7 @@ export function awsProvider(opts: AwsProviderOptions): CredentialProvider {
         RoleArn: aws.roleArn,
         RoleSessionName: session,
         WebIdentityToken: issued.token,
-        DurationSeconds: aws.sessionDuration ?? 900,
+        DurationSeconds: aws.sessionDuration ?? defaultSessionSeconds,
         ...(policy ? { Policy: policy } : {}),
         ...(aws.policyArns?.length ? { PolicyArns: aws.policyArns.map((arn) => ({ arn })) } : {}),
       });
