@@ -28,6 +28,8 @@ import { pino } from "pino";
 import { benchControlPlane, follow, namespaces, startControllerProcess, type Seen } from "./support.ts";
 
 const n = Number(process.argv[2] ?? 500);
+/** A controller that leads is killed at a uniformly random moment within this time. */
+const killWithinMs = 8000;
 const roles = 8; // deny lists spread over roles, each far from IAM's inline policy limit
 const ns = "chaos";
 const ctl = "chaos-ctl";
@@ -127,7 +129,7 @@ async function chaos(): Promise<void> {
       const failpoint = Math.random() < 0.3 ? pick(failpoints) : undefined;
       const c = start(failpoint ? { SCOPED_STEP_FAILPOINT: failpoint } : {});
       if (await leads(c.identity, c.child)) {
-        await Promise.race([sleep(Math.random() * 4000), c.exited]);
+        await Promise.race([sleep(Math.random() * killWithinMs), c.exited]);
       }
       if (c.child.exitCode === null && c.child.signalCode === null) {
         c.child.kill("SIGKILL");
