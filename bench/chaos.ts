@@ -245,7 +245,13 @@ async function chaos(): Promise<void> {
   const tracked = sessions.filter(
     (s) => !denied.has(s.sourceIdentity ?? "") && expiryTracked.has(s.sourceIdentity ?? ""),
   );
-  const orphans = sessions.length - revoked.length - tracked.length;
+  // A deny is pruned once its session has expired, and so is the ledger entry: an expired
+  // session is over, whatever else is true of it.
+  const now = peer.now().getTime();
+  const expired = sessions.filter(
+    (s) => s.expiration.getTime() <= now && !revoked.includes(s) && !tracked.includes(s),
+  );
+  const orphans = sessions.length - revoked.length - tracked.length - expired.length;
   const secretsLeft = (await core.listNamespacedSecret({ namespace: ns })).items.filter((s) =>
     s.metadata?.name?.includes("-credentials-"),
   ).length;
@@ -269,6 +275,7 @@ async function chaos(): Promise<void> {
   console.log(`  credentials minted (STS sessions): ${sessions.length}`);
   console.log(`  revoked (denied on the role)     : ${revoked.length}`);
   console.log(`  expiry-tracked in the ledger     : ${tracked.length}`);
+  console.log(`  expired by now (deny pruned)     : ${expired.length}`);
   console.log(`  orphans                          : ${orphans}`);
   console.log(`  duplicate pods                   : ${duplicates} (pod names seen: ${podUids.size})`);
   console.log(`  credential Secrets left          : ${secretsLeft}`);

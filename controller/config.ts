@@ -1,6 +1,7 @@
 // Controller configuration from flags (--name=value) and environment (SCOPED_STEP_NAME), flags
 // winning, all validated at start with a message that names the setting.
 import os from "node:os";
+import { parseRevokerRoles } from "../tasks/scoped-step/credentials/aws-accounts.ts";
 import { parseGoDuration } from "../tasks/scoped-step/duration.ts";
 
 export interface Config {
@@ -30,6 +31,7 @@ export interface Config {
   awsRegion: string;
   stsEndpoint: string;
   iamEndpoint: string;
+  awsRevokerRoles: string[];
 }
 
 interface Option {
@@ -197,6 +199,12 @@ export const options: Record<keyof Config, Option> = {
     default: "",
     doc: "IAM endpoint URL for deny-policy revocation; AWS's when empty.",
   },
+  awsRevokerRoles: {
+    flag: "aws-revoker-roles",
+    env: "SCOPED_STEP_AWS_REVOKER_ROLES",
+    default: "",
+    doc: "Comma-separated IAM role ARNs, at most one per account, that the controller assumes to write deny-policy revocations in that account. The controller's own credentials act in their own account only; deny-policy revocation is refused for roles in any other account.",
+  },
 };
 
 export class ConfigError extends Error {}
@@ -286,7 +294,16 @@ export function loadConfig(
     awsRegion: raw("awsRegion"),
     stsEndpoint: raw("stsEndpoint"),
     iamEndpoint: raw("iamEndpoint"),
+    awsRevokerRoles: raw("awsRevokerRoles")
+      .split(",")
+      .map((s) => s.trim())
+      .filter(Boolean),
   };
+  try {
+    parseRevokerRoles(config.awsRevokerRoles);
+  } catch (err) {
+    throw new ConfigError(`${name("awsRevokerRoles")}: ${(err as Error).message}`);
+  }
   if (config.credentials === "aws" && !config.issuerUrl) {
     throw new ConfigError(
       `${name("issuerUrl")} is required with --credentials=aws: AWS fetches the token keys from it`,

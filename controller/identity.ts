@@ -5,6 +5,13 @@ import type { Logger } from "pino";
 import { awsProvider } from "../tasks/scoped-step/credentials/aws.ts";
 import { noopProvider } from "../tasks/scoped-step/credentials/noop.ts";
 import type { CredentialProvider, Grant, TokenSigner } from "../tasks/scoped-step/credentials/types.ts";
+import {
+  accountOf,
+  parseRevokerRoles,
+  revokerAccounts,
+  type RevokerAccounts,
+} from "../tasks/scoped-step/credentials/aws-accounts.ts";
+import { RunFailure } from "../tasks/scoped-step/failure.ts";
 import { requireGrant } from "../tasks/scoped-step/policy.ts";
 import type { PolicyPort } from "../tasks/scoped-step/ports.ts";
 import { describeRef, type ResolvedTrait } from "../tasks/scoped-step/trait.ts";
@@ -21,6 +28,32 @@ export interface Identity {
 
 export interface IdentityHooks {
   onStsCall?: (seconds: number, outcome: string) => void;
+  onRevocationFallback?: (cause: string) => void;
+}
+
+/**
+ * Deny-policy revocation must be able to write in the role's own account: otherwise the session
+ * could never be revoked, so the run is refused before anything is minted.
+ */
+function requireRevokers(port: PolicyPort, accounts: RevokerAccounts): PolicyPort {
+  return {
+    async decide(...args: Parameters<PolicyPort["decide"]>): Promise<Grant> {
+      const grant = await port.decide(...args);
+      const props = grant.trait.properties;
+      const roleArn = props.aws?.roleArn;
+      if (grant.revocation !== "deny-policy" || props.delivery === "token-only" || !roleArn) return grant;
+      const account = accountOf(roleArn);
+      const why = await accounts.missing(account);
+      if (!why) return grant;
+      throw new RunFailure(
+        "RevokerNotConfigured",
+        `policy ${grant.policy} revokes credentials with a deny policy on the role, but ${why}, so role ${roleArn} ` +
+          `named by trait ${grant.trait.type} on ${describeRef(grant.trait.ref)} could not be revoked: the platform ` +
+          `operator must add a revoker role in account ${account} to the controller's aws-revoker-roles setting, ` +
+          `or the trait must name a role in an account that has one`,
+      );
+    },
+  };
 }
 
 export async function buildIdentity(
@@ -60,13 +93,22 @@ export async function buildIdentity(
     issuerUrl: issuer.issuerUrl,
     issueToken: (request) => issuer.issueToken(request),
   };
+  // Where deny policies are written: the controller's own account, and those with a revoker role.
+  const accounts = revokerAccounts({
+    revokerRoles: parseRevokerRoles(config.awsRevokerRoles),
+    region: config.awsRegion,
+    ...(config.stsEndpoint ? { stsEndpoint: config.stsEndpoint } : {}),
+    ...(config.iamEndpoint ? { iamEndpoint: config.iamEndpoint } : {}),
+    log,
+  });
   const credentials = awsProvider({
     signer,
     defaultRegion: config.awsRegion,
     ...(config.stsEndpoint ? { stsEndpoint: config.stsEndpoint } : {}),
-    ...(config.iamEndpoint ? { iamEndpoint: config.iamEndpoint } : {}),
+    accounts,
     log,
     ...(hooks.onStsCall ? { onStsCall: hooks.onStsCall } : {}),
+    ...(hooks.onRevocationFallback ? { onRevocationFallback: hooks.onRevocationFallback } : {}),
   });
-  return { issuer, credentials, policy, policies };
+  return { issuer, credentials, policy: requireRevokers(policy, accounts), policies };
 }

@@ -59,12 +59,13 @@ const metrics = new Metrics(
   () => live.queue,
 );
 
-const identity = await buildIdentity(kc, config, log, { onStsCall: (s, o) => metrics.stsCall(s, o) }).catch(
-  (err: unknown) => {
-    log.fatal({ err }, "could not set up the identity side (issuer, credentials, policy)");
-    process.exit(2);
-  },
-);
+const identity = await buildIdentity(kc, config, log, {
+  onStsCall: (s, o) => metrics.stsCall(s, o),
+  onRevocationFallback: (cause) => metrics.revocationFellBack(cause),
+}).catch((err: unknown) => {
+  log.fatal({ err }, "could not set up the identity side (issuer, credentials, policy)");
+  process.exit(2);
+});
 
 const ctx: TaskContext = {
   cluster: kubeClusterPort(kc),

@@ -63,6 +63,12 @@ export class Metrics implements RunMetricsPort {
     labelNames: ["provider"],
     registers: [this.registry],
   });
+  private readonly revocationFallbacks = new Counter({
+    name: "scoped_step_revocation_fallbacks_total",
+    help: "Revocations that could not be enforced, so the session stays usable until it expires, by cause (budget-exhausted, access-denied, role-not-found, no-revoker).",
+    labelNames: ["cause"],
+    registers: [this.registry],
+  });
   private readonly failures = new Counter({
     name: "scoped_step_credential_failures_total",
     help: "Mints that failed, by provider and failure reason.",
@@ -205,6 +211,9 @@ export class Metrics implements RunMetricsPort {
   credentialRevoked(provider: string, seconds: number): void {
     this.revoked.inc({ provider });
     this.revokeDuration.observe({ provider }, seconds);
+  }
+  revocationFellBack(cause: string): void {
+    this.revocationFallbacks.inc({ cause });
   }
   credentialFailed(provider: string, reason: string): void {
     this.failures.inc({ provider, reason });

@@ -107,7 +107,7 @@ export async function startControlPlane(opts: StartOptions = {}): Promise<Contro
     await waitFor(
       "etcd /health",
       async () => (await httpGet(`http://127.0.0.1:${etcdPort}/health`)).body.includes('"health":"true"'),
-      { timeoutMs: 30_000, alive: etcd },
+      { timeoutMs: 120_000, alive: etcd },
     );
 
     log(`starting kube-apiserver on 127.0.0.1:${apiPort}`);

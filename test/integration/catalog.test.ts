@@ -450,6 +450,7 @@ test("alerts and the dashboard use metrics the controller exports, and every ale
   const alerts = rule.spec.groups.flatMap((g) => g.rules);
   const expected: Record<string, { for: string; metrics: string[] }> = {
     ScopedStepCredentialsNotRevoked: { for: "5m", metrics: ["scoped_step_credentials_pending_revocation"] },
+    ScopedStepRevocationFellBackToExpiry: { for: "0m", metrics: ["scoped_step_revocation_fallbacks_total"] },
     ScopedStepCredentialHeldTooLong: {
       for: "5m",
       metrics: ["scoped_step_oldest_unrevoked_credential_age_seconds"],

@@ -80,6 +80,14 @@ async function gone(w: IdentityWorld, name: string): Promise<true | undefined> {
   }
 }
 
+/** The run's ledger entry, once it records the revocation. */
+const revokedEntry = (w: IdentityWorld, run: string) =>
+  eventually(`the ledger to record ${run}'s revocation`, async () =>
+    (await ledgerEntries(w.cluster.kc, w.controllerNs)).find(
+      (e) => e.run.name === run && e.state === "revoked",
+    ),
+  );
+
 /** Strips the run's finalizers and deletes it, through the given API client. */
 async function stripAndDelete(objects: CustomObjectsApi, namespace: string, name: string): Promise<void> {
   await objects.patchNamespacedCustomObject(
@@ -103,8 +111,8 @@ test("a tenant who strips the finalizer and deletes a running run loses the sess
   await eventually("the run to be gone", () => gone(w, "erased"));
 
   await eventually("the session to be refused by the peer", () => refused(read));
-  const entry = (await ledgerEntries(w.cluster.kc, w.controllerNs)).find((e) => e.run.name === "erased");
-  assert.equal(entry?.state, "revoked");
+  // The deny is written first, then the ledger records it.
+  const entry = await revokedEntry(w, "erased");
   assert.equal(entry.revocation, "deny-policy");
   assert.equal(
     entry.intent.sessionName,
@@ -143,8 +151,7 @@ test("a controller killed after the intent is in the ledger revokes on restart f
 
   await w.restartController();
   await eventually("the session to be refused by the peer", () => refused(read));
-  const after = (await ledgerEntries(w.cluster.kc, w.controllerNs)).find((e) => e.run.name === "orphaned");
-  assert.equal(after?.state, "revoked");
+  await revokedEntry(w, "orphaned");
   assert.match(w.controller?.output() ?? "", /"via":"ledger".*"why":"run deleted"/);
 });
 

@@ -10,6 +10,11 @@ test("the tenant writes runs, Applications, ScopedSteps, Secrets and Pods in its
   const cluster = await testCluster();
   const own = await testNamespace(cluster, "tenant");
   const other = await testNamespace(cluster, "other");
+  // No controller-manager creates the namespace's default ServiceAccount; a pod needs it.
+  await cluster.core.createNamespacedServiceAccount({
+    namespace: own,
+    body: { metadata: { name: "default" } },
+  });
   const kc = await tenantConfig(cluster, own);
   const core = kc.makeApiClient(CoreV1Api);
   const objects = kc.makeApiClient(CustomObjectsApi);

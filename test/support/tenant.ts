@@ -14,6 +14,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import {
   ApiException,
+  AuthorizationV1Api,
   KubeConfig,
   RbacAuthorizationV1Api,
   type V1ClusterRole,
@@ -23,6 +24,7 @@ import { parseAllDocuments } from "yaml";
 import { moduleDir, tekton } from "../../hack/cluster/upstream.ts";
 import { pooledConnections } from "../../controller/kubeconfig.ts";
 import type { TestCluster } from "./cluster.ts";
+import { eventually } from "./wait.ts";
 
 const aggregateLabel = "rbac.authorization.k8s.io/aggregate-to-edit";
 const ownRoles = fileURLToPath(new URL("../../catalog/controller/0.1/aggregate-roles.yaml", import.meta.url));
@@ -134,5 +136,31 @@ export async function tenantConfig(cluster: TestCluster, namespace: string): Pro
   const current = kc.getCurrentUser();
   if (!current) throw new Error("the admin kubeconfig has no current user");
   kc.users = kc.users.map((u) => (u.name === current.name ? { ...u, impersonateUser: user } : u));
+  await untilGranted(kc, namespace);
   return pooledConnections(kc);
+}
+
+/** What the tenant must be able to write; the API server's authorizer sees new bindings a moment late. */
+const tenantWrites: [group: string, resource: string][] = [
+  ["", "secrets"],
+  ["", "pods"],
+  ["tekton.dev", "customruns"],
+  ["core.oam.dev", "applications"],
+  ["scopedstep.dev", "scopedsteps"],
+];
+
+async function untilGranted(kc: KubeConfig, namespace: string): Promise<void> {
+  const authz = kc.makeApiClient(AuthorizationV1Api);
+  for (const [group, resource] of tenantWrites) {
+    await eventually(
+      `the tenant of ${namespace} to be allowed to create ${resource}`,
+      async () => {
+        const review = await authz.createSelfSubjectAccessReview({
+          body: { spec: { resourceAttributes: { namespace, group, resource, verb: "create" } } },
+        });
+        return review.status?.allowed ? true : undefined;
+      },
+      { timeoutMs: 120_000 },
+    );
+  }
 }

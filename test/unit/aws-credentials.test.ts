@@ -86,6 +86,7 @@ test("each STS error maps to a reason that names its cause", () => {
     const failure = describeStsError(stsError(code, message), ctx);
     assert.equal(failure?.reason, reason, code);
     assert.ok(failure?.message.includes(message), `${code}: AWS's own words are kept`);
+    assert.equal(failure?.nothingIssued, true, `${code}: an error response proves no session was issued`);
   }
   const trust = describeStsError(stsError("AccessDenied", "no"), ctx);
   assert.match(trust?.message ?? "", /issuer\.example:sub matching "system:scoped-step:a:b:c"/);
@@ -145,6 +146,12 @@ test("only failures a retry can fix are retried", () => {
   assert.equal(isTransientStsError(stsError("InvalidIdentityToken", "Incorrect token audience")), false);
   assert.equal(isTransientStsError(stsError("AccessDenied", "Not authorized")), false);
   assert.equal(isTransientStsError(new Error("connect ECONNREFUSED 127.0.0.1:1")), true);
+  // The SDK decorates network errors with $metadata too; only STS's own error responses are final.
+  const refused = Object.assign(new Error("connect ECONNREFUSED 127.0.0.1:1"), {
+    code: "ECONNREFUSED",
+    $metadata: { attempts: 1 },
+  });
+  assert.equal(isTransientStsError(refused), true);
 });
 
 test("the SDK's own exception classes map like the wire codes", () => {

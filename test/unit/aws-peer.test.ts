@@ -14,7 +14,12 @@ import {
   PutRolePolicyCommand,
 } from "@aws-sdk/client-iam";
 import { GetObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client } from "@aws-sdk/client-s3";
-import { AssumeRoleWithWebIdentityCommand, GetCallerIdentityCommand, STSClient } from "@aws-sdk/client-sts";
+import {
+  AssumeRoleCommand,
+  AssumeRoleWithWebIdentityCommand,
+  GetCallerIdentityCommand,
+  STSClient,
+} from "@aws-sdk/client-sts";
 import type { AssumeRoleWithWebIdentityCommandInput, Credentials } from "@aws-sdk/client-sts";
 import { SignJWT, exportJWK, generateKeyPair } from "jose";
 import type { CryptoKey, JWTPayload } from "jose";
@@ -860,5 +865,112 @@ describe("IAM inline role policies", () => {
     );
     assert.equal(wrongRegion.name, "SignatureDoesNotMatch");
     assert.match(wrongRegion.message, /Credential should be scoped to a valid region/);
+  });
+});
+
+describe("Accounts", () => {
+  const OTHER = "444455556666";
+  const revokerTrust = (principal: string) => ({
+    Version: "2012-10-17",
+    Statement: [{ Effect: "Allow", Principal: { AWS: principal }, Action: "sts:AssumeRole" }],
+  });
+  const inlineWriter = {
+    Version: "2012-10-17",
+    Statement: [{ Effect: "Allow", Action: ["iam:PutRolePolicy", "iam:GetRolePolicy"], Resource: "*" }],
+  };
+  const denyAll = JSON.stringify({
+    Version: "2012-10-17",
+    Statement: [{ Effect: "Deny", Action: "*", Resource: "*" }],
+  });
+
+  test("IAM acts in the caller's account: a deny written at home leaves the same role name elsewhere untouched", async (t) => {
+    const f = await fixture(t);
+    const { arn: providerB } = f.peer.registerOidcProvider({
+      url: f.issuer.url,
+      audiences: [AUDIENCE],
+      accountId: OTHER,
+    });
+    const elsewhere = `arn:aws:iam::${OTHER}:role/deployer`;
+    f.peer.createRole({
+      arn: elsewhere,
+      trustPolicy: trustPolicy(providerB, { StringEquals: { [`${f.hp}:sub`]: SUBJECT } }),
+      permissionPolicies: [ROLE_PERMISSIONS],
+    });
+    const out = await f.sts.send(
+      new AssumeRoleWithWebIdentityCommand({
+        RoleArn: elsewhere,
+        RoleSessionName: "run-b",
+        WebIdentityToken: await f.issuer.sign({}, { at: f.peer.now() }),
+      }),
+    );
+    assert.equal(out.AssumedRoleUser?.Arn, `arn:aws:sts::${OTHER}:assumed-role/deployer/run-b`);
+    assert.ok(out.Credentials);
+    const caller = await stsFor(t, f.peer, out.Credentials).send(new GetCallerIdentityCommand({}));
+    assert.equal(caller.Account, OTHER);
+
+    await adminIam(t, f.peer).send(
+      new PutRolePolicyCommand({ RoleName: "deployer", PolicyName: "deny", PolicyDocument: denyAll }),
+    );
+    assert.ok(f.peer.rolePolicies(ROLE_ARN).deny, "written on the role of the admin's account");
+    assert.deepEqual(f.peer.rolePolicies(elsewhere), {});
+    assert.equal(await read(s3For(t, f.peer, out.Credentials), "allowed/report.txt"), "the report");
+  });
+
+  test("AssumeRole across accounts needs the role's trust to name the caller and the caller's rights to write there", async (t) => {
+    const f = await fixture(t);
+    f.peer.createRole({ arn: `arn:aws:iam::${OTHER}:role/target`, trustPolicy: revokerTrust("*") });
+    f.peer.createRole({
+      arn: `arn:aws:iam::${OTHER}:role/revoker`,
+      trustPolicy: revokerTrust(`arn:aws:iam::${ACCOUNT}:root`),
+      permissionPolicies: [inlineWriter],
+    });
+    f.peer.createRole({
+      arn: `arn:aws:iam::${OTHER}:role/reader`,
+      trustPolicy: revokerTrust(ACCOUNT),
+    });
+    f.peer.createRole({
+      arn: `arn:aws:iam::${OTHER}:role/stranger`,
+      trustPolicy: revokerTrust("arn:aws:iam::999999999999:root"),
+    });
+    const admin = new STSClient({
+      endpoint: f.peer.endpoint,
+      region: REGION,
+      credentials: f.peer.adminCredentials,
+    });
+    t.after(() => admin.destroy());
+    const assume = (name: string) =>
+      admin.send(
+        new AssumeRoleCommand({ RoleArn: `arn:aws:iam::${OTHER}:role/${name}`, RoleSessionName: "revoke" }),
+      );
+
+    const refused = await failure(assume("stranger"));
+    assert.deepEqual([refused.name, refused.status], ["AccessDenied", 403]);
+    assert.match(
+      refused.message,
+      /is not authorized to perform: sts:AssumeRole on resource: .*role\/stranger/,
+    );
+
+    const iamAs = async (name: string) => {
+      const out = await assume(name);
+      assert.equal(out.AssumedRoleUser?.Arn, `arn:aws:sts::${OTHER}:assumed-role/${name}/revoke`);
+      assert.ok(out.Credentials);
+      const iam = new IAMClient({
+        endpoint: f.peer.endpoint,
+        region: "us-east-1",
+        credentials: sdkCredentials(out.Credentials),
+      });
+      t.after(() => iam.destroy());
+      return iam;
+    };
+    const put = (iam: IAMClient) =>
+      iam.send(new PutRolePolicyCommand({ RoleName: "target", PolicyName: "deny", PolicyDocument: denyAll }));
+    const noRights = await failure(put(await iamAs("reader")));
+    assert.deepEqual([noRights.name, noRights.status], ["AccessDenied", 403]);
+    assert.deepEqual(f.peer.rolePolicies(`arn:aws:iam::${OTHER}:role/target`), {});
+    await put(await iamAs("revoker"));
+    assert.ok(
+      f.peer.rolePolicies(`arn:aws:iam::${OTHER}:role/target`).deny,
+      "written in the revoker's account",
+    );
   });
 });

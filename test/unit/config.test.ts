@@ -50,3 +50,19 @@ test("the ConfigMap sits under flags and environment, and refuses unknown keys",
   assert.throws(() => loadConfig(base, {}, { concurency: "4" }), /unknown key "concurency"/);
   assert.throws(() => loadConfig(base, {}, { concurrency: "zero" }), /--concurrency .* must be an integer/);
 });
+
+test("revoker roles are role ARNs, one per account, from flags, environment or the ConfigMap", () => {
+  const a = "arn:aws:iam::111122223333:role/scoped-step-revoker";
+  const b = "arn:aws:iam::444455556666:role/ops/scoped-step-revoker";
+  const c = loadConfig(["--credentials=none"], {}, { "aws-revoker-roles": `${a}, ${b}` });
+  assert.deepEqual(c.awsRevokerRoles, [a, b]);
+  assert.throws(
+    () =>
+      loadConfig(["--credentials=none", `--aws-revoker-roles=${a},arn:aws:iam::111122223333:role/other`], {}),
+    /--aws-revoker-roles \(SCOPED_STEP_AWS_REVOKER_ROLES\): account 111122223333 has two revoker roles/,
+  );
+  assert.throws(
+    () => loadConfig(["--credentials=none"], { SCOPED_STEP_AWS_REVOKER_ROLES: "scoped-step-revoker" }),
+    /SCOPED_STEP_AWS_REVOKER_ROLES\): "scoped-step-revoker" is not an IAM role ARN/,
+  );
+});

@@ -6,7 +6,8 @@ import { createHash } from "node:crypto";
 import { AssumeRoleWithWebIdentityCommand, STSClient, STSServiceException } from "@aws-sdk/client-sts";
 import type { Logger } from "pino";
 import { RunFailure } from "../failure.ts";
-import { denyListRevoker, type SessionRevoker } from "./aws-revocation.ts";
+import { accountOf, type RevokerAccounts } from "./aws-accounts.ts";
+import { denyListRevoker, type FallbackCause, type SessionRevoker } from "./aws-revocation.ts";
 import { describeStsError, errorCode, isTransientStsError } from "./aws-errors.ts";
 import {
   credentialsMountPath,
@@ -26,7 +27,11 @@ export interface AwsProviderOptions {
   stsEndpoint?: string;
   /** Revokes sessions on the role in deny-policy mode; built from IAM when absent. */
   revoker?: SessionRevoker;
+  /** Where deny policies are written, per account; without it, with the controller's own credentials. */
+  accounts?: RevokerAccounts;
   iamEndpoint?: string;
+  /** Called when a wanted deny could not be written and the session was left to expire. */
+  onRevocationFallback?: (cause: FallbackCause) => void;
   log: Logger;
   /**
    * Retries of transient STS failures (throttling, 5xx, IDPCommunicationError, and AWS failing to
@@ -63,7 +68,9 @@ export function packSessionPolicy(policy: unknown): string | undefined {
     try {
       text = JSON.stringify(JSON.parse(policy));
     } catch {
-      throw new RunFailure("AWSPolicyMalformed", "aws.sessionPolicy is a string but not valid JSON");
+      throw new RunFailure("AWSPolicyMalformed", "aws.sessionPolicy is a string but not valid JSON", {
+        nothingIssued: true,
+      });
     }
   } else {
     text = JSON.stringify(policy);
@@ -73,6 +80,7 @@ export function packSessionPolicy(policy: unknown): string | undefined {
       "AWSPolicyTooLarge",
       `aws.sessionPolicy is ${text.length} characters once minified; STS accepts at most ${sessionPolicyLimit}: ` +
         `narrow it or move statements into a managed policy listed in aws.policyArns`,
+      { nothingIssued: true },
     );
   }
   return text;
@@ -84,6 +92,24 @@ const tokenLifetimeCeilingSeconds = 3600;
 const defaultSessionSeconds = 900;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * Added to the requested session duration when denying a session whose mint was never recorded:
+ * a call in flight when the controller stopped may still reach STS, and clocks differ.
+ */
+export const unrecordedMintMarginSeconds = 300;
+
+/**
+ * Until when a session must be denied. A minted one: its expiry as STS stated it. One still
+ * "minting" may have been issued at any moment up to now, so it lives at most the requested
+ * duration from now (records written before the duration was recorded: STS's 12-hour maximum).
+ */
+export function denyUntil(record: CredentialRecord, now: Date): Date {
+  if (record.expiresAt) return new Date(record.expiresAt);
+  const requested = Number(record.intent.sessionDuration);
+  const seconds = Number.isInteger(requested) && requested > 0 ? requested : 43_200;
+  return new Date(now.getTime() + (seconds + unrecordedMintMarginSeconds) * 1000);
+}
 
 export function awsProvider(opts: AwsProviderOptions): CredentialProvider {
   const clients = new Map<string, STSClient>();
@@ -106,7 +132,11 @@ export function awsProvider(opts: AwsProviderOptions): CredentialProvider {
   const deniedOn = new Set<string>();
   const revoker =
     opts.revoker ??
-    denyListRevoker({ log: opts.log, ...(opts.iamEndpoint ? { endpoint: opts.iamEndpoint } : {}) });
+    denyListRevoker({
+      log: opts.log,
+      ...(opts.accounts ? { accounts: opts.accounts } : {}),
+      ...(opts.iamEndpoint ? { endpoint: opts.iamEndpoint } : {}),
+    });
 
   return {
     name: "aws",
@@ -115,9 +145,11 @@ export function awsProvider(opts: AwsProviderOptions): CredentialProvider {
       const roleArn = grant.trait.properties.aws?.roleArn ?? "";
       return {
         roleArn,
-        account: roleArn.split(":")[4] ?? "",
+        account: accountOf(roleArn),
         sessionName: sessionName(facts),
         sourceIdentity: sourceIdentity(facts),
+        // What mint() asks STS for: bounds how long a session never recorded as minted can live.
+        sessionDuration: String(grant.trait.properties.aws?.sessionDuration ?? defaultSessionSeconds),
         revocation: grant.revocation,
         delivery: grant.trait.properties.delivery ?? "env",
       };
@@ -158,7 +190,7 @@ export function awsProvider(opts: AwsProviderOptions): CredentialProvider {
         });
       } catch (err) {
         if (err instanceof Error && "reason" in err && typeof err.reason === "string") {
-          throw new RunFailure(err.reason, err.message);
+          throw new RunFailure(err.reason, err.message, { nothingIssued: true });
         }
         throw err;
       }
@@ -282,15 +314,23 @@ export function awsProvider(opts: AwsProviderOptions): CredentialProvider {
     async revoke(record: CredentialRecord): Promise<RevocationOutcome> {
       if (record.intent.revocation !== "deny-policy" || record.intent.delivery === "token-only")
         return { method: "secret" };
-      // A record still "minting" has no expiry: deny for the longest session STS can issue.
-      const expiresAt = record.expiresAt ? new Date(record.expiresAt) : new Date(Date.now() + 43_200_000);
-      deniedOn.add(record.intent.roleArn ?? "");
-      await revoker.revoke({
-        roleArn: record.intent.roleArn ?? "",
+      const roleArn = record.intent.roleArn ?? "";
+      const expiresAt = denyUntil(record, new Date());
+      deniedOn.add(roleArn);
+      const result = await revoker.revoke({
+        roleArn,
         sourceIdentity: record.intent.sourceIdentity ?? "",
         expiresAt,
       });
-      return { method: "deny-policy" };
+      if (result.denied) return { method: "deny-policy" };
+      if (result.expired) {
+        return {
+          method: "secret",
+          detail: `the session expired at ${expiresAt.toISOString()}; nothing to deny`,
+        };
+      }
+      opts.onRevocationFallback?.(result.cause);
+      return { method: "expiry", detail: result.detail };
     },
   };
 }

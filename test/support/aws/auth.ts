@@ -6,7 +6,7 @@ import { authorize, requestContext } from "./policy.ts";
 import type { Decision, PolicyDocument } from "./policy.ts";
 import { canonicalRequest, expectedSignature, signaturesMatch } from "./sigv4.ts";
 import type { SigV4Authorization, WireRequest } from "./sigv4.ts";
-import { now } from "./state.ts";
+import { now, principalAccount } from "./state.ts";
 import type { AdminUser, PeerState, Session } from "./state.ts";
 import { AwsError, isoSeconds, leaf } from "./wire.ts";
 
@@ -200,7 +200,7 @@ function principalContext(
 ): Map<string, string[]> {
   const current = now(state);
   const common = {
-    "aws:PrincipalAccount": state.accountId,
+    "aws:PrincipalAccount": principalAccount(principal, state),
     "aws:CurrentTime": isoSeconds(current),
     "aws:EpochTime": String(Math.floor(current.getTime() / 1000)),
     "aws:SecureTransport": "false",

@@ -1,9 +1,11 @@
 // IAM inline role policies: what the controller uses to deny one session (PutRolePolicy) and to prune
 // the denial later (ListRolePolicies, GetRolePolicy, DeleteRolePolicy). Every call is authorised
-// against the caller's policies like any other AWS action.
+// against the caller's policies like any other AWS action, and acts in the caller's own account:
+// IAM has no cross-account access, so a role name means the role of that name in that account.
 import { authorizeRequest, principalArn } from "./auth.ts";
 import type { Principal } from "./auth.ts";
 import { PolicyError, packedJson, parsePolicy } from "./policy.ts";
+import { principalAccount } from "./state.ts";
 import type { PeerState, Role } from "./state.ts";
 import { uriEncode } from "./sigv4.ts";
 import { AwsError, leaf, node } from "./wire.ts";
@@ -26,8 +28,9 @@ function validation(field: string, value: string | null, min: number, max: numbe
   if (problem) throw new AwsError("ValidationError", `1 validation error detected: ${problem}`);
 }
 
-function findRole(state: PeerState, name: string): Role {
-  for (const role of state.roles.values()) if (role.name === name) return role;
+function findRole(state: PeerState, accountId: string, name: string): Role {
+  for (const role of state.roles.values())
+    if (role.accountId === accountId && role.name === name) return role;
   throw new AwsError("NoSuchEntity", `The role with name ${name} cannot be found.`, 404);
 }
 
@@ -68,7 +71,7 @@ export function handleIam(
   }
   const roleName = params.get("RoleName");
   validation("roleName", roleName, 1, 64, NAME);
-  const role = findRole(state, roleName ?? "");
+  const role = findRole(state, principalAccount(principal, state), roleName ?? "");
   authorizeOnRole(state, principal, action, role);
   const policyName = params.get("PolicyName");
 

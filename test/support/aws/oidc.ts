@@ -82,6 +82,7 @@ function requireClaim(claims: JWTPayload, name: string): void {
 
 export async function verifyWebIdentityToken(
   token: string,
+  /** The providers registered in the role's account, by issuer host and path. */
   providers: Map<string, OidcProvider>,
   now: Date,
   fetchTimeoutMs: number,

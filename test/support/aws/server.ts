@@ -16,9 +16,9 @@ import { handleS3, s3Arn, s3PayloadHash, s3Target, storeObject } from "./s3.ts";
 import type { HttpReply } from "./s3.ts";
 import { MalformedAuthorization, parseAuthorization, sha256Hex } from "./sigv4.ts";
 import type { SigV4Authorization, WireRequest } from "./sigv4.ts";
-import { awsId, now, parseRoleArn, secretKey } from "./state.ts";
+import { awsId, now, parseRoleArn, providerKey, secretKey } from "./state.ts";
 import type { CallRecord, PeerState, Role, Session } from "./state.ts";
-import { assumeRoleWithWebIdentity, getCallerIdentity } from "./sts.ts";
+import { assumeRole, assumeRoleWithWebIdentity, getCallerIdentity } from "./sts.ts";
 import {
   AwsError,
   IAM_NAMESPACE,
@@ -33,8 +33,13 @@ import {
 export type { CallRecord } from "./state.ts";
 
 export interface AwsPeerOptions {
-  /** The one account that holds every role, provider and session. Default 111122223333. */
+  /**
+   * The admin user's account, where providers are registered unless another is named. Roles may
+   * be created in any account. Default 111122223333.
+   */
   accountId?: string;
+  /** The loopback port to listen on; a free one when absent. */
+  port?: number;
   /** How long STS waits for the issuer's discovery document and JWKS. Default 5000 ms. */
   jwksFetchTimeoutMs?: number;
 }
@@ -47,6 +52,8 @@ export interface AwsCredentials {
 export interface OidcProviderInput {
   /** The issuer URL exactly as the tokens' `iss` says it (http on loopback is accepted). */
   url: string;
+  /** The account to register it in; the admin's account by default. */
+  accountId?: string;
   /** Client ids: the token's `aud` (or `azp`) must be one of them. */
   audiences: string[];
   /** Kept for the record; the peer trusts the issuer's TLS through Node's own CA store. */
@@ -107,8 +114,8 @@ export interface AwsPeer {
   calls(): CallRecord[];
   /** The next `count` calls of `action` (e.g. "AssumeRoleWithWebIdentity", "GetObject") fail so. */
   failNext(action: string, code: string, message?: string, count?: number): void;
-  /** A role's inline policies: name -> document text. */
-  rolePolicies(roleName: string): Record<string, string>;
+  /** A role's inline policies: name -> document text. By ARN, or by name in the admin's account. */
+  rolePolicies(role: string): Record<string, string>;
   /** Moves the peer's clock (and the Date it answers with) forward; the SDK corrects its skew. */
   advanceClock(seconds: number): void;
   now(): Date;
@@ -209,6 +216,7 @@ async function handleQuery(state: PeerState, service: "sts" | "iam", ex: Exchang
       }
       if (service === "iam") result = handleIam(state, action, params, principal);
       else if (action === "GetCallerIdentity") result = getCallerIdentity(state, principal);
+      else if (action === "AssumeRole") result = assumeRole(state, params, principal, ex.record);
       else throw new AwsError("InvalidAction", `Could not find operation ${action} for version 2011-06-15`);
     }
     return { status: 200, headers, body: queryResponse(namespace, action, ex.id, result) };
@@ -400,12 +408,17 @@ export async function startAwsPeer(opts: AwsPeerOptions = {}): Promise<AwsPeer> 
       res.end();
     });
   });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(opts.port ?? 0, "127.0.0.1", resolve);
+  });
   const { port } = server.address() as AddressInfo;
 
-  const findRole = (name: string): Role => {
-    for (const role of state.roles.values()) if (role.name === name) return role;
-    throw new Error(`aws peer: no role named ${name}`);
+  const findRole = (nameOrArn: string): Role => {
+    for (const role of state.roles.values()) {
+      if (role.arn === nameOrArn || (role.accountId === accountId && role.name === nameOrArn)) return role;
+    }
+    throw new Error(`aws peer: no role ${nameOrArn}`);
   };
 
   return {
@@ -419,15 +432,16 @@ export async function startAwsPeer(opts: AwsPeerOptions = {}): Promise<AwsPeer> 
         server.closeAllConnections();
       }),
 
-    registerOidcProvider({ url, audiences, thumbprints = [] }) {
+    registerOidcProvider({ url, audiences, thumbprints = [], accountId: owner = accountId }) {
       const parsed = new URL(url);
       if (!["http:", "https:"].includes(parsed.protocol) || parsed.search || parsed.hash) {
         throw new Error(`aws peer: an OIDC provider URL is http(s) without query or fragment, not ${url}`);
       }
       if (audiences.length === 0) throw new Error("aws peer: an OIDC provider needs at least one audience");
       const hostPath = issuerHostPath(url);
-      const arn = `arn:aws:iam::${accountId}:oidc-provider/${hostPath}`;
-      state.providers.set(hostPath, {
+      const arn = `arn:aws:iam::${owner}:oidc-provider/${hostPath}`;
+      state.providers.set(providerKey(owner, hostPath), {
+        accountId: owner,
         url,
         hostPath,
         arn,
@@ -445,10 +459,11 @@ export async function startAwsPeer(opts: AwsPeerOptions = {}): Promise<AwsPeer> 
       inlinePolicies = {},
     }) {
       const parts = parseRoleArn(arn);
-      if (!parts || parts.accountId !== accountId) {
-        throw new Error(`aws peer: ${arn} is not a role ARN in account ${accountId}`);
-      }
-      if (state.roles.has(arn) || [...state.roles.values()].some((r) => r.name === parts.name)) {
+      if (!parts) throw new Error(`aws peer: ${arn} is not a role ARN`);
+      const taken = [...state.roles.values()].some(
+        (r) => r.accountId === parts.accountId && r.name === parts.name,
+      );
+      if (state.roles.has(arn) || taken) {
         throw new Error(`aws peer: role ${parts.name} already exists`);
       }
       if (!Number.isInteger(maxSessionDuration) || maxSessionDuration < 3600 || maxSessionDuration > 43200) {
@@ -456,6 +471,7 @@ export async function startAwsPeer(opts: AwsPeerOptions = {}): Promise<AwsPeer> 
       }
       const role: Role = {
         arn,
+        accountId: parts.accountId,
         name: parts.name,
         id: awsId("AROA", 17),
         trustPolicy: toDocument(trustPolicy, "trust"),

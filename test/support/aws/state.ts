@@ -4,6 +4,8 @@ import { randomBytes } from "node:crypto";
 import type { PolicyDocument } from "./policy.ts";
 
 export interface OidcProvider {
+  /** The account the provider is registered in: only roles of that account can trust it. */
+  accountId: string;
   url: string;
   /** The issuer without its scheme: the provider ARN's resource and the condition keys' prefix. */
   hostPath: string;
@@ -14,6 +16,7 @@ export interface OidcProvider {
 
 export interface Role {
   arn: string;
+  accountId: string;
   name: string;
   /** The `AROA…` unique id that prefixes every session's AssumedRoleId. */
   id: string;
@@ -90,11 +93,13 @@ export interface InjectedFailure {
 }
 
 export interface PeerState {
+  /** The account of the admin user: the controller's own account in tests. */
   accountId: string;
   /** Milliseconds added to the real clock, so tests can let sessions expire without sleeping. */
   clockOffsetMs: number;
   fetchTimeoutMs: number;
   admin: AdminUser;
+  /** Keyed by `<account>/<issuer host and path>`: each account registers its own providers. */
   providers: Map<string, OidcProvider>;
   roles: Map<string, Role>;
   managedPolicies: Map<string, PolicyDocument>;
@@ -106,6 +111,16 @@ export interface PeerState {
 
 export function now(state: PeerState): Date {
   return new Date(Date.now() + state.clockOffsetMs);
+}
+
+export const providerKey = (accountId: string, hostPath: string): string => `${accountId}/${hostPath}`;
+
+/** The account a principal acts in: IAM calls land there, and it is the aws:PrincipalAccount. */
+export function principalAccount(
+  principal: { kind: "admin" } | { kind: "session"; session: Session },
+  state: PeerState,
+): string {
+  return principal.kind === "admin" ? state.accountId : principal.session.role.accountId;
 }
 
 const ID_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";

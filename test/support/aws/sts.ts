@@ -1,13 +1,14 @@
-// STS: AssumeRoleWithWebIdentity (unsigned, the token is the credential) and GetCallerIdentity.
+// STS: AssumeRoleWithWebIdentity (unsigned, the token is the credential), AssumeRole (signed: a
+// principal of one account takes a role, possibly in another) and GetCallerIdentity.
 import { randomBytes } from "node:crypto";
 import { deflateRawSync } from "node:zlib";
-import { principalArn, principalUserId } from "./auth.ts";
+import { authorizeRequest, principalArn, principalUserId } from "./auth.ts";
 import type { Principal } from "./auth.ts";
 import { SOURCE_IDENTITY_CLAIM, TAGS_CLAIM, sessionClaims, verifyWebIdentityToken } from "./oidc.ts";
 import type { VerifiedToken } from "./oidc.ts";
 import { PolicyError, evaluate, packedJson, parsePolicy, requestContext } from "./policy.ts";
 import type { PolicyDocument } from "./policy.ts";
-import { awsId, now, secretKey } from "./state.ts";
+import { awsId, now, parseRoleArn, principalAccount, secretKey } from "./state.ts";
 import type { CallRecord, PeerState, Role, Session } from "./state.ts";
 import { AwsError, isoSeconds, leaf, node } from "./wire.ts";
 
@@ -215,7 +216,12 @@ export async function assumeRoleWithWebIdentity(
   }
 
   const at = now(state);
-  const verified = await verifyWebIdentityToken(token, state.providers, at, state.fetchTimeoutMs);
+  // Only the providers registered in the role's own account can vouch for its callers.
+  const account = parseRoleArn(roleArn)?.accountId ?? "";
+  const providers = new Map(
+    [...state.providers.values()].filter((p) => p.accountId === account).map((p) => [p.hostPath, p]),
+  );
+  const verified = await verifyWebIdentityToken(token, providers, at, state.fetchTimeoutMs);
   const claims = sessionClaims(verified.claims);
   const role = state.roles.get(roleArn);
   // STS does not tell a missing role from one that does not trust the caller.
@@ -252,7 +258,7 @@ export async function assumeRoleWithWebIdentity(
     role,
     roleSessionName,
     assumedRoleId: `${role.id}:${roleSessionName}`,
-    assumedRoleArn: `arn:aws:sts::${state.accountId}:assumed-role/${role.name}/${roleSessionName}`,
+    assumedRoleArn: `arn:aws:sts::${role.accountId}:assumed-role/${role.name}/${roleSessionName}`,
     subject: verified.subject,
     audience: verified.audience,
     provider: verified.provider.arn,
@@ -300,6 +306,135 @@ export function getCallerIdentity(state: PeerState, principal: Principal): strin
   return [
     leaf("Arn", principalArn(principal)),
     leaf("UserId", principalUserId(principal)),
-    leaf("Account", state.accountId),
+    leaf("Account", principalAccount(principal, state)),
+  ].join("");
+}
+
+/** Role chaining (a role session assuming a role) is limited to one hour, as in AWS. */
+const CHAINED_MAX_SECONDS = 3600;
+
+/**
+ * AssumeRole for a signed caller: the caller's own policies must allow sts:AssumeRole on the role,
+ * and the role's trust policy must name the caller (its ARN, its role's ARN for a role session, or
+ * its account's root or id). Session policies, tags and source identity are not implemented.
+ */
+export function assumeRole(
+  state: PeerState,
+  params: URLSearchParams,
+  principal: Principal,
+  record: Partial<CallRecord>,
+): string {
+  const v = new Validation();
+  const roleArn = params.get("RoleArn");
+  const roleSessionName = params.get("RoleSessionName");
+  const durationText = params.get("DurationSeconds");
+  if (roleArn !== null) record.roleArn = roleArn;
+  if (roleSessionName !== null) record.roleSessionName = roleSessionName;
+  if (v.required(roleArn, "roleArn")) v.length(roleArn, "roleArn", 20, 2048);
+  if (v.required(roleSessionName, "roleSessionName")) {
+    v.length(roleSessionName, "roleSessionName", 2, 64);
+    v.check(
+      /^[\w+=,.@-]*$/.test(roleSessionName),
+      "roleSessionName",
+      roleSessionName,
+      "satisfy regular expression pattern: [\\w+=,.@-]*",
+    );
+  }
+  const duration = durationText === null ? 3600 : Number(durationText);
+  if (durationText !== null) {
+    v.check(
+      Number.isInteger(duration) && duration >= 900,
+      "durationSeconds",
+      durationText,
+      "have value greater than or equal to 900",
+    );
+    v.check(duration <= 43200, "durationSeconds", durationText, "have value less than or equal to 43200");
+  }
+  for (const unsupported of ["Policy", "PolicyArns.member.1.arn", "SourceIdentity", "Tags.member.1.Key"]) {
+    if (params.has(unsupported))
+      throw new Error(`aws peer: AssumeRole with ${unsupported} is not implemented`);
+  }
+  v.throwIfAny();
+  if (roleArn === null || roleSessionName === null) throw new Error("unreachable");
+
+  const caller = principalArn(principal);
+  const denied = () =>
+    new AwsError(
+      "AccessDenied",
+      `User: ${caller} is not authorized to perform: sts:AssumeRole on resource: ${roleArn}`,
+      403,
+    );
+  const role = state.roles.get(roleArn);
+  if (!role) throw denied();
+  if (!authorizeRequest(state, principal, "sts:AssumeRole", role.arn).allowed) throw denied();
+  const account = principalAccount(principal, state);
+  const names = [caller, `arn:aws:iam::${account}:root`, account];
+  if (principal.kind === "session") names.push(principal.session.role.arn);
+  const at = now(state);
+  const context = requestContext({
+    "aws:PrincipalAccount": account,
+    "aws:PrincipalArn": principal.kind === "session" ? principal.session.role.arn : caller,
+    "sts:RoleSessionName": roleSessionName,
+    "aws:CurrentTime": isoSeconds(at),
+    "aws:EpochTime": String(Math.floor(at.getTime() / 1000)),
+  });
+  const trusts = (id: string) =>
+    evaluate([role.trustPolicy], {
+      action: "sts:AssumeRole",
+      resource: role.arn,
+      principal: { type: "AWS", id },
+      context,
+    });
+  const verdicts = names.map(trusts);
+  if (verdicts.includes("Deny") || !verdicts.includes("Allow")) throw denied();
+  const limit = principal.kind === "session" ? CHAINED_MAX_SECONDS : role.maxSessionDuration;
+  if (duration > limit) {
+    throw new AwsError(
+      "ValidationError",
+      principal.kind === "session"
+        ? "The requested DurationSeconds exceeds the 1 hour session limit for roles assumed by role chaining."
+        : "The requested DurationSeconds exceeds the MaxSessionDuration set for this role.",
+    );
+  }
+
+  const sessionToken = mintSessionToken(Buffer.alloc(0), 0);
+  const session: Session = {
+    accessKeyId: awsId("ASIA"),
+    secretAccessKey: secretKey(),
+    sessionToken,
+    role,
+    roleSessionName,
+    assumedRoleId: `${role.id}:${roleSessionName}`,
+    assumedRoleArn: `arn:aws:sts::${role.accountId}:assumed-role/${role.name}/${roleSessionName}`,
+    subject: "",
+    audience: "",
+    provider: "",
+    sourceIdentity: undefined,
+    tags: {},
+    transitiveTagKeys: [],
+    sessionPolicy: undefined,
+    policyArns: [],
+    sessionPolicies: [],
+    issuedAt: at,
+    expiration: new Date(at.getTime() + duration * 1000),
+    sessionTokenSize: sessionToken.length,
+    sessionTokenUtilization: Math.ceil((sessionToken.length * 100) / MAX_SESSION_TOKEN_BYTES),
+  };
+  state.sessions.set(session.accessKeyId, session);
+  record.accessKeyId = session.accessKeyId;
+  return [
+    node(
+      "Credentials",
+      leaf("AccessKeyId", session.accessKeyId),
+      leaf("SecretAccessKey", session.secretAccessKey),
+      leaf("SessionToken", session.sessionToken),
+      leaf("Expiration", isoSeconds(session.expiration)),
+    ),
+    node(
+      "AssumedRoleUser",
+      leaf("Arn", session.assumedRoleArn),
+      leaf("AssumedRoleId", session.assumedRoleId),
+    ),
+    leaf("PackedPolicySize", session.sessionTokenUtilization),
   ].join("");
 }
