@@ -5,6 +5,7 @@ import { credentialGauges } from "../tasks/scoped-step/gauges.ts";
 import { reconcileRun } from "../tasks/scoped-step/reconcile.ts";
 import { labels, managedByValue } from "../tasks/scoped-step/pod.ts";
 import { ConflictError, type TaskContext } from "../tasks/scoped-step/ports.ts";
+import { sweepLedger } from "../tasks/scoped-step/sweep.ts";
 import { isScopedStepRun, type CustomRun } from "../tasks/scoped-step/types.ts";
 import { ConfigError, loadConfig, type Config } from "./config.ts";
 import { startEngine, type Engine } from "./engine.ts";
@@ -13,6 +14,7 @@ import { kubeEvents } from "./events.ts";
 import { startHttpServer } from "./http.ts";
 import { buildIdentity } from "./identity.ts";
 import { apiErrorMessage, customRunType, kubeClusterPort, podType } from "./kube.ts";
+import { kubeLedger } from "./ledger.ts";
 import { loadKubeConfig } from "./kubeconfig.ts";
 import { createLogger } from "./log.ts";
 import { readConfigMap, watchSettings } from "./settings.ts";
@@ -68,6 +70,7 @@ const ctx: TaskContext = {
   cluster: kubeClusterPort(kc),
   events: kubeEvents(kc, "scoped-step-controller", config.identity, log),
   credentials: identity.credentials,
+  ledger: kubeLedger(kc, config.namespace, log),
   policy: identity.policy,
   metrics,
   log,
@@ -107,6 +110,25 @@ const engine = startEngine<CustomRun>(
 );
 metrics.observeQueue(engine.queue);
 live.engine = engine;
+
+// The ledger sweep: once the leader's caches have synced (so a restart rebuilds every pending
+// revocation at once), then every --ledger-sweep-seconds. A run deleted while this replica leads
+// is swept at once by the pass its deletion queues.
+let sweeping: Promise<void> | undefined;
+let lastSweep = 0;
+const sweeper = setInterval(() => {
+  if (sweeping || !engine.isLeader() || !engine.synced()) return;
+  if (lastSweep > 0 && Date.now() - lastSweep < config.ledgerSweepSeconds * 1000) return;
+  lastSweep = Date.now();
+  sweeping = sweepLedger(ctx)
+    .then((report) => {
+      const acted = report.revoked + report.removed + report.failed > 0;
+      log[acted ? "info" : "debug"](report, "ledger swept");
+    })
+    .catch((err: unknown) => log.error({ err }, "could not sweep the ledger; will try again"))
+    .finally(() => (sweeping = undefined));
+}, 250);
+sweeper.unref();
 
 const settings = watchSettings(kc, config, argv, process.env, log, (next, changed) => {
   if (changed.includes("logLevel")) log.level = next.logLevel;
@@ -156,6 +178,7 @@ const shutdown = (signal: string) => {
   stopping = true;
   log.info({ signal }, "shutting down");
   clearInterval(maintenance);
+  clearInterval(sweeper);
   settings.stop();
   identity.policies.stop();
   void engine.stop(config.shutdownGraceSeconds * 1000).finally(() => {

@@ -25,6 +25,7 @@ import {
   type Permission,
   type RbacWorld,
 } from "../support/rbac-world.ts";
+import { ledgerEntries as readLedger, ledgerNames } from "../support/ledger.ts";
 import { eventually } from "../support/wait.ts";
 
 /** A request the API server refused, as the controller logged it. */
@@ -103,9 +104,18 @@ async function policyReady(w: RbacWorld): Promise<string | undefined> {
 
 const sessionsMinted = (w: RbacWorld) => w.peer.sessions().length;
 
+const ledgerEntries = (w: RbacWorld) => ledgerNames(w.cluster.kc, w.controllerNs);
+
 /** What the scenario does, and what a missing verb must visibly break. */
 interface Case {
-  scenario: "run" | "slow run" | "cancel" | "delete" | "empty key Secret" | "configuration change";
+  scenario:
+    | "run"
+    | "slow run"
+    | "cancel"
+    | "delete"
+    | "empty key Secret"
+    | "configuration change"
+    | "expired ledger entry";
   symptom: string;
   check: (w: RbacWorld, c: ControllerProcess) => Promise<void>;
 }
@@ -316,7 +326,7 @@ const cases: Record<string, Case> = {
   },
   "list configmaps": {
     scenario: "configuration change",
-    symptom: "configuration changes are never applied",
+    symptom: "configuration changes are never applied (nor the ledger swept)",
     check: (_w, c) =>
       holdsFor("the change is not applied", bound, () => !c.output().includes('"configuration reloaded"')),
   },
@@ -324,6 +334,30 @@ const cases: Record<string, Case> = {
     scenario: "configuration change",
     symptom: "the configuration is not watched: the controller re-lists with backoff",
     check: relistsInALoop("configmaps"),
+  },
+  "create configmaps": {
+    scenario: "run",
+    symptom: "no ledger entry can be written: nothing is minted, the run never finishes",
+    check: neverProgresses((run) => condition(run)?.status !== "True"),
+  },
+  "patch configmaps": {
+    scenario: "run",
+    symptom: "the ledger cannot record the mint: the step pod is never created, the run never finishes",
+    check: (w) =>
+      holdsFor("one session, no pod and no finished run", bound, async () => {
+        const run = await w.getRun("deploy");
+        return (
+          sessionsMinted(w) === 1 &&
+          (await podPhase(w, "deploy-pod")) === undefined &&
+          condition(run)?.status === "Unknown"
+        );
+      }),
+  },
+  "delete configmaps": {
+    scenario: "expired ledger entry",
+    symptom: "ledger entries of expired sessions are never removed",
+    check: (w) =>
+      holdsFor("the expired entry stays", bound, async () => (await ledgerEntries(w)).length === 1),
   },
   "patch secrets": {
     scenario: "empty key Secret",
@@ -369,6 +403,7 @@ async function scenario(
   kind: Case["scenario"],
 ): Promise<{ w: RbacWorld; c: ControllerProcess }> {
   const w = await startRbacWorld(rbac, { emptyKeySecret: kind === "empty key Secret" });
+  if (kind === "expired ledger entry") await w.writeExpiredLedgerEntry();
   const c = w.startController();
   if (kind === "configuration change") {
     await eventually(
@@ -379,6 +414,7 @@ async function scenario(
     await w.configure({ concurrency: "4" });
     return { w, c };
   }
+  if (kind === "expired ledger entry") return { w, c };
   const hold = kind === "cancel" || kind === "delete" ? "300" : kind === "slow run" ? "2" : "0";
   await w.createRun("deploy", { params: [...runParams(w), { name: "hold", value: hold }] });
   if (hold === "300") {
@@ -394,8 +430,12 @@ for (const mode of Object.keys(modes) as Mode[]) {
     const rbac = await modes[mode].rbac();
     const w = await startRbacWorld(rbac);
     t.after(() => w.stop());
+    await w.writeExpiredLedgerEntry();
     const c = w.startController();
     await waitForLeader(c);
+    await eventually("the expired ledger entry to be removed", async () =>
+      (await ledgerEntries(w)).length === 0 ? true : undefined,
+    );
 
     await w.createRun("deploy", {});
     const done = await waitForReason(w, "deploy", "Succeeded");
@@ -414,6 +454,8 @@ for (const mode of Object.keys(modes) as Mode[]) {
       deny.includes(results["aws-source-identity"] ?? "missing"),
       "the session is denied on the role",
     );
+    const [entry] = await readLedger(w.cluster.kc, w.controllerNs);
+    assert.equal(entry?.state, "revoked", "the ledger records the revocation");
     // Events are written without waiting for them, after the status that caused them.
     await eventually("CredentialMinted and CredentialRevoked Events", async () => {
       const reasons = await eventReasons(w);

@@ -64,7 +64,7 @@ export async function everythingWritten(w: IdentityWorld): Promise<string> {
 
 export async function startIdentityWorld(
   policy: Record<string, unknown>,
-  opts: { roleTrustSub?: string } = {},
+  opts: { roleTrustSub?: string; flags?: string[] } = {},
 ): Promise<IdentityWorld> {
   const base = await startWorld({ controller: false, policy: false });
   const peer = await startAwsPeer({ accountId: account });
@@ -100,6 +100,7 @@ export async function startIdentityWorld(
     `--sts-endpoint=${peer.endpoint}`,
     `--iam-endpoint=${peer.endpoint}`,
     "--aws-region=eu-west-1",
+    ...(opts.flags ?? []),
   ];
   // The controller's own AWS credentials are used only for IAM (deny-policy revocation).
   const controllerEnv = {

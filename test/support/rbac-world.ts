@@ -26,6 +26,7 @@ import { startController, type ControllerProcess } from "./controller.ts";
 import { startTestKubelet, type TestKubelet } from "./kubelet.ts";
 import { eventually } from "./wait.ts";
 import { createApplication, identityComponent } from "./application.ts";
+import { writeExpiredLedgerEntry } from "./ledger.ts";
 
 export const releasePath = fileURLToPath(new URL("../../catalog/release.yaml", import.meta.url));
 const namespacedDir = fileURLToPath(new URL("../../catalog/controller/0.1/namespaced", import.meta.url));
@@ -210,6 +211,8 @@ export interface RbacWorld {
   createRun(name: string, spec: Partial<CustomRunSpec>): Promise<void>;
   getRun(name: string): Promise<CustomRun | undefined>;
   cancelRun(name: string): Promise<void>;
+  /** A ledger entry for a session that expired an hour ago, as the controller would have left it. */
+  writeExpiredLedgerEntry(): Promise<void>;
   /** Merges settings into the configuration ConfigMap. */
   configure(data: Record<string, string>): Promise<void>;
   deleteRun(name: string): Promise<void>;
@@ -489,6 +492,9 @@ export async function startRbacWorld(
         },
         mergePatch,
       );
+    },
+    async writeExpiredLedgerEntry() {
+      await writeExpiredLedgerEntry(kc, controllerNs, ns);
     },
     async configure(data) {
       await core.patchNamespacedConfigMap(

@@ -104,6 +104,11 @@ export interface CredentialProvider {
   readonly name: string;
   /** Identifiers to record before minting; deterministic for a run attempt. */
   intent(facts: RunFacts, grant: Grant): Record<string, string>;
+  /**
+   * The longest a credential minted now for this grant can stay valid, in seconds: the ledger
+   * keeps its entry, and a deny lasts, at least that long.
+   */
+  lifetimeSeconds(grant: Grant): number;
   mint(facts: RunFacts, grant: Grant): Promise<MintedCredential>;
   /** The identity a record stands for, in words for Events ("subject ... as ... until ..."). */
   describe(record: CredentialRecord): string;
