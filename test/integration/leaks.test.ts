@@ -15,6 +15,7 @@ type Delivery = keyof typeof delivery;
 const world = startIdentityWorld({
   aws: { allowedRoleArns: ["arn:aws:iam::111122223333:role/payments-*"], maxSessionDuration: 3600 },
   deliveryModes: ["env", "file", "token-only"],
+  tokenOnly: { audiences: ["vault.example.com"] },
   revocation: "deny-policy",
 }).then(async (w) => {
   for (const [mode, app] of Object.entries(delivery)) {
@@ -25,7 +26,12 @@ const world = startIdentityWorld({
         traits: [
           {
             type: "scoped-identity",
-            properties: { delivery: mode, aws: { roleArn: deployRole, region: "eu-west-1" } },
+            properties: {
+              delivery: mode,
+              // A raw token's audience is the system it is for; an STS audience needs an opt-in.
+              ...(mode === "token-only" ? { audience: "vault.example.com" } : {}),
+              aws: { roleArn: deployRole, region: "eu-west-1" },
+            },
           },
         ],
       },
