@@ -17,6 +17,7 @@ import { startAwsPeer } from "../test/support/aws/server.ts";
 import { createTrustingRole, registerIssuer } from "../test/support/aws/trust.ts";
 import { startTestKubelet } from "../test/support/kubelet.ts";
 import { benchControlPlane, ms, namespaces, percentile, processUsage, waitForLease } from "./support.ts";
+import { createScopedStepPolicy } from "../test/support/policy.ts";
 import { createApplication, identityComponent } from "../test/support/application.ts";
 
 type Kind = "taskrun" | "scoped";
@@ -55,21 +56,11 @@ async function main(cp: ControlPlane): Promise<void> {
   await createApplication(objects, ns, "payments", [
     identityComponent({ audience: "sts.amazonaws.com", aws: { roleArn, region: "eu-west-1" } }),
   ]);
-  await objects.createClusterCustomObject({
-    group: "scopedstep.dev",
-    version: "v1alpha1",
-    plural: "scopedsteppolicies",
-    body: {
-      apiVersion: "scopedstep.dev/v1alpha1",
-      kind: "ScopedStepPolicy",
-      metadata: { name: ns },
-      spec: {
-        namespaces: [ns],
-        aws: { allowedRoleArns: [`arn:aws:iam::${account}:role/bench-*`], maxSessionDuration: 3600 },
-        deliveryModes: ["env"],
-        revocation: "deny-policy",
-      },
-    },
+  await createScopedStepPolicy(objects, ns, {
+    namespaces: [ns],
+    aws: { allowedRoleArns: [`arn:aws:iam::${account}:role/bench-*`], maxSessionDuration: 3600 },
+    deliveryModes: ["env"],
+    revocation: "deny-policy",
   });
 
   const kubelet = await startTestKubelet(kc, { namespace: ns });

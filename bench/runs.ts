@@ -10,13 +10,16 @@ import { startAwsPeer } from "../test/support/aws/server.ts";
 import { createTrustingRole, registerIssuer } from "../test/support/aws/trust.ts";
 import {
   benchControlPlane,
+  follow,
   ms,
   namespaces,
   percentile,
   processUsage,
+  type Seen,
   startControllerProcess,
   waitForLease,
 } from "./support.ts";
+import { createScopedStepPolicy } from "../test/support/policy.ts";
 import { createApplication, identityComponent } from "../test/support/application.ts";
 
 const compare = process.argv.includes("--compare");
@@ -61,20 +64,10 @@ async function benchmark(n: number, withCredentials: boolean): Promise<Figures> 
     identityComponent({ aws: { roleArn: "arn:aws:iam::111122223333:role/bench" } }),
   ]);
   const kubelet = await startTestKubelet(kc, { namespace: ns });
-  await objects.createClusterCustomObject({
-    group: "scopedstep.dev",
-    version: "v1alpha1",
-    plural: "scopedsteppolicies",
-    body: {
-      apiVersion: "scopedstep.dev/v1alpha1",
-      kind: "ScopedStepPolicy",
-      metadata: { name: ns },
-      spec: {
-        namespaces: [ns],
-        aws: { allowedRoleArns: ["arn:aws:iam::111122223333:role/*"] },
-        revocation: withCredentials ? "deny-policy" : "secret",
-      },
-    },
+  await createScopedStepPolicy(objects, ns, {
+    namespaces: [ns],
+    aws: { allowedRoleArns: ["arn:aws:iam::111122223333:role/*"] },
+    revocation: withCredentials ? "deny-policy" : "secret",
   });
   const aws = withCredentials ? await awsFor(ns) : undefined;
   const controller = startControllerProcess(
@@ -190,44 +183,6 @@ async function awsFor(ns: string) {
       AWS_ACCESS_KEY_ID: peer.adminCredentials.accessKeyId,
       AWS_SECRET_ACCESS_KEY: peer.adminCredentials.secretAccessKey,
       AWS_EC2_METADATA_DISABLED: "true",
-    },
-  };
-}
-
-/** What the benchmark reads of pods and runs from its watches. */
-interface Seen {
-  metadata: { name: string; resourceVersion?: string; labels?: Record<string, string> };
-  status?: { conditions?: { status: string }[] };
-}
-
-/** A watch that resumes from the last resourceVersion it saw whenever the server ends it. */
-function follow(
-  watch: Watch,
-  path: string,
-  onEvent: (type: string, obj: Seen) => void,
-): { stop: () => void } {
-  let stopped = false;
-  let version = "";
-  let current: AbortController | undefined;
-  const start = () => {
-    if (stopped) return;
-    void watch
-      .watch(
-        path,
-        version ? { resourceVersion: version } : {},
-        (type: string, obj: Seen) => {
-          if (obj.metadata.resourceVersion) version = obj.metadata.resourceVersion;
-          onEvent(type, obj);
-        },
-        () => setTimeout(start, 50),
-      )
-      .then((c) => (current = c));
-  };
-  start();
-  return {
-    stop: () => {
-      stopped = true;
-      current?.abort();
     },
   };
 }

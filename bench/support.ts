@@ -3,7 +3,7 @@
 import { readFile } from "node:fs/promises";
 import { spawn, type ChildProcess } from "node:child_process";
 import { fileURLToPath } from "node:url";
-import { CoordinationV1Api, CoreV1Api, type KubeConfig } from "@kubernetes/client-node";
+import { CoordinationV1Api, CoreV1Api, type KubeConfig, type Watch } from "@kubernetes/client-node";
 import { startControlPlane, type ControlPlane } from "../hack/cluster/control-plane.ts";
 import { ownCrdFiles } from "../test/support/cluster.ts";
 
@@ -61,4 +61,42 @@ export async function waitForLease(
     await new Promise((r) => setTimeout(r, 100));
   }
   throw new Error(`no controller took the lease in ${namespace}`);
+}
+
+/** What the benchmark reads of pods and runs from its watches. */
+export interface Seen {
+  metadata: { name: string; uid?: string; resourceVersion?: string; labels?: Record<string, string> };
+  status?: { conditions?: { status: string }[] };
+}
+
+/** A watch that resumes from the last resourceVersion it saw whenever the server ends it. */
+export function follow(
+  watch: Watch,
+  path: string,
+  onEvent: (type: string, obj: Seen) => void,
+): { stop: () => void } {
+  let stopped = false;
+  let version = "";
+  let current: AbortController | undefined;
+  const start = () => {
+    if (stopped) return;
+    void watch
+      .watch(
+        path,
+        version ? { resourceVersion: version } : {},
+        (type: string, obj: Seen) => {
+          if (obj.metadata.resourceVersion) version = obj.metadata.resourceVersion;
+          onEvent(type, obj);
+        },
+        () => setTimeout(start, 50),
+      )
+      .then((c) => (current = c));
+  };
+  start();
+  return {
+    stop: () => {
+      stopped = true;
+      current?.abort();
+    },
+  };
 }

@@ -10,6 +10,7 @@ export interface Config {
   watchNamespaces: string[];
   concurrency: number;
   resyncSeconds: number;
+  ledgerSweepSeconds: number;
   leaseName: string;
   leaseDurationSeconds: number;
   renewDeadlineSeconds: number;
@@ -71,6 +72,12 @@ export const options: Record<keyof Config, Option> = {
     env: "SCOPED_STEP_RESYNC_SECONDS",
     default: "300",
     doc: "Every run is reconciled at least this often.",
+  },
+  ledgerSweepSeconds: {
+    flag: "ledger-sweep-seconds",
+    env: "SCOPED_STEP_LEDGER_SWEEP_SECONDS",
+    default: "60",
+    doc: "How often the leader sweeps the credential ledger: revokes credentials of runs that are gone or over, drops expired entries.",
   },
   leaseName: {
     flag: "lease-name",
@@ -265,6 +272,7 @@ export function loadConfig(
       .filter(Boolean),
     concurrency: integer(name("concurrency"), raw("concurrency"), 1, 1000),
     resyncSeconds: integer(name("resyncSeconds"), raw("resyncSeconds"), 10, 86_400),
+    ledgerSweepSeconds: integer(name("ledgerSweepSeconds"), raw("ledgerSweepSeconds"), 1, 3600),
     leaseName: raw("leaseName"),
     leaseDurationSeconds: integer(name("leaseDurationSeconds"), raw("leaseDurationSeconds"), 2, 600),
     renewDeadlineSeconds: integer(name("renewDeadlineSeconds"), raw("renewDeadlineSeconds"), 1, 600),

@@ -1,21 +1,12 @@
-// The engine: while this replica leads, watch CustomRuns and the step pods they own, queue run
-// keys, and reconcile each with the task type's lifecycle. It knows nothing of the domain beyond
-// "a CustomRun key" and the reconcile function it is given.
-import {
-  CoreV1Api,
-  CustomObjectsApi,
-  type KubeConfig,
-  type KubernetesObject,
-  type V1Pod,
-} from "@kubernetes/client-node";
+// The engine: while this replica leads, watch a primary type and the types it owns, queue the
+// primary objects' keys, and reconcile each with the function it is given, as controller-runtime's
+// builder does with For(...).Owns(...). It knows nothing of any task type: what to watch, which
+// objects are its own and how to reconcile them are all handed in.
+import { KubernetesObjectApi, type KubeConfig, type KubernetesObject } from "@kubernetes/client-node";
 import type { Logger } from "pino";
-import { labels, managedByValue } from "../tasks/scoped-step/pod.ts";
-import { ConflictError, type Next } from "../tasks/scoped-step/ports.ts";
-import { isScopedStepRun, type CustomRun } from "../tasks/scoped-step/types.ts";
 import { Informer, objectKey, type ListResult } from "./informer.ts";
-import { customRuns } from "./kube.ts";
 import { LeaderElector } from "./leader.ts";
-import { WorkQueue, type QueueStats } from "./queue.ts";
+import { WorkQueue } from "./queue.ts";
 
 export interface EngineConfig {
   /** Namespaces to watch; empty means all. */
@@ -32,96 +23,122 @@ export interface EngineConfig {
   };
 }
 
-export interface EngineHooks {
-  reconcile: (namespace: string, name: string) => Promise<Next>;
-  onStoppedLeading: () => void;
-  onReconciled?: (seconds: number, outcome: "ok" | "error" | "conflict") => void;
-  onQueue?: (queue: WorkQueue) => void;
+/** A namespaced resource type, as the API server names it. */
+export interface ResourceType {
+  /** e.g. "tekton.dev/v1beta1", or "v1" for the core group. */
+  apiVersion: string;
+  kind: string;
+  /** e.g. "customruns". */
+  plural: string;
 }
 
-export interface Engine {
+export interface ControllerSpec<T extends KubernetesObject> {
+  /** The type reconciled, and which of its objects are this controller's (all when unset). */
+  for: ResourceType & { filter?: (obj: T) => boolean };
+  /**
+   * Types whose objects a primary object owns (as controller owner): a change to one queues its
+   * owner. Only objects matching `labelSelector` are watched and cached.
+   */
+  owns: (ResourceType & { labelSelector?: string })[];
+  /** One level-triggered pass over a primary object; may ask to be called again after a delay. */
+  reconcile: (namespace: string, name: string) => Promise<{ requeueAfterMs?: number }>;
+  /** Errors that mean "re-read and go again now" (lost an optimistic-concurrency race). */
+  isConflict?: (err: unknown) => boolean;
+}
+
+export interface Engine<T extends KubernetesObject> {
   isLeader: () => boolean;
-  /** The CustomRuns in the informer cache (only while leading). */
-  runs: () => Iterable<CustomRun>;
+  /** The primary objects in the informer cache, filtered (only while leading). */
+  objects: () => Iterable<T>;
   synced: () => boolean;
-  queueStats: () => QueueStats;
+  /** The work queue, for observers of its events and for changing its concurrency. */
+  queue: WorkQueue;
   stop: (graceMs: number) => Promise<void>;
 }
 
-export function startEngine(kc: KubeConfig, config: EngineConfig, hooks: EngineHooks, log: Logger): Engine {
-  const objects = kc.makeApiClient(CustomObjectsApi);
-  const core = kc.makeApiClient(CoreV1Api);
+const groupOf = (apiVersion: string) => (apiVersion.includes("/") ? (apiVersion.split("/")[0] ?? "") : "");
+
+const collectionPath = (type: ResourceType, namespace: string | undefined) =>
+  [
+    type.apiVersion.includes("/") ? `/apis/${type.apiVersion}` : `/api/${type.apiVersion}`,
+    ...(namespace ? ["namespaces", namespace] : []),
+    type.plural,
+  ].join("/");
+
+export function startEngine<T extends KubernetesObject>(
+  kc: KubeConfig,
+  config: EngineConfig,
+  controller: ControllerSpec<T>,
+  hooks: { onStoppedLeading: () => void },
+  log: Logger,
+): Engine<T> {
+  const api = KubernetesObjectApi.makeApiClient(kc);
   const informers: Informer<KubernetesObject>[] = [];
-  const runInformers: Informer<CustomRun>[] = [];
+  const primaries: Informer<T>[] = [];
+  const mine = (obj: T) => controller.for.filter?.(obj) ?? true;
   const queue = new WorkQueue({
     concurrency: config.concurrency,
-    process: async (key) => {
+    process: (key) => {
       const [namespace = "", name = ""] = key.split("/");
-      const started = process.hrtime.bigint();
       log.debug({ key }, "reconciling");
-      try {
-        const next = await hooks.reconcile(namespace, name);
-        hooks.onReconciled?.(Number(process.hrtime.bigint() - started) / 1e9, "ok");
-        return next;
-      } catch (err) {
-        hooks.onReconciled?.(
-          Number(process.hrtime.bigint() - started) / 1e9,
-          err instanceof ConflictError ? "conflict" : "error",
-        );
-        throw err;
-      }
+      return controller.reconcile(namespace, name);
     },
-    isRetryNow: (err) => err instanceof ConflictError,
-    onError: (key, err, failures) =>
-      log.error({ err, key, failures }, "reconcile failed; will retry with backoff"),
+    ...(controller.isConflict ? { isRetryNow: controller.isConflict } : {}),
   });
-  hooks.onQueue?.(queue);
+  queue.on("retry", (key, err, failures) =>
+    log.error({ err, key, failures }, "reconcile failed; will retry with backoff"),
+  );
 
+  const informer = <O extends KubernetesObject>(
+    type: ResourceType & { labelSelector?: string },
+    namespace: string | undefined,
+    onChange: (obj: O, kind: "added" | "modified" | "deleted" | "resync") => void,
+  ) =>
+    new Informer<O>({
+      kc,
+      log,
+      resyncMs: config.resyncMs,
+      watchPath: collectionPath(type, namespace),
+      ...(type.labelSelector ? { labelSelector: type.labelSelector } : {}),
+      list: async (): Promise<ListResult<O>> => {
+        const res = await api.list<O>(
+          type.apiVersion,
+          type.kind,
+          namespace,
+          undefined,
+          undefined,
+          undefined,
+          undefined,
+          type.labelSelector,
+        );
+        return { items: res.items, resourceVersion: res.metadata?.resourceVersion ?? "" };
+      },
+      onChange,
+    });
+
+  // An owner reference names its owner's kind and group; any version of them is the same object.
+  const primaryGroup = groupOf(controller.for.apiVersion);
   const scopes = config.namespaces.length > 0 ? config.namespaces : [undefined];
   const startWatching = () => {
     for (const ns of scopes) {
-      const runs = new Informer<CustomRun>({
-        kc,
-        log,
-        resyncMs: config.resyncMs,
-        watchPath: ns
-          ? `/apis/tekton.dev/v1beta1/namespaces/${ns}/customruns`
-          : "/apis/tekton.dev/v1beta1/customruns",
-        list: async (): Promise<ListResult<CustomRun>> => {
-          const res = (
-            ns
-              ? await objects.listNamespacedCustomObject({ ...customRuns, namespace: ns })
-              : await objects.listClusterCustomObject({ ...customRuns })
-          ) as { items: CustomRun[]; metadata: { resourceVersion: string } };
-          return { items: res.items, resourceVersion: res.metadata.resourceVersion };
-        },
-        onChange: (run) => {
-          if (isScopedStepRun(run)) queue.add(objectKey(run));
-        },
+      const primary = informer<T>(controller.for, ns, (obj) => {
+        if (mine(obj)) queue.add(objectKey(obj));
       });
-      const selector = `${labels.managedBy}=${managedByValue}`;
-      const pods = new Informer<V1Pod>({
-        kc,
-        log,
-        resyncMs: config.resyncMs,
-        labelSelector: selector,
-        watchPath: ns ? `/api/v1/namespaces/${ns}/pods` : "/api/v1/pods",
-        list: async () => {
-          const res = ns
-            ? await core.listNamespacedPod({ namespace: ns, labelSelector: selector })
-            : await core.listPodForAllNamespaces({ labelSelector: selector });
-          return { items: res.items, resourceVersion: res.metadata?.resourceVersion ?? "" };
-        },
-        onChange: (pod, kind) => {
-          if (kind === "resync") return;
-          const owner = pod.metadata?.ownerReferences?.find((o) => o.kind === "CustomRun" && o.controller);
-          if (owner) queue.add(`${pod.metadata?.namespace ?? ""}/${owner.name}`);
-        },
-      });
-      informers.push(runs as unknown as Informer<KubernetesObject>, pods);
-      runs.start();
-      pods.start();
+      primaries.push(primary);
+      informers.push(primary as unknown as Informer<KubernetesObject>);
+      for (const owned of controller.owns) {
+        informers.push(
+          informer(owned, ns, (obj, kind) => {
+            if (kind === "resync") return;
+            const owner = obj.metadata?.ownerReferences?.find(
+              (o) => o.controller && o.kind === controller.for.kind && groupOf(o.apiVersion) === primaryGroup,
+            );
+            if (owner) queue.add(`${obj.metadata?.namespace ?? ""}/${owner.name}`);
+          }),
+        );
+      }
     }
+    for (const i of informers) i.start();
   };
 
   const leader = new LeaderElector({
@@ -144,11 +161,11 @@ export function startEngine(kc: KubeConfig, config: EngineConfig, hooks: EngineH
 
   return {
     isLeader: () => leader.isLeader,
-    *runs() {
-      for (const informer of runInformers) yield* informer.cache.values();
+    *objects() {
+      for (const i of primaries) for (const obj of i.cache.values()) if (mine(obj)) yield obj;
     },
     synced: () => informers.length > 0 && informers.every((i) => i.synced),
-    queueStats: () => queue.stats(),
+    queue,
     async stop(graceMs) {
       for (const i of informers) i.stop();
       await queue.shutdown(graceMs);

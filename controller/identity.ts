@@ -1,6 +1,6 @@
 // Builds the identity side from configuration: the OIDC issuer, the credential provider and the
 // operator policy, behind the narrow ports the lifecycle uses.
-import type { KubeConfig } from "@kubernetes/client-node";
+import { CoreV1Api, type KubeConfig } from "@kubernetes/client-node";
 import type { Logger } from "pino";
 import { awsProvider } from "../tasks/scoped-step/credentials/aws.ts";
 import { noopProvider } from "../tasks/scoped-step/credentials/noop.ts";
@@ -56,6 +56,21 @@ function requireRevokers(port: PolicyPort, accounts: RevokerAccounts): PolicyPor
   };
 }
 
+/**
+ * The UID of a namespace, read from the API server for every token. Not cached: a namespace
+ * deleted and re-created under the same name has a new UID, and a name-keyed cache could sign the
+ * new namespace's tokens with the old one's, which is what trust policies pin. One GET per token
+ * is small beside the STS call it precedes.
+ */
+export function namespaceUidReader(kc: KubeConfig): (name: string) => Promise<string> {
+  const core = kc.makeApiClient(CoreV1Api);
+  return async (name) => {
+    const uid = (await core.readNamespace({ name })).metadata?.uid;
+    if (!uid) throw new Error(`namespace ${name} has no UID`);
+    return uid;
+  };
+}
+
 export async function buildIdentity(
   kc: KubeConfig,
   config: Config,
@@ -65,14 +80,16 @@ export async function buildIdentity(
   const policies = new PolicyStore({ kc, log, resyncMs: config.resyncSeconds * 1000 });
   policies.start();
   const policy: PolicyPort = {
-    async decide(namespace: string, trait: ResolvedTrait): Promise<Grant> {
+    async decide(namespace: string, trait: ResolvedTrait, run = {}): Promise<Grant> {
       const ref = `trait ${trait.type} on ${describeRef(trait.ref)}`;
-      const grant = requireGrant(await policies.decide(namespace, trait.properties, ref));
+      const grant = requireGrant(await policies.decide(namespace, trait.properties, ref, run.retries));
       return {
         trait,
         policy: grant.policy,
         revocation: grant.revocation,
         subjectTemplate: grant.subjectTemplate,
+        allowTenantSuppliedSubjectFacts: grant.allowTenantSuppliedSubjectFacts,
+        tokenLifetimeSeconds: grant.tokenExpirationSeconds,
       };
     },
   };
@@ -89,9 +106,16 @@ export async function buildIdentity(
     allowInsecureIssuer: config.allowInsecureIssuer,
     logger: log,
   });
+  const namespaceUid = namespaceUidReader(kc);
   const signer: TokenSigner = {
     issuerUrl: issuer.issuerUrl,
-    issueToken: (request) => issuer.issueToken(request),
+    async issueToken(request) {
+      const { uid, ...facts } = request.facts;
+      return issuer.issueToken({
+        ...request,
+        facts: { ...facts, customRunUid: uid, namespaceUid: await namespaceUid(facts.namespace) },
+      });
+    },
   };
   // Where deny policies are written: the controller's own account, and those with a revoker role.
   const accounts = revokerAccounts({

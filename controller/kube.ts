@@ -14,6 +14,8 @@ import { ConflictError, type ClusterPort } from "../tasks/scoped-step/ports.ts";
 import type { Application, CustomRun, CustomRunStatus } from "../tasks/scoped-step/types.ts";
 
 export const customRuns = { group: "tekton.dev", version: "v1beta1", plural: "customruns" } as const;
+export const customRunType = { apiVersion: "tekton.dev/v1beta1", kind: "CustomRun", plural: "customruns" };
+export const podType = { apiVersion: "v1", kind: "Pod", plural: "pods" };
 export const scopedSteps = { group: "scopedstep.dev", version: "v1alpha1", plural: "scopedsteps" } as const;
 export const applications = { group: "core.oam.dev", version: "v1beta1", plural: "applications" } as const;
 
@@ -140,10 +142,6 @@ export function kubeClusterPort(kc: KubeConfig): ClusterPort {
 
     async deleteSecret(namespace, name) {
       await ignoring([404], core.deleteNamespacedSecret({ namespace, name }));
-    },
-
-    async listRunSecrets(namespace, runName) {
-      return (await core.listNamespacedSecret({ namespace, labelSelector: runSelector(runName) })).items;
     },
   };
 }

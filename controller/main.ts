@@ -1,16 +1,20 @@
 // The controller process: configuration, logging, identity (issuer, credentials, policy), HTTP
 // endpoints, the leader-elected engine, and graceful shutdown on SIGTERM.
 import type { Logger } from "pino";
+import { credentialGauges } from "../tasks/scoped-step/gauges.ts";
 import { reconcileRun } from "../tasks/scoped-step/reconcile.ts";
-import type { TaskContext } from "../tasks/scoped-step/ports.ts";
+import { labels, managedByValue } from "../tasks/scoped-step/pod.ts";
+import { ConflictError, type TaskContext } from "../tasks/scoped-step/ports.ts";
+import { sweepLedger } from "../tasks/scoped-step/sweep.ts";
+import { isScopedStepRun, type CustomRun } from "../tasks/scoped-step/types.ts";
 import { ConfigError, loadConfig, type Config } from "./config.ts";
 import { startEngine, type Engine } from "./engine.ts";
 import { Metrics } from "./metrics.ts";
-import type { WorkQueue } from "./queue.ts";
 import { kubeEvents } from "./events.ts";
 import { startHttpServer } from "./http.ts";
 import { buildIdentity } from "./identity.ts";
-import { apiErrorMessage, kubeClusterPort } from "./kube.ts";
+import { apiErrorMessage, customRunType, kubeClusterPort, podType } from "./kube.ts";
+import { kubeLedger } from "./ledger.ts";
 import { loadKubeConfig } from "./kubeconfig.ts";
 import { createLogger } from "./log.ts";
 import { readConfigMap, watchSettings } from "./settings.ts";
@@ -46,16 +50,13 @@ try {
 }
 const log = createLogger(config.logLevel);
 
-// Metrics read the engine and queue, which are built after the context that reports to metrics.
-const live: { engine?: Engine; queue?: WorkQueue } = {};
-const metrics = new Metrics(
-  {
-    runs: () => live.engine?.runs() ?? [],
-    isLeader: () => live.engine?.isLeader() ?? false,
-    keyAgeSeconds: () => identity.issuer?.activeKeyAgeSeconds() ?? 0,
-  },
-  () => live.queue,
-);
+// Metrics read the engine, which is built after the context that reports to metrics.
+const live: { engine?: Engine<CustomRun> } = {};
+const metrics = new Metrics({
+  credentials: () => credentialGauges(live.engine?.objects() ?? [], new Date()),
+  isLeader: () => live.engine?.isLeader() ?? false,
+  keyAgeSeconds: () => identity.issuer?.activeKeyAgeSeconds() ?? 0,
+});
 
 const identity = await buildIdentity(kc, config, log, {
   onStsCall: (s, o) => metrics.stsCall(s, o),
@@ -69,6 +70,7 @@ const ctx: TaskContext = {
   cluster: kubeClusterPort(kc),
   events: kubeEvents(kc, "scoped-step-controller", config.identity, log),
   credentials: identity.credentials,
+  ledger: kubeLedger(kc, config.namespace, log),
   policy: identity.policy,
   metrics,
   log,
@@ -77,7 +79,7 @@ const ctx: TaskContext = {
   defaultTimeoutMs: config.defaultTimeoutMs,
 };
 
-const engine: Engine = startEngine(
+const engine = startEngine<CustomRun>(
   kc,
   {
     namespaces: config.watchNamespaces,
@@ -93,12 +95,12 @@ const engine: Engine = startEngine(
     },
   },
   {
+    for: { ...customRunType, filter: isScopedStepRun },
+    owns: [{ ...podType, labelSelector: `${labels.managedBy}=${managedByValue}` }],
     reconcile: (namespace, name) => reconcileRun(namespace, name, ctx),
-    onReconciled: (seconds, result) => metrics.reconciled(seconds, result),
-    onQueue: (queue) => {
-      live.queue = queue;
-      metrics.observeQueue(queue);
-    },
+    isConflict: (err) => err instanceof ConflictError,
+  },
+  {
     onStoppedLeading: () => {
       log.fatal("leadership lost; exiting so no work happens without the lease");
       process.exit(1);
@@ -106,12 +108,31 @@ const engine: Engine = startEngine(
   },
   log,
 );
-
+metrics.observeQueue(engine.queue);
 live.engine = engine;
+
+// The ledger sweep: once the leader's caches have synced (so a restart rebuilds every pending
+// revocation at once), then every --ledger-sweep-seconds. A run deleted while this replica leads
+// is swept at once by the pass its deletion queues.
+let sweeping: Promise<void> | undefined;
+let lastSweep = 0;
+const sweeper = setInterval(() => {
+  if (sweeping || !engine.isLeader() || !engine.synced()) return;
+  if (lastSweep > 0 && Date.now() - lastSweep < config.ledgerSweepSeconds * 1000) return;
+  lastSweep = Date.now();
+  sweeping = sweepLedger(ctx)
+    .then((report) => {
+      const acted = report.revoked + report.removed + report.failed > 0;
+      log[acted ? "info" : "debug"](report, "ledger swept");
+    })
+    .catch((err: unknown) => log.error({ err }, "could not sweep the ledger; will try again"))
+    .finally(() => (sweeping = undefined));
+}, 250);
+sweeper.unref();
 
 const settings = watchSettings(kc, config, argv, process.env, log, (next, changed) => {
   if (changed.includes("logLevel")) log.level = next.logLevel;
-  if (changed.includes("concurrency")) live.queue?.setConcurrency(next.concurrency);
+  if (changed.includes("concurrency")) engine.queue.setConcurrency(next.concurrency);
   if (changed.includes("defaultTimeoutMs")) ctx.defaultTimeoutMs = next.defaultTimeoutMs;
 });
 
@@ -157,6 +178,7 @@ const shutdown = (signal: string) => {
   stopping = true;
   log.info({ signal }, "shutting down");
   clearInterval(maintenance);
+  clearInterval(sweeper);
   settings.stop();
   identity.policies.stop();
   void engine.stop(config.shutdownGraceSeconds * 1000).finally(() => {

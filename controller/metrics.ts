@@ -1,16 +1,16 @@
 // Prometheus metrics, named by Prometheus conventions: scoped_step_ prefix, base units, _total
 // for counters, and labels with bounded values only (never a run's name or namespace).
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
+import type { CredentialGauges } from "../tasks/scoped-step/gauges.ts";
 import type { RunMetricsPort } from "../tasks/scoped-step/ports.ts";
-import { isDone, stepState } from "../tasks/scoped-step/status.ts";
-import type { CustomRun } from "../tasks/scoped-step/types.ts";
 import type { WorkQueue } from "./queue.ts";
 
 const latencyBuckets = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
 const podBuckets = [1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200];
 
 export interface MetricsSources {
-  runs: () => Iterable<CustomRun>;
+  /** Read at each scrape; all zero on a replica that does not lead. */
+  credentials: () => CredentialGauges;
   isLeader: () => boolean;
   keyAgeSeconds?: () => number;
 }
@@ -103,7 +103,10 @@ export class Metrics implements RunMetricsPort {
     registers: [this.registry],
   });
 
-  constructor(sources: MetricsSources, queue: () => WorkQueue | undefined) {
+  private queue?: WorkQueue;
+
+  constructor(sources: MetricsSources) {
+    const queue = () => this.queue;
     collectDefaultMetrics({ register: this.registry });
     const registers = [this.registry];
     new Gauge({
@@ -138,27 +141,11 @@ export class Metrics implements RunMetricsPort {
         this.set(sources.keyAgeSeconds?.() ?? 0);
       },
     });
-    // Read from the runs' durable records, so the figures survive restarts and failovers.
-    const scan = () => {
-      let active = 0;
-      let pending = 0;
-      let oldest = 0;
-      const now = Date.now();
-      for (const run of sources.runs()) {
-        const credential = stepState(run.status ?? {}).credential;
-        if (!credential || credential.state === "revoked") continue;
-        active++;
-        if (isDone(run.status)) pending++;
-        const since = credential.mintedAt ?? run.status?.startTime;
-        if (since) oldest = Math.max(oldest, (now - new Date(since).getTime()) / 1000);
-      }
-      return { active, pending, oldest };
-    };
-    // One pass over the runs per scrape: the first gauge collected sets all three (the registry
-    // collects in registration order).
+    // One computation per scrape: the first gauge collected sets all three (the registry collects
+    // in registration order).
     const pending = new Gauge({
       name: "scoped_step_credentials_pending_revocation",
-      help: "Credentials of finished runs not yet revoked; should be 0 within seconds.",
+      help: "Credentials not yet revoked whose run is finished, cancelled or being deleted; should be 0 within seconds.",
       registers: [],
     });
     const oldest = new Gauge({
@@ -171,24 +158,25 @@ export class Metrics implements RunMetricsPort {
       help: "Credentials minted (or being minted) and not yet revoked.",
       registers,
       collect() {
-        const figures = scan();
+        const figures = sources.credentials();
         this.set(figures.active);
-        pending.set(figures.pending);
-        oldest.set(figures.oldest);
+        pending.set(figures.pendingRevocation);
+        oldest.set(figures.oldestUnrevokedSeconds);
       },
     });
     this.registry.registerMetric(pending);
     this.registry.registerMetric(oldest);
   }
 
+  /** Subscribes to the work queue's events, and reads its depth at each scrape. */
   observeQueue(queue: WorkQueue): void {
-    queue.onTaken = (ms) => this.queueWait.observe(ms / 1000);
-    queue.onRetry = () => this.queueRetries.inc();
-  }
-
-  reconciled(seconds: number, result: "ok" | "error" | "conflict"): void {
-    this.reconcile.observe({ result }, seconds);
-    if (result === "error") this.reconcileErrors.inc();
+    this.queue = queue;
+    queue.on("taken", (_key, ms) => this.queueWait.observe(ms / 1000));
+    queue.on("retry", () => this.queueRetries.inc());
+    queue.on("processed", (_key, seconds, result) => {
+      this.reconcile.observe({ result }, seconds);
+      if (result === "error") this.reconcileErrors.inc();
+    });
   }
 
   stsCall(seconds: number, outcome: string): void {

@@ -54,6 +54,8 @@ export class PolicyStore {
   private readonly log: Logger;
   private readonly opts: PolicyStoreOptions;
   private readonly valid = new Map<string, ScopedStepPolicy>();
+  /** Invalid policies naming a namespace in spec.namespaces -> their problem, for PolicyNotFound. */
+  private readonly invalid = new Map<string, { namespaces: string[]; problem: string }>();
   /** name -> resourceVersion last judged, so a resync does not log the same verdict again. */
   private readonly judged = new Map<string, string>();
   private readonly labels = new Map<string, { labels: Record<string, string>; expires: number }>();
@@ -119,14 +121,28 @@ export class PolicyStore {
    * The policy decision for a trait in a namespace. Throws a plain (transient) error when the
    * policies have not been loaded yet, so the run is retried rather than failed.
    */
-  async decide(namespace: string, trait: TraitProperties, traitRef: string): Promise<PolicyDecision> {
+  async decide(
+    namespace: string,
+    trait: TraitProperties,
+    traitRef: string,
+    retries = 0,
+  ): Promise<PolicyDecision> {
     await this.whenSynced();
     const policies = this.policies();
     const needsLabels = policies.some(
       (p) => p.spec.namespaceSelector && (p.spec.namespaces ?? [namespace]).includes(namespace),
     );
     const namespaceLabels = needsLabels ? await this.namespaceLabels(namespace) : { [nameLabel]: namespace };
-    return evaluatePolicy(policies, { namespace, namespaceLabels, trait, traitRef });
+    const decision = evaluatePolicy(policies, { namespace, namespaceLabels, trait, traitRef, retries });
+    if (decision.allowed || decision.reason !== "PolicyNotFound") return decision;
+    // The operator meant to select this namespace, but the policy is ignored: say why.
+    const ignored = [...this.invalid].filter(([, p]) => p.namespaces.includes(namespace));
+    if (ignored.length === 0) return decision;
+    const [name, { problem }] = ignored[0] ?? ["", { problem: "" }];
+    return {
+      ...decision,
+      message: `${decision.message} (policy ${name} names it but is invalid and ignored: ${problem})`,
+    };
   }
 
   /**
@@ -155,6 +171,7 @@ export class PolicyStore {
     const name = obj.metadata?.name ?? "";
     if (kind === "deleted") {
       if (this.valid.delete(name)) this.log.info({ policy: name }, "policy removed");
+      this.invalid.delete(name);
       this.judged.delete(name);
       return;
     }
@@ -163,10 +180,16 @@ export class PolicyStore {
     const news = this.judged.get(name) !== version;
     this.judged.set(name, version);
     if (checked.ok) {
+      this.invalid.delete(name);
       this.valid.set(name, checked.value);
       if (news) this.log.info({ policy: name, resourceVersion: version }, "policy loaded");
     } else {
       this.valid.delete(name);
+      const listed = (obj as { spec?: { namespaces?: unknown } }).spec?.namespaces;
+      const namespaces = Array.isArray(listed)
+        ? listed.filter((n): n is string => typeof n === "string")
+        : [];
+      this.invalid.set(name, { namespaces, problem: checked.message });
       if (news) {
         this.log.warn(
           { policy: name, resourceVersion: version, problem: checked.message },

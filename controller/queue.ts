@@ -1,6 +1,8 @@
 // A work queue of object keys on p-queue: a key waits at most once, is never processed by two
 // workers at once (an event during processing marks it to run again after), failures come back
-// with capped exponential backoff and jitter, and timers ask for a key again after a delay.
+// with capped exponential backoff and jitter, and timers ask for a key again after a delay. It
+// reports what happens as events, for whoever observes it (metrics, logs).
+import { EventEmitter } from "node:events";
 import PQueue from "p-queue";
 
 export interface QueueOptions {
@@ -9,8 +11,6 @@ export interface QueueOptions {
   maxBackoffMs?: number;
   /** Returns how long to wait before the key should be processed again, if at all. */
   process: (key: string) => Promise<{ requeueAfterMs?: number }>;
-  /** Called with the error of a failed pass; the key is requeued with backoff. */
-  onError?: (key: string, err: unknown, failures: number) => void;
   /** True for errors that mean "re-read and go again now" (optimistic concurrency). */
   isRetryNow?: (err: unknown) => boolean;
 }
@@ -21,7 +21,19 @@ export interface QueueStats {
   delayed: number;
 }
 
-export class WorkQueue {
+/** How a pass ended: done, lost an optimistic-concurrency race (retried at once), or failed. */
+export type PassResult = "ok" | "conflict" | "error";
+
+export interface QueueEvents {
+  /** A worker took the key after it waited this long. */
+  taken: [key: string, waitMs: number];
+  /** A pass over the key ended. */
+  processed: [key: string, seconds: number, result: PassResult];
+  /** A pass failed; the key comes back after a backoff that grows with `failures`. */
+  retry: [key: string, err: unknown, failures: number];
+}
+
+export class WorkQueue extends EventEmitter<QueueEvents> {
   private readonly pq: PQueue;
   private readonly waiting = new Set<string>();
   private readonly processing = new Set<string>();
@@ -30,12 +42,10 @@ export class WorkQueue {
   private readonly failures = new Map<string, number>();
   private readonly enqueuedAt = new Map<string, number>();
   private stopped = false;
-  private readonly opts: Required<Omit<QueueOptions, "onError" | "isRetryNow">> & QueueOptions;
-  /** Observers for metrics: wait time of each key taken, retries scheduled. */
-  onTaken?: (waitMs: number) => void;
-  onRetry?: () => void;
+  private readonly opts: Required<Omit<QueueOptions, "isRetryNow">> & QueueOptions;
 
   constructor(opts: QueueOptions) {
+    super();
     this.opts = { baseBackoffMs: 200, maxBackoffMs: 60_000, ...opts };
     this.pq = new PQueue({ concurrency: opts.concurrency });
   }
@@ -96,21 +106,26 @@ export class WorkQueue {
     if (this.stopped) return;
     this.waiting.delete(key);
     this.processing.add(key);
-    this.onTaken?.(Date.now() - (this.enqueuedAt.get(key) ?? Date.now()));
+    this.emit("taken", key, Date.now() - (this.enqueuedAt.get(key) ?? Date.now()));
     this.enqueuedAt.delete(key);
+    const started = performance.now();
+    const processed = (result: PassResult) =>
+      this.emit("processed", key, (performance.now() - started) / 1000, result);
     let requeueAfterMs: number | undefined;
     try {
       ({ requeueAfterMs } = await this.opts.process(key));
       this.failures.delete(key);
+      processed("ok");
     } catch (err) {
       if (this.opts.isRetryNow?.(err)) {
         requeueAfterMs = 0;
+        processed("conflict");
       } else {
         const n = (this.failures.get(key) ?? 0) + 1;
         this.failures.set(key, n);
-        this.opts.onError?.(key, err, n);
-        this.onRetry?.();
         requeueAfterMs = this.backoffMs(n);
+        processed("error");
+        this.emit("retry", key, err, n);
       }
     } finally {
       this.processing.delete(key);

@@ -58,7 +58,11 @@ try {
       metadata: { name: "payments" },
       spec: {
         namespaces: [team],
-        aws: { allowedRoleArns: ["arn:aws:iam::111122223333:role/payments-*"], maxSessionDuration: 3600 },
+        aws: {
+          allowedRoleArns: ["arn:aws:iam::111122223333:role/payments-*"],
+          maxSessionDuration: 3600,
+          allowedSessionTags: { team: ["payments"] },
+        },
         revocation: "deny-policy",
       },
     },

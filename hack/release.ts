@@ -37,7 +37,8 @@ type Schema = Record<string, unknown>;
 /** Shown by `vela show`, which reads `// +usage=` comments in the CUE parameter block. */
 const usage: Record<string, string> = {
   audience: "Audience (aud) of the OIDC token minted for the step",
-  tokenExpirationSeconds: "Lifetime of the OIDC token, in seconds",
+  tokenExpirationSeconds:
+    "Lifetime of the OIDC token, in seconds; default 600 (token-only: 300), never above the policy's maximum",
   delivery:
     "How the step gets its credentials: env (AWS_* variables), file (a shared credentials file) or token-only (the OIDC token alone, as a file)",
   aws: "The AWS role the step assumes with the token (STS AssumeRoleWithWebIdentity)",
@@ -47,7 +48,8 @@ const usage: Record<string, string> = {
     "Inline session policy (a JSON policy document, as an object or a string) that scopes the session below the role",
   "aws.policyArns": "Managed policies that scope the session below the role",
   "aws.region": "STS region; the controller's --aws-region when unset",
-  "aws.sessionTags": "Session tags (principal tags) for the session, key to value",
+  "aws.sessionTags":
+    "Session tags (principal tags) for the session, key to value; each must be allowed by the policy, and keys under scoped-step: are the controller's",
   "aws.transitiveTagKeys": "Session tag keys that survive role chaining",
 };
 

@@ -28,11 +28,20 @@ export class IssuerConfigError extends Error {
 }
 
 /**
- * Facts about a run that its author cannot choose freely: the controller reads them from the
- * CustomRun and its labels, never from params or the trait. Only these may appear in a subject.
+ * Facts about a run, read by the controller from the API server, never from params or the trait.
+ * Two kinds, kept apart in the token and in subject templates:
+ * - asserted: the platform's word. The namespace and the two UIDs are set by Kubernetes; the
+ *   Application and component are objects the controller resolved in that namespace and the
+ *   policy allowed. They are flat top-level claims and AWS session tags under `scoped-step:`.
+ * - tenant-supplied: copied as the run's creator wrote them. A CustomRun created directly (not by
+ *   a PipelineRun) has whatever name, tekton.dev labels and serviceAccountName its author chose.
+ *   They go into the `unverified` claim, and into a subject only when the policy opts in.
  */
 export interface RunFacts {
   namespace: string;
+  /** The namespace's UID: a namespace deleted and re-created under the same name gets a new one. */
+  namespaceUid?: string | undefined;
+  customRunUid?: string | undefined;
   application: string;
   component: string;
   customRun: string;
@@ -41,17 +50,48 @@ export interface RunFacts {
   serviceAccount?: string | undefined;
 }
 
-export const factNames = [
+export const assertedFacts = [
   "namespace",
+  "namespaceUid",
+  "customRunUid",
   "application",
   "component",
+] as const satisfies readonly (keyof RunFacts)[];
+export const tenantSuppliedFacts = [
   "customRun",
   "pipelineRun",
   "pipelineTask",
   "serviceAccount",
 ] as const satisfies readonly (keyof RunFacts)[];
+export const factNames = [...assertedFacts, ...tenantSuppliedFacts] as const;
 
 type FactName = (typeof factNames)[number];
+
+/** The claim holding the tenant-supplied facts, named so no verifier takes them for the platform's. */
+export const unverifiedClaim = "unverified";
+
+/**
+ * AWS session tags the issuer sets from asserted facts. A request's own tags may not use the
+ * prefix, so a trust policy condition on `aws:RequestTag/scoped-step:namespace-uid` (or a
+ * permission on `aws:PrincipalTag/...`) sees only what the controller vouches for.
+ */
+export const assertedTagPrefix = "scoped-step:";
+const assertedTags: [FactName, string][] = [
+  ["namespace", "namespace"],
+  ["namespaceUid", "namespace-uid"],
+  ["application", "application"],
+  ["component", "component"],
+  ["customRunUid", "run-uid"],
+];
+
+export function assertedSessionTags(facts: RunFacts): Record<string, string> {
+  const tags: Record<string, string> = {};
+  for (const [fact, key] of assertedTags) {
+    const value = facts[fact];
+    if (value !== undefined && value !== "") tags[`${assertedTagPrefix}${key}`] = value;
+  }
+  return tags;
+}
 
 export const defaultSubjectTemplate = "system:scoped-step:{namespace}:{application}:{component}";
 
@@ -67,7 +107,8 @@ export const claimsSupported: readonly string[] = [
   "nbf",
   "exp",
   "jti",
-  ...factNames,
+  ...assertedFacts,
+  unverifiedClaim,
   tagsClaim,
   sourceIdentityClaim,
 ];
@@ -98,8 +139,11 @@ const printableAscii = /^[\x20-\x7e]+$/;
 const factCharacters = /^[A-Za-z0-9._-]+$/;
 const placeholder = /\{([^{}]*)\}/g;
 
-/** Checks a subject template once, at start-up: only known facts may be placeholders. */
-export function checkSubjectTemplate(template: string): void {
+/**
+ * Checks a subject template: only known facts may be placeholders, and tenant-supplied ones only
+ * when the operator allowed them.
+ */
+export function checkSubjectTemplate(template: string, allowTenantSupplied = false): void {
   if (template.length === 0) throw new IssuerConfigError("the subject template is empty");
   const unknown = [...template.matchAll(placeholder)]
     .map((m) => m[1] ?? "")
@@ -114,11 +158,27 @@ export function checkSubjectTemplate(template: string): void {
   if (stripped.includes("{") || stripped.includes("}")) {
     throw new IssuerConfigError(`subject template ${JSON.stringify(template)} has an unbalanced brace`);
   }
+  const tenantSupplied = [...template.matchAll(placeholder)]
+    .map((m) => m[1] ?? "")
+    .filter((name) => (tenantSuppliedFacts as readonly string[]).includes(name));
+  if (tenantSupplied.length > 0 && !allowTenantSupplied) {
+    throw new IssuerConfigError(
+      `subject template ${JSON.stringify(template)} uses ${tenantSupplied.map((n) => `{${n}}`).join(", ")}, ` +
+        `which whoever creates the run chooses; use only ${assertedFacts.map((n) => `{${n}}`).join(", ")}, ` +
+        `or have the policy set allowTenantSuppliedSubjectFacts`,
+    );
+  }
 }
 
 /** The token subject for a run: the template with each placeholder replaced by its fact. */
-export function renderSubject(template: string, facts: RunFacts): string {
-  checkSubjectTemplate(template);
+export function renderSubject(template: string, facts: RunFacts, allowTenantSupplied = false): string {
+  try {
+    checkSubjectTemplate(template, allowTenantSupplied);
+  } catch (err) {
+    // A template refused per request (the policy's) is that run's failure, not the issuer's.
+    if (err instanceof IssuerConfigError) throw new ClaimError("InvalidSubject", err.message);
+    throw err;
+  }
   const subject = template.replace(placeholder, (_match, name: FactName) => {
     const value = facts[name];
     if (value === undefined || value === "") {
@@ -171,21 +231,36 @@ export function checkLifetime(seconds: number, maxSeconds: number): void {
   }
 }
 
-/** AWS's rules for session tags passed in a web identity token. */
+/**
+ * AWS's rules for session tags passed in a web identity token: the request's own tags, which may
+ * not use the asserted prefix, and the issuer's asserted tags, which count toward the limits.
+ */
 export function checkSessionTags(
   tags: Readonly<Record<string, string>>,
   transitive: readonly string[],
+  asserted: Readonly<Record<string, string>> = {},
 ): void {
   const fail = (message: string): never => {
     throw new ClaimError("InvalidSessionTags", `aws.sessionTags: ${message}`);
   };
   const keys = Object.keys(tags);
-  if (keys.length > limits.sessionTagsMax) {
-    fail(`at most ${limits.sessionTagsMax} session tags are allowed, got ${keys.length}`);
+  const total = keys.length + Object.keys(asserted).length;
+  if (total > limits.sessionTagsMax) {
+    fail(
+      `at most ${limits.sessionTagsMax} session tags are allowed, got ${total}` +
+        (Object.keys(asserted).length
+          ? ` (${Object.keys(asserted).length} of them set by the controller)`
+          : ""),
+    );
+  }
+  for (const key of keys) {
+    if (key.toLowerCase().startsWith(assertedTagPrefix))
+      fail(
+        `tag key ${JSON.stringify(key)} uses the prefix ${assertedTagPrefix}, which only the controller sets`,
+      );
   }
   const seen = new Set<string>();
-  for (const key of keys) {
-    const value = tags[key] ?? "";
+  for (const [key, value] of [...Object.entries(tags), ...Object.entries(asserted)]) {
     if (key.length === 0 || key.length > limits.tagKeyMaxLength) {
       fail(`tag key ${JSON.stringify(key.slice(0, 140))} must be 1..${limits.tagKeyMaxLength} characters`);
     }

@@ -1,16 +1,19 @@
 // The OIDC issuer: the controller signs each step's token itself and AWS (or any OIDC verifier)
 // checks it against the discovery document and JWKS published at the issuer URL.
 //
-// Token claims: iss, sub (from the subject template), aud, iat, nbf (iat - 5 s), exp, jti, and the
-// run's facts as flat top-level claims: namespace, application, component, customRun, pipelineRun,
-// pipelineTask, serviceAccount (each only when known). AWS-specific: "https://aws.amazon.com/tags"
-// = { principal_tags: { K: [V] }, transitive_tag_keys? } and "https://aws.amazon.com/source_identity".
+// Token claims: iss, sub (from the subject template), aud, iat, nbf (iat - 5 s), exp, jti; the
+// asserted facts as flat claims: namespace, namespaceUid, customRunUid, application, component;
+// the tenant-supplied ones under "unverified": { customRun, pipelineRun, pipelineTask,
+// serviceAccount } (each only when known). AWS-specific: "https://aws.amazon.com/tags" =
+// { principal_tags: { K: [V] }, transitive_tag_keys? }, always with the asserted scoped-step:* tags,
+// and "https://aws.amazon.com/source_identity".
 //
 // Keys live in one Opaque Secret (default scoped-step-signing-keys, label
 // app.kubernetes.io/part-of=scoped-step) under data key keys.json:
 //   { "version": 1, "keys": [{ "kid", "alg", "state": "next"|"active"|"retired", "createdAt",
-//     "activatedAt"?, "retiredAt"?, "privateJwk" }] }
-// kid is the RFC 7638 thumbprint. Exactly one key is active; a "next" key is already published.
+//     "activatedAt"?, "retiredAt"?, "privateJwk" (next, active) | "publicJwk" (retired) }] }
+// kid is the RFC 7638 thumbprint. Exactly one key is active; a "next" key is already published. A
+// key that stops signing loses its private half in the same write that retires it.
 //
 // The engine calls rotateIfDue() and reload() on a timer (every minute is plenty: keep the period
 // below clockSkewSeconds), exports activeKeyAgeSeconds() as a metric and mounts handler.

@@ -16,6 +16,7 @@ import {
 import { secretKeyStore, type KeyStore, type StoredKeySet } from "./key-store.ts";
 import {
   activeKey,
+  dropRetiredPrivateKeys,
   generateKey,
   keyAgeSeconds,
   publicJwk,
@@ -175,7 +176,9 @@ export async function createIssuer(options: IssuerOptions): Promise<Issuer> {
     throw new Error(`could not update ${store.location}: it kept changing (${maxWriteAttempts} attempts)`);
   };
 
-  await serial(() => converge(() => Promise.resolve(undefined)));
+  // A set stored by an older version may still hold retired private keys: drop them on sight.
+  const custody = (keys: KeySet) => Promise.resolve(dropRetiredPrivateKeys(keys));
+  await serial(() => converge(custody));
   const loaded = () => {
     if (!current) throw new Error("issuer has no key set");
     return current;
@@ -225,7 +228,7 @@ export async function createIssuer(options: IssuerOptions): Promise<Issuer> {
       });
     },
     async reload() {
-      await serial(() => converge(() => Promise.resolve(undefined)));
+      await serial(() => converge(custody));
     },
     activeKeyAgeSeconds(now = new Date()) {
       return keyAgeSeconds(activeKey(loaded().stored.keys), now);

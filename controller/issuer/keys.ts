@@ -1,6 +1,7 @@
 // Signing keys and the rules of their life: generated, published ahead of use ("next"), used for
-// signing ("active"), kept for verification ("retired"), then pruned. The functions that decide a
-// key set's next state are pure; time is always passed in.
+// signing ("active"), kept for verification ("retired"), then pruned. A retired key keeps only its
+// public half: whoever reads the stored set later cannot sign with a key that no longer signs.
+// The functions that decide a key set's next state are pure; time is always passed in.
 import { calculateJwkThumbprint, exportJWK, generateKeyPair, type JWK } from "jose";
 import { Ajv, type JSONSchemaType } from "ajv";
 
@@ -17,8 +18,20 @@ export interface StoredKey {
   createdAt: string;
   activatedAt?: string | undefined;
   retiredAt?: string | undefined;
-  /** Private JWK: never logged, never served. */
-  privateJwk: PrivateJwk;
+  /** Private JWK of a next or active key: never logged, never served, dropped at retirement. */
+  privateJwk?: PrivateJwk | undefined;
+  /** Public JWK of a retired key, kept so its tokens verify until they expire. */
+  publicJwk?: PublicParts | undefined;
+}
+
+/** The public members of a JWK (EC: crv, x, y; RSA: n, e). */
+export interface PublicParts {
+  kty: string;
+  crv?: string | undefined;
+  x?: string | undefined;
+  y?: string | undefined;
+  n?: string | undefined;
+  e?: string | undefined;
 }
 
 export interface PrivateJwk {
@@ -79,22 +92,49 @@ function toPrivateJwk(jwk: JWK): PrivateJwk {
   return { kty, crv, x, y, n, e, d, p, q, dp, dq, qi };
 }
 
-function publicParts(jwk: PrivateJwk): {
-  kty: string;
-  crv?: string;
-  x?: string;
-  y?: string;
-  n?: string;
-  e?: string;
-} {
+function publicParts(jwk: PublicParts): PublicParts {
   // Built member by member rather than by deleting private ones, so nothing new can slip through.
   return jwk.kty === "RSA"
     ? { kty: jwk.kty, n: jwk.n, e: jwk.e }
     : { kty: jwk.kty, crv: jwk.crv, x: jwk.x, y: jwk.y };
 }
 
+function keyPublicParts(key: StoredKey): PublicParts {
+  const jwk = key.privateJwk ?? key.publicJwk;
+  if (!jwk) throw new Error(`key ${key.kid} has neither a private nor a public JWK`);
+  return publicParts(jwk);
+}
+
 export function publicJwk(key: StoredKey): PublicJwk {
-  return { ...publicParts(key.privateJwk), kid: key.kid, alg: key.alg, use: "sig" };
+  return { ...keyPublicParts(key), kid: key.kid, alg: key.alg, use: "sig" };
+}
+
+/** The key as it is kept once it no longer signs: its public half only. */
+export function retire(key: StoredKey, at: string): StoredKey {
+  const { kid, alg, createdAt, activatedAt } = key;
+  return {
+    kid,
+    alg,
+    state: "retired",
+    createdAt,
+    ...(activatedAt ? { activatedAt } : {}),
+    retiredAt: key.retiredAt ?? at,
+    publicJwk: keyPublicParts(key),
+  };
+}
+
+/**
+ * The key set without the private half of any retired key (as older versions stored them), or
+ * `undefined` when there is none to drop.
+ */
+export function dropRetiredPrivateKeys(set: KeySet): KeySet | undefined {
+  if (!set.keys.some((k) => k.state === "retired" && k.privateJwk)) return undefined;
+  return {
+    version: 1,
+    keys: set.keys.map((k) =>
+      k.state === "retired" && k.privateJwk ? retire(k, k.retiredAt ?? k.createdAt) : k,
+    ),
+  };
 }
 
 export function activeKey(set: KeySet): StoredKey {
@@ -128,10 +168,11 @@ export async function rotationStep(
   policy: RotationPolicy,
   makeKey: () => Promise<StoredKey>,
 ): Promise<KeySet | undefined> {
-  let keys = set.keys.filter(
+  const custody = dropRetiredPrivateKeys(set);
+  let keys = (custody ?? set).keys.filter(
     (k) => k.state !== "retired" || seconds(k.retiredAt ?? k.createdAt, now) < policy.retentionSeconds,
   );
-  let changed = keys.length !== set.keys.length;
+  let changed = custody !== undefined || keys.length !== set.keys.length;
   const active = activeKey({ version: 1, keys });
   const activeAge = keyAgeSeconds(active, now);
   let next = keys.find((k) => k.state === "next");
@@ -149,7 +190,7 @@ export async function rotationStep(
     const promoted = next.kid;
     keys = keys.map((k) =>
       k.state === "active"
-        ? { ...k, state: "retired", retiredAt: at }
+        ? retire(k, at)
         : k.kid === promoted
           ? { ...k, state: "active", activatedAt: at }
           : k,
@@ -158,6 +199,16 @@ export async function rotationStep(
   }
   return changed ? { version: 1, keys } : undefined;
 }
+
+const optionalString = { type: "string", nullable: true } as const;
+const publicMembers = {
+  kty: { type: "string" },
+  crv: optionalString,
+  x: optionalString,
+  y: optionalString,
+  n: optionalString,
+  e: optionalString,
+} as const;
 
 const keySetSchema: JSONSchemaType<KeySet> = {
   type: "object",
@@ -169,7 +220,7 @@ const keySetSchema: JSONSchemaType<KeySet> = {
       minItems: 1,
       items: {
         type: "object",
-        required: ["kid", "alg", "state", "createdAt", "privateJwk"],
+        required: ["kid", "alg", "state", "createdAt"],
         properties: {
           kid: { type: "string", minLength: 1 },
           alg: { type: "string", enum: ["ES256", "RS256"] },
@@ -177,16 +228,18 @@ const keySetSchema: JSONSchemaType<KeySet> = {
           createdAt: { type: "string", format: "date-time" },
           activatedAt: { type: "string", format: "date-time", nullable: true },
           retiredAt: { type: "string", format: "date-time", nullable: true },
+          publicJwk: {
+            type: "object",
+            nullable: true,
+            required: ["kty"],
+            properties: publicMembers,
+          },
           privateJwk: {
             type: "object",
+            nullable: true,
             required: ["kty", "d"],
             properties: {
-              kty: { type: "string" },
-              crv: { type: "string", nullable: true },
-              x: { type: "string", nullable: true },
-              y: { type: "string", nullable: true },
-              n: { type: "string", nullable: true },
-              e: { type: "string", nullable: true },
+              ...publicMembers,
               d: { type: "string" },
               p: { type: "string", nullable: true },
               q: { type: "string", nullable: true },
@@ -219,6 +272,11 @@ export function parseKeySet(text: string): KeySet {
   }
   activeKey(parsed);
   if (parsed.keys.filter((k) => k.state === "next").length > 1) throw new Error("has more than one next key");
+  for (const key of parsed.keys) {
+    if (key.state !== "retired" && !key.privateJwk)
+      throw new Error(`has ${key.state} key ${key.kid} without its private JWK`);
+    if (!key.privateJwk && !key.publicJwk) throw new Error(`has key ${key.kid} without a JWK`);
+  }
   return parsed;
 }
 

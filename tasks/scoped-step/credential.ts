@@ -12,6 +12,7 @@ import type {
   RunFacts,
 } from "./credentials/types.ts";
 import { isRunFailure, RunFailure } from "./failure.ts";
+import { describeOutcome, intentEntry } from "./ledger.ts";
 import { boundedName, credentialSecretName, labels, managedByValue, runOwnerReference } from "./pod.ts";
 import type { TaskContext } from "./ports.ts";
 import { describeRef } from "./trait.ts";
@@ -76,6 +77,9 @@ export async function mintCredential(
   let minted;
   try {
     checkGrant(record, grant);
+    // The ledger entry first: from here on, whatever happens to the run, it can be revoked.
+    const entry = intentEntry(record, ledgerRun(run), provider.lifetimeSeconds(grant), ctx.now());
+    await ctx.ledger.recordIntent(entry);
     minted = await provider.mint(facts, grant);
   } catch (err) {
     ctx.metrics?.credentialFailed(provider.name, isRunFailure(err) ? err.reason : "Transient");
@@ -83,6 +87,10 @@ export async function mintCredential(
   }
   ctx.metrics?.credentialMinted(provider.name, (performance.now() - started) / 1000);
   ctx.failpoint?.("after-mint");
+  await ctx.ledger.update(run.metadata.uid ?? "", record.attempt, {
+    state: "minted",
+    ...(minted.expiresAt ? { expiresAt: minted.expiresAt } : {}),
+  });
   const active: CredentialRecord = {
     ...record,
     state: "active",
@@ -101,6 +109,12 @@ export async function mintCredential(
   );
   return { record: active, mount: minted.mount };
 }
+
+const ledgerRun = (run: CustomRun) => ({
+  namespace: run.metadata.namespace ?? "",
+  name: run.metadata.name ?? "",
+  uid: run.metadata.uid ?? "",
+});
 
 /** What the controller writes on the Secret beside the secret material: public facts only. */
 export interface StoredCredential {
@@ -160,8 +174,13 @@ export async function revokeCredential(
   if (!opts.secretIsForeign) await ctx.cluster.deleteSecret(run.metadata.namespace ?? "", name);
   const revocation = await ctx.credentials.revoke(record);
   ctx.metrics?.credentialRevoked(record.provider, (performance.now() - started) / 1000);
-  ctx.failpoint?.("after-revoke");
   const revokedAt = ctx.now().toISOString();
+  await ctx.ledger.update(run.metadata.uid ?? "", record.attempt, {
+    state: "revoked",
+    revokedAt,
+    revocation: describeOutcome(revocation),
+  });
+  ctx.failpoint?.("after-revoke");
   ctx.log.info(
     {
       ...runLog(run),

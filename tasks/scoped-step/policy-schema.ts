@@ -16,16 +16,33 @@ export const policyApi = {
 export const defaultSubjectTemplate = "system:scoped-step:{namespace}:{application}:{component}";
 
 // The run facts a subject may use; the issuer's checkSubjectTemplate (controller/issuer/claims.ts)
-// knows the same list, and a unit test keeps the two in step.
-export const subjectPlaceholders = [
+// knows the same lists, and a unit test keeps them in step.
+//
+// Asserted: set by Kubernetes (namespace, the UIDs) or resolved by the controller in the run's own
+// namespace (the Application and component whose trait the policy allowed).
+export const assertedSubjectFacts = [
   "namespace",
+  "namespaceUid",
+  "customRunUid",
   "application",
   "component",
+] as const;
+// Tenant-supplied: copied from what the run's creator wrote. A CustomRun created directly (not by a
+// PipelineRun) carries whatever name, tekton.dev labels and serviceAccountName its author chose.
+export const tenantSuppliedSubjectFacts = [
   "customRun",
   "pipelineRun",
   "pipelineTask",
   "serviceAccount",
 ] as const;
+export const subjectPlaceholders = [...assertedSubjectFacts, ...tenantSuppliedSubjectFacts] as const;
+
+/**
+ * Session tag keys the controller sets itself (namespace, its UID, application, component, run UID);
+ * a trait cannot set them and a policy cannot allow them. AWS compares tag keys case-insensitively.
+ */
+export const reservedTagPrefix = "scoped-step:";
+export const isReservedTagKey = (key: string): boolean => key.toLowerCase().startsWith(reservedTagPrefix);
 
 // Role and policy ARNs: `*` and `?` are the only wildcards (see globMatch in policy.ts).
 const arnPattern = { type: "string", minLength: 5, maxLength: 2048, pattern: "^arn:[!-~]+$" } as const;
@@ -80,17 +97,60 @@ export const policySpecSchema = {
     },
     maxTokenLifetimeSeconds: {
       type: "integer",
-      description: "Longest OIDC token lifetime (the trait's tokenExpirationSeconds) allowed.",
+      description:
+        "Longest OIDC token lifetime (the trait's tokenExpirationSeconds) allowed for env and file delivery.",
       minimum: 60,
       maximum: 3600,
       default: 600,
     },
     deliveryModes: {
       type: "array",
-      description: "Delivery modes a trait may ask for; token-only hands the raw OIDC token to the step.",
+      description:
+        "Delivery modes a trait may ask for; token-only hands the raw OIDC token to the step and also needs the tokenOnly block.",
       minItems: 1,
       items: { type: "string", enum: ["env", "file", "token-only"] },
       default: ["env", "file"],
+    },
+    tokenOnly: {
+      type: "object",
+      description:
+        "Where token-only delivery is allowed: the step holds the signed token itself, and the controller cannot " +
+        "scope or revoke what the step does with it. Without this block token-only is allowed for no audience.",
+      additionalProperties: false,
+      required: ["audiences"],
+      properties: {
+        audiences: {
+          type: "array",
+          description:
+            "Audiences a step may get a raw token for (instead of the audiences list, which is for env and file).",
+          minItems: 1,
+          items: { type: "string", minLength: 1, maxLength: 255 },
+        },
+        maxTokenLifetimeSeconds: {
+          type: "integer",
+          description:
+            "Longest lifetime of a raw token in the step; also its lifetime when the trait names none.",
+          minimum: 60,
+          maximum: 3600,
+          default: 300,
+        },
+        stsAudiences: {
+          type: "array",
+          description:
+            "Audiences AWS STS accepts from this issuer (the client IDs of its IAM OIDC provider). A step holding a " +
+            "token for one of them can call AssumeRoleWithWebIdentity itself.",
+          items: { type: "string", minLength: 1, maxLength: 255 },
+          default: ["sts.amazonaws.com"],
+        },
+        allowUnscopedUnrevocableStsSessions: {
+          type: "boolean",
+          description:
+            "Allows token-only with an STS audience. The step can then assume, by itself, any role whose trust policy " +
+            "matches its subject: with no session policy, any duration up to the role's maximum, and no revocation " +
+            "the controller can perform (deleting the Secret does not end a session the step minted).",
+          default: false,
+        },
+      },
     },
     aws: {
       type: "object",
@@ -124,6 +184,27 @@ export const policySpecSchema = {
           description: "When true, the trait must carry an inline aws.sessionPolicy.",
           default: false,
         },
+        allowedSessionTags: {
+          type: "object",
+          description:
+            "Session tags a trait may set (aws.sessionTags): tag key -> patterns for its value (* is any run of " +
+            "characters, ? one character). Keys match case-insensitively, as AWS compares them. None by default; " +
+            "keys under scoped-step: are the controller's own and cannot be listed.",
+          maxProperties: 50,
+          additionalProperties: {
+            type: "array",
+            minItems: 1,
+            items: { type: "string", maxLength: 256 },
+          },
+          default: {},
+        },
+        allowedTransitiveTagKeys: {
+          type: "array",
+          description:
+            "Session tag keys a trait may mark transitive (aws.transitiveTagKeys), so they pass on through role chaining. None by default.",
+          items: { type: "string", minLength: 1, maxLength: 128 },
+          default: [],
+        },
       },
     },
     revocation: {
@@ -135,10 +216,28 @@ export const policySpecSchema = {
     },
     subjectTemplate: {
       type: "string",
-      description: `Token subject; placeholders: ${subjectPlaceholders.map((p) => `{${p}}`).join(", ")}.`,
+      description:
+        `Token subject; placeholders: ${assertedSubjectFacts.map((p) => `{${p}}`).join(", ")}, and with ` +
+        `allowTenantSuppliedSubjectFacts also ${tenantSuppliedSubjectFacts.map((p) => `{${p}}`).join(", ")}.`,
       pattern: `^([^{}]|\\{(${subjectPlaceholders.join("|")})\\})+$`,
       maxLength: 255,
       default: defaultSubjectTemplate,
+    },
+    allowTenantSuppliedSubjectFacts: {
+      type: "boolean",
+      description:
+        "Lets subjectTemplate use the run's name, its tekton.dev/pipelineRun and pipelineTask labels and its " +
+        "serviceAccountName. Whoever creates a CustomRun in the namespace writes those freely, so a trust policy " +
+        "matching them trusts that person's choice, not the platform.",
+      default: false,
+    },
+    maxRetries: {
+      type: "integer",
+      description:
+        "Most retries a run may ask for (spec.retries); each attempt mints a credential of its own. A run asking for more fails.",
+      minimum: 0,
+      maximum: 100,
+      default: 3,
     },
   },
 } as const;
@@ -179,6 +278,32 @@ export interface ScopedStepPolicy {
   status?: PolicyStatus;
 }
 
+/** Rules across fields, which the CRD schema cannot express. */
+function crossFieldProblem(spec: PolicySpec): string | undefined {
+  if (!spec.namespaceSelector && !spec.namespaces) {
+    return "spec selects no namespace: set namespaceSelector ({} for every namespace) or namespaces";
+  }
+  const tenantSupplied = tenantSuppliedPlaceholders(spec.subjectTemplate);
+  if (tenantSupplied.length > 0 && !spec.allowTenantSuppliedSubjectFacts) {
+    return (
+      `spec.subjectTemplate uses ${tenantSupplied.map((p) => `{${p}}`).join(", ")}, which the run's author chooses ` +
+      `freely: use only ${assertedSubjectFacts.map((p) => `{${p}}`).join(", ")}, or set allowTenantSuppliedSubjectFacts: true`
+    );
+  }
+  const reserved = Object.keys(spec.aws?.allowedSessionTags ?? {}).filter(isReservedTagKey);
+  if (reserved.length > 0) {
+    return `spec.aws.allowedSessionTags lists ${reserved.join(", ")}: keys under ${reservedTagPrefix} are set by the controller only`;
+  }
+  return undefined;
+}
+
+/** The tenant-supplied facts a subject template uses. */
+export function tenantSuppliedPlaceholders(template: string): string[] {
+  return [...template.matchAll(/\{([^{}]*)\}/g)]
+    .map((m) => m[1] ?? "")
+    .filter((name) => (tenantSuppliedSubjectFacts as readonly string[]).includes(name));
+}
+
 const ajv = new Ajv({ allErrors: true, useDefaults: true, strict: true, strictTypes: false });
 const validateSpec = ajv.compile<PolicySpec>(policySpecSchema);
 
@@ -201,12 +326,8 @@ export function checkPolicy(input: unknown): Validation<ScopedStepPolicy> {
       ),
     };
   }
-  if (!spec.namespaceSelector && !spec.namespaces) {
-    return {
-      ok: false,
-      message: "spec selects no namespace: set namespaceSelector ({} for every namespace) or namespaces",
-    };
-  }
+  const problem = crossFieldProblem(spec);
+  if (problem) return { ok: false, message: problem };
   return {
     ok: true,
     value: {

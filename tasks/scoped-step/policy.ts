@@ -6,14 +6,18 @@
 //   `namespaceSelector` is a Kubernetes label selector (`{}` selects all). No policy: deny.
 // - The request is allowed by the first selecting policy, in name order, that allows every aspect.
 // - Otherwise the denial names the rule that blocked the policy that came closest, checked in the
-//   order role, managed policy ARNs, audience, delivery, token lifetime, session duration, session
-//   policy; the message lists what those policies would allow, so the author knows what to change.
-// - Role and policy ARN patterns are globs (see globMatch), never regular expressions.
+//   order of checkOrder below; the message lists what those policies would allow, so the author
+//   knows what to change.
+// - Role, policy ARN and tag value patterns are globs (see globMatch), never regular expressions.
+// - token-only is the one mode where the step holds a token itself: it needs its own rule per
+//   audience, a short lifetime, and an explicit opt-in for audiences STS accepts.
 import { RunFailure } from "./failure.ts";
 import {
   defaultSubjectTemplate,
+  isReservedTagKey,
   type DeliveryMode,
   type LabelSelector,
+  type PolicySpec,
   type Revocation,
   type ScopedStepPolicy,
 } from "./policy-schema.ts";
@@ -25,6 +29,8 @@ export interface PolicyRequest {
   trait: TraitProperties;
   /** Where the trait is, for messages: "trait scoped-identity on component api of Application payments". */
   traitRef: string;
+  /** The run's spec.retries; 0 when unset. */
+  retries?: number;
 }
 
 /** What the step may have: the allowing policy's settings and the trait's (now allowed) requests. */
@@ -34,8 +40,10 @@ export interface PolicyGrant {
   policy: string;
   revocation: Revocation;
   subjectTemplate: string;
+  allowTenantSuppliedSubjectFacts: boolean;
   audience: string;
   delivery: DeliveryMode;
+  /** The token lifetime to sign: the trait's, or the default for its delivery mode. */
   tokenExpirationSeconds: number;
   maxTokenLifetimeSeconds: number;
   /** The STS session duration to ask for; undefined when the trait has no aws block. */
@@ -49,9 +57,14 @@ export type PolicyDenialReason =
   | "PolicyArnNotAllowed"
   | "AudienceNotAllowed"
   | "DeliveryNotAllowed"
+  | "TokenOnlyAudienceNotAllowed"
+  | "UnscopedStsTokenNotAllowed"
   | "TokenLifetimeNotAllowed"
   | "SessionDurationNotAllowed"
-  | "SessionPolicyRequired";
+  | "SessionPolicyRequired"
+  | "SessionTagNotAllowed"
+  | "TransitiveTagKeyNotAllowed"
+  | "RetriesNotAllowed";
 
 export interface PolicyDenial {
   allowed: false;
@@ -148,17 +161,59 @@ const checkOrder = [
   "PolicyArnNotAllowed",
   "AudienceNotAllowed",
   "DeliveryNotAllowed",
+  "TokenOnlyAudienceNotAllowed",
+  "UnscopedStsTokenNotAllowed",
   "TokenLifetimeNotAllowed",
   "SessionDurationNotAllowed",
   "SessionPolicyRequired",
+  "SessionTagNotAllowed",
+  "TransitiveTagKeyNotAllowed",
+  "RetriesNotAllowed",
 ] as const satisfies readonly PolicyDenialReason[];
 
 type Check = (typeof checkOrder)[number];
 
-/** The first rule of `policy` the trait breaks, or undefined when the policy allows it all. */
-function firstBrokenRule(policy: ScopedStepPolicy, trait: TraitProperties): Check | undefined {
+/** The token lifetime when the trait names none; never above what the policy allows. */
+const defaultTokenLifetimeSeconds = 600;
+
+/** The longest token lifetime the policy allows for the trait's delivery mode. */
+function maxLifetime(spec: PolicySpec, trait: TraitProperties): number {
+  return trait.delivery === "token-only"
+    ? (spec.tokenOnly?.maxTokenLifetimeSeconds ?? 300)
+    : spec.maxTokenLifetimeSeconds;
+}
+
+function tokenLifetime(spec: PolicySpec, trait: TraitProperties): number {
+  return trait.tokenExpirationSeconds ?? Math.min(defaultTokenLifetimeSeconds, maxLifetime(spec, trait));
+}
+
+/** Whether a token-only trait's audience is one STS accepts, so the step could mint sessions itself. */
+const isStsAudience = (spec: PolicySpec, audience: string) =>
+  (spec.tokenOnly?.stsAudiences ?? ["sts.amazonaws.com"]).includes(audience);
+
+/** The trait's session tags some policy rule does not allow, as "key=value". */
+function refusedTags(spec: PolicySpec, trait: TraitProperties): string[] {
+  const allowed = Object.entries(spec.aws?.allowedSessionTags ?? {});
+  return Object.entries(trait.aws?.sessionTags ?? {})
+    .filter(([key, value]) => {
+      if (isReservedTagKey(key)) return true;
+      const patterns = allowed.find(([k]) => k.toLowerCase() === key.toLowerCase())?.[1] ?? [];
+      return !patterns.some((p) => globMatch(p, value));
+    })
+    .map(([key, value]) => `${key}=${value}`);
+}
+
+function refusedTransitiveKeys(spec: PolicySpec, trait: TraitProperties): string[] {
+  const allowed = new Set((spec.aws?.allowedTransitiveTagKeys ?? []).map((k) => k.toLowerCase()));
+  return (trait.aws?.transitiveTagKeys ?? []).filter((k) => !allowed.has(k.toLowerCase()));
+}
+
+/** The first rule of `policy` the request breaks, or undefined when the policy allows it all. */
+function firstBrokenRule(policy: ScopedStepPolicy, request: PolicyRequest): Check | undefined {
   const spec = policy.spec;
+  const trait = request.trait;
   const aws = trait.aws;
+  const tokenOnly = trait.delivery === "token-only";
   if (aws) {
     const roles = spec.aws?.allowedRoleArns ?? [];
     if (!roles.some((p) => globMatch(p, aws.roleArn))) return "RoleNotAllowed";
@@ -167,13 +222,23 @@ function firstBrokenRule(policy: ScopedStepPolicy, trait: TraitProperties): Chec
       return "PolicyArnNotAllowed";
     }
   }
-  if (!spec.audiences.includes(trait.audience)) return "AudienceNotAllowed";
+  // A raw token's audiences are the tokenOnly rule's; `audiences` is for tokens the controller exchanges.
+  if (!tokenOnly && !spec.audiences.includes(trait.audience)) return "AudienceNotAllowed";
   if (!spec.deliveryModes.includes(trait.delivery)) return "DeliveryNotAllowed";
-  if (trait.tokenExpirationSeconds > spec.maxTokenLifetimeSeconds) return "TokenLifetimeNotAllowed";
+  if (tokenOnly) {
+    if (!spec.tokenOnly?.audiences.includes(trait.audience)) return "TokenOnlyAudienceNotAllowed";
+    if (isStsAudience(spec, trait.audience) && !spec.tokenOnly.allowUnscopedUnrevocableStsSessions) {
+      return "UnscopedStsTokenNotAllowed";
+    }
+  }
+  if (tokenLifetime(spec, trait) > maxLifetime(spec, trait)) return "TokenLifetimeNotAllowed";
   if (aws) {
     if (aws.sessionDuration > (spec.aws?.maxSessionDuration ?? 900)) return "SessionDurationNotAllowed";
     if (spec.aws?.requireSessionPolicy && aws.sessionPolicy === undefined) return "SessionPolicyRequired";
+    if (refusedTags(spec, trait).length > 0) return "SessionTagNotAllowed";
+    if (refusedTransitiveKeys(spec, trait).length > 0) return "TransitiveTagKeyNotAllowed";
   }
+  if ((request.retries ?? 0) > spec.maxRetries) return "RetriesNotAllowed";
   return undefined;
 }
 
@@ -201,7 +266,7 @@ export function evaluatePolicy(
   let furthest = -1;
   let blocked: ScopedStepPolicy[] = [];
   for (const policy of candidates) {
-    const broken = firstBrokenRule(policy, trait);
+    const broken = firstBrokenRule(policy, request);
     if (broken === undefined) return grant(policy, trait);
     const at = checkOrder.indexOf(broken);
     if (at > furthest) [furthest, blocked] = [at, [policy]];
@@ -223,10 +288,11 @@ function grant(policy: ScopedStepPolicy, trait: TraitProperties): PolicyGrant {
     policy: policy.metadata.name,
     revocation: spec.revocation,
     subjectTemplate: spec.subjectTemplate || defaultSubjectTemplate,
+    allowTenantSuppliedSubjectFacts: spec.allowTenantSuppliedSubjectFacts,
     audience: trait.audience,
     delivery: trait.delivery,
-    tokenExpirationSeconds: trait.tokenExpirationSeconds,
-    maxTokenLifetimeSeconds: spec.maxTokenLifetimeSeconds,
+    tokenExpirationSeconds: tokenLifetime(spec, trait),
+    maxTokenLifetimeSeconds: maxLifetime(spec, trait),
     sessionDuration: trait.aws?.sessionDuration,
     maxSessionDuration: spec.aws?.maxSessionDuration ?? 900,
   };
@@ -261,9 +327,24 @@ function denialMessage(reason: Check, blocked: ScopedStepPolicy[], request: Poli
       return `audience ${trait.audience} is not allowed ${by}; allowed audiences: ${shortList(specs.flatMap((s) => s.audiences))}. Change audience in ${traitRef} ${ask}`;
     case "DeliveryNotAllowed":
       return `delivery ${trait.delivery} is not allowed ${by}; allowed delivery modes: ${shortList(specs.flatMap((s) => s.deliveryModes))}. Change delivery in ${traitRef} ${ask}`;
+    case "TokenOnlyAudienceNotAllowed": {
+      const audiences = specs.flatMap((s) => s.tokenOnly?.audiences ?? []);
+      const allowed = audiences.length
+        ? `token-only is allowed for audiences ${shortList(audiences)}`
+        : "token-only is allowed for no audience there";
+      return `token-only delivery for audience ${trait.audience} is not allowed ${by}; ${allowed}. Use delivery env or file in ${traitRef}, or ask a platform operator to list the audience in the policy's tokenOnly.audiences`;
+    }
+    case "UnscopedStsTokenNotAllowed":
+      return (
+        `token-only delivery for audience ${trait.audience}, which AWS STS accepts, is not allowed ${by}: the step ` +
+        `could assume roles itself with no session policy, its own duration and no revocation. Use delivery env or ` +
+        `file in ${traitRef} (the controller exchanges the token and scopes the session), or another audience`
+      );
     case "TokenLifetimeNotAllowed": {
-      const max = Math.max(...specs.map((s) => s.maxTokenLifetimeSeconds));
-      return `token lifetime ${trait.tokenExpirationSeconds} s is more than the ${max} s allowed ${by}. Lower tokenExpirationSeconds in ${traitRef} ${ask}`;
+      const max = Math.max(...specs.map((s) => maxLifetime(s, trait)));
+      const lifetime = trait.tokenExpirationSeconds ?? defaultTokenLifetimeSeconds;
+      const mode = trait.delivery === "token-only" ? " for token-only delivery" : "";
+      return `token lifetime ${lifetime} s is more than the ${max} s allowed${mode} ${by}. Lower tokenExpirationSeconds in ${traitRef} ${ask}`;
     }
     case "SessionDurationNotAllowed": {
       const max = Math.max(...specs.map((s) => s.aws?.maxSessionDuration ?? 900));
@@ -271,5 +352,25 @@ function denialMessage(reason: Check, blocked: ScopedStepPolicy[], request: Poli
     }
     case "SessionPolicyRequired":
       return `an inline session policy is required ${by}. Add aws.sessionPolicy to ${traitRef} to scope the session down`;
+    case "SessionTagNotAllowed": {
+      const refused = [...new Set(specs.flatMap((s) => refusedTags(s, trait)))];
+      const rules = specs.flatMap((s) =>
+        Object.entries(s.aws?.allowedSessionTags ?? {}).map(([k, v]) => `${k}=${v.join("|")}`),
+      );
+      const allowed = rules.length ? `allowed tags: ${shortList(rules)}` : "no session tag is allowed there";
+      return `session ${refused.length === 1 ? "tag" : "tags"} ${shortList(refused)} not allowed ${by}; ${allowed}. Change aws.sessionTags in ${traitRef} ${ask}`;
+    }
+    case "TransitiveTagKeyNotAllowed": {
+      const refused = [...new Set(specs.flatMap((s) => refusedTransitiveKeys(s, trait)))];
+      const keys = specs.flatMap((s) => s.aws?.allowedTransitiveTagKeys ?? []);
+      const allowed = keys.length
+        ? `allowed transitive keys: ${shortList(keys)}`
+        : "no transitive tag key is allowed there";
+      return `transitive tag ${refused.length === 1 ? "key" : "keys"} ${shortList(refused)} not allowed ${by}; ${allowed}. Change aws.transitiveTagKeys in ${traitRef} ${ask}`;
+    }
+    case "RetriesNotAllowed": {
+      const max = Math.max(...specs.map((s) => s.maxRetries));
+      return `retries ${request.retries ?? 0} is more than the ${max} allowed ${by}: each attempt mints a credential of its own. Lower the task's retries ${ask}`;
+    }
   }
 }

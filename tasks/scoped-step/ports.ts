@@ -3,6 +3,7 @@
 import type { V1Pod, V1Secret } from "@kubernetes/client-node";
 import type { Logger } from "pino";
 import type { CredentialProvider, Grant } from "./credentials/types.ts";
+import type { LedgerEntry } from "./ledger.ts";
 import type { ResolvedTrait } from "./trait.ts";
 import type { Application, CustomRun, CustomRunStatus } from "./types.ts";
 
@@ -30,7 +31,24 @@ export interface ClusterPort {
   createSecret(secret: V1Secret): Promise<boolean>;
   getSecret(namespace: string, name: string): Promise<V1Secret | undefined>;
   deleteSecret(namespace: string, name: string): Promise<void>;
-  listRunSecrets(namespace: string, runName: string): Promise<V1Secret[]>;
+}
+
+/**
+ * The credential ledger in the controller's own namespace (see ledger.ts). Every write is
+ * confirmed by the API server before it returns: a mint never happens without its entry.
+ */
+export interface LedgerPort {
+  /** Creates the entry, or moves an existing entry's notAfter later (never earlier). */
+  recordIntent(entry: LedgerEntry): Promise<void>;
+  /** Merges a change into the entry of a run attempt; nothing to do when there is no entry. */
+  update(
+    uid: string,
+    attempt: number,
+    change: Partial<Pick<LedgerEntry, "state" | "expiresAt" | "revokedAt" | "revocation">>,
+  ): Promise<void>;
+  /** Every entry, or those of one run (by namespace and name, any UID). */
+  list(run?: { namespace: string; name: string }): Promise<LedgerEntry[]>;
+  remove(entry: LedgerEntry): Promise<void>;
 }
 
 export interface EventPort {
@@ -39,7 +57,8 @@ export interface EventPort {
 
 /** The operator's policy: grants the trait for the namespace, or throws a RunFailure naming the rule. */
 export interface PolicyPort {
-  decide(namespace: string, trait: ResolvedTrait): Promise<Grant>;
+  /** `run.retries` is the run's spec.retries, which the policy caps. */
+  decide(namespace: string, trait: ResolvedTrait, run?: { retries?: number }): Promise<Grant>;
 }
 
 export interface RunMetricsPort {
@@ -55,6 +74,7 @@ export interface TaskContext {
   cluster: ClusterPort;
   events: EventPort;
   credentials: CredentialProvider;
+  ledger: LedgerPort;
   policy: PolicyPort;
   log: Logger;
   now: () => Date;

@@ -13,6 +13,7 @@ import {
 import { deletesPod, finishRun, retryAttempt, retryable, type Draft, type Ending } from "./ending.ts";
 import { isRunFailure } from "./failure.ts";
 import { ensureFinalizer, releaseFinalizer } from "./finalizer.ts";
+import { sweepRun } from "./sweep.ts";
 import { podOutcome, stepRunSeconds } from "./outcome.ts";
 import { attemptOf, attemptRecord, decide, timeLeftMs, type Action, type Observed } from "./phase.ts";
 import { buildStepPod, credentialSecretName, ownedBy, podName } from "./pod.ts";
@@ -34,7 +35,12 @@ interface Outcome {
 
 export async function reconcileRun(namespace: string, name: string, ctx: TaskContext): Promise<Next> {
   const run = await ctx.cluster.getRun(namespace, name);
-  if (!run || !isScopedStepRun(run)) return done;
+  if (!run) {
+    // Deleted, possibly with its finalizer stripped first: the ledger still knows its credentials.
+    await sweepRun(ctx, namespace, name);
+    return done;
+  }
+  if (!isScopedStepRun(run)) return done;
   const observed = await observe(run, ctx);
   return execute(decide(observed), observed, ctx);
 }
@@ -201,8 +207,13 @@ async function finalize(run: CustomRun, ctx: TaskContext): Promise<void> {
     if (ownedBy(pod, run)) await ctx.cluster.deletePod(namespace, pod.metadata?.name ?? "");
   const record = stepState(run.status ?? {}).credential;
   if (record) await revokeCredential(ctx, run, record);
-  for (const secret of await ctx.cluster.listRunSecrets(namespace, name))
-    if (ownedBy(secret, run)) await ctx.cluster.deleteSecret(namespace, secret.metadata?.name ?? "");
+  await sweepRun(ctx, namespace, name);
+  // Credential Secrets have one name per attempt: read by name, never listed (no RBAC to list).
+  for (let attempt = 0; attempt <= (run.status?.retriesStatus?.length ?? 0); attempt++) {
+    const secret = await ctx.cluster.getSecret(namespace, credentialSecretName(name, attempt));
+    if (secret && ownedBy(secret, run))
+      await ctx.cluster.deleteSecret(namespace, secret.metadata?.name ?? "");
+  }
   await releaseFinalizer(ctx.cluster, run);
 }
 

@@ -44,7 +44,9 @@ export async function resolveRun(
   const app = await ports.cluster.getApplication(namespace, ref.application);
   if (!app) throw applicationNotFound(ref);
   const trait = resolveTrait(app, ref);
-  return { step, grant: await ports.policy.decide(namespace, trait) };
+  // The policy caps spec.retries too: every attempt mints a credential of its own.
+  const retries = run.spec.retries ?? 0;
+  return { step, grant: await ports.policy.decide(namespace, trait, { retries }) };
 }
 
 /** Facts about the run a credential is minted for; all from the API server, none from the step. */

@@ -109,7 +109,8 @@ export const traitSchema = {
   additionalProperties: false,
   properties: {
     audience: { type: "string", minLength: 1, maxLength: 255, default: "sts.amazonaws.com" },
-    tokenExpirationSeconds: { type: "integer", minimum: 60, maximum: 3600, default: 600 },
+    // No default here: the policy's grant picks it (600 s, 300 s for token-only, never above its cap).
+    tokenExpirationSeconds: { type: "integer", minimum: 60, maximum: 3600 },
     delivery: { type: "string", enum: ["env", "file", "token-only"], default: "env" },
     aws: {
       type: "object",

@@ -5,6 +5,23 @@ import { checkStepSpec, dnsSubdomain, type StepSpec } from "./schema.ts";
 import type { CustomRun, Param, ParamValue } from "./types.ts";
 
 export const resultsDir = "/tekton/results";
+
+/**
+ * Result names the controller writes about the step's identity (identity-subject, aws-role-arn,
+ * credentials-expiration, revoked-at, ...), and room for more providers. A step declaring one
+ * could put a forged value beside the real one.
+ */
+const reservedResultPrefixes = [
+  "identity-",
+  "token-",
+  "credentials-",
+  "revoked-",
+  "revocation",
+  "aws-",
+  "scoped-step-",
+];
+export const isReservedResultName = (name: string): boolean =>
+  reservedResultPrefixes.some((p) => name.toLowerCase().startsWith(p));
 export const defaultTrait = "scoped-identity";
 
 /** A step ready to run: every variable substituted, identity reference present. */
@@ -247,6 +264,13 @@ function runnable(spec: StepSpec, source: string): ResolvedStep {
   for (const r of spec.results ?? []) {
     if (names.has(r.name))
       throw new RunFailure("InvalidStepSpec", `${source} declares result ${r.name} twice`);
+    if (isReservedResultName(r.name)) {
+      throw new RunFailure(
+        "ReservedResultName",
+        `${source} declares result ${r.name}, but results named ${reservedResultPrefixes.map((p) => `${p}*`).join(", ")} ` +
+          `are the controller's record of the step's identity: rename it`,
+      );
+    }
     names.add(r.name);
   }
   return {

@@ -1,6 +1,7 @@
 // Finding the one scoped-identity trait a step refers to, in an Application of the run's own
 // namespace, and checking its properties. Pure: the caller fetches the Application.
 import { RunFailure } from "./failure.ts";
+import { isReservedTagKey, reservedTagPrefix } from "./policy-schema.ts";
 import { checkTraitProperties, type TraitProperties } from "./schema.ts";
 import type { Application } from "./types.ts";
 
@@ -69,6 +70,14 @@ export function resolveTrait(app: Application, ref: TraitRef): ResolvedTrait {
   const checked = checkTraitProperties(trait.properties, `trait ${wanted} properties`);
   if (!checked.ok) {
     throw new RunFailure("InvalidTrait", `${describeRef(ref)}: ${checked.message}`);
+  }
+  const reserved = Object.keys(checked.value.aws?.sessionTags ?? {}).filter(isReservedTagKey);
+  if (reserved.length > 0) {
+    throw new RunFailure(
+      "ReservedSessionTag",
+      `${describeRef(ref)}: aws.sessionTags sets ${reserved.join(", ")}; tags under ${reservedTagPrefix} are set by ` +
+        `the controller from facts it vouches for (namespace, application, component, run UID): remove them`,
+    );
   }
   if (checked.value.delivery !== "token-only" && !checked.value.aws) {
     throw new RunFailure(

@@ -259,6 +259,56 @@ const cases: Case[] = [
     reason: "StepImagePullFailed",
     message: /could not be pulled/,
   },
+  {
+    name: "reserved-result",
+    spec: { params: [...withIdentity("payments"), { name: "results", value: ["aws-role-arn"] }] },
+    reason: "ReservedResultName",
+    message: /declares result aws-role-arn, but results named .*rename it/,
+  },
+  {
+    name: "reserved-tag",
+    spec: { params: withIdentity("reserved-tag") },
+    reason: "ReservedSessionTag",
+    message: /aws\.sessionTags sets scoped-step:run-uid; tags under scoped-step: are set by the controller/,
+  },
+  {
+    name: "tag-not-allowed",
+    spec: { params: withIdentity("finance-tag") },
+    reason: "SessionTagNotAllowed",
+    message: /session tag team=finance not allowed .*allowed tags: team=payments\. Change aws\.sessionTags/,
+  },
+  {
+    name: "transitive-not-allowed",
+    spec: { params: withIdentity("transitive") },
+    reason: "TransitiveTagKeyNotAllowed",
+    message: /transitive tag key team not allowed .*Change aws\.transitiveTagKeys/,
+  },
+  {
+    name: "token-only-audience",
+    spec: { params: withIdentity("raw-gcp") },
+    reason: "TokenOnlyAudienceNotAllowed",
+    message: /token-only delivery for audience gcp is not allowed .*Use delivery env or file/,
+  },
+  {
+    name: "token-only-sts",
+    spec: { params: withIdentity("raw-sts") },
+    reason: "UnscopedStsTokenNotAllowed",
+    message:
+      /audience sts\.amazonaws\.com, which AWS STS accepts, is not allowed .*could assume roles itself/,
+  },
+  {
+    name: "token-only-lifetime",
+    spec: { params: withIdentity("raw-long") },
+    reason: "TokenLifetimeNotAllowed",
+    message:
+      /token lifetime 600 s is more than the 300 s allowed for token-only delivery .*Lower tokenExpirationSeconds/,
+  },
+  {
+    name: "too-many-retries",
+    spec: { retries: 4, params: withIdentity("payments") },
+    reason: "RetriesNotAllowed",
+    message: /retries 4 is more than the 3 allowed .*Lower the task's retries/,
+  },
 ];
 
 test("a corpus of bad inputs each fail with a specific reason and an actionable message", async () => {
@@ -278,6 +328,27 @@ test("a corpus of bad inputs each fail with a specific reason and an actionable 
   await w.createApplication("badrole", trait({ aws: { roleArn: "arn:aws:iam::12:user/someone-else" } }));
   await w.createApplication("typo", trait({ aws: { roleArn }, sessionDurationSeconds: 900 }));
   await w.createApplication("short", trait({ aws: { roleArn, sessionDuration: 60 } }));
+  // A second policy, beside the permissive one, with the rules for tags and raw tokens.
+  await w.createPolicy("tags-and-tokens", {
+    deliveryModes: ["env", "token-only"],
+    tokenOnly: { audiences: ["sts.amazonaws.com", "vault"] },
+    aws: { allowedRoleArns: [roleArn], allowedSessionTags: { team: ["payments"] } },
+  });
+  await w.createApplication(
+    "reserved-tag",
+    trait({ aws: { roleArn, sessionTags: { "scoped-step:run-uid": "x" } } }),
+  );
+  await w.createApplication("finance-tag", trait({ aws: { roleArn, sessionTags: { team: "finance" } } }));
+  await w.createApplication(
+    "transitive",
+    trait({ aws: { roleArn, sessionTags: { team: "payments" }, transitiveTagKeys: ["team"] } }),
+  );
+  await w.createApplication("raw-gcp", trait({ delivery: "token-only", audience: "gcp" }));
+  await w.createApplication("raw-sts", trait({ delivery: "token-only" }));
+  await w.createApplication(
+    "raw-long",
+    trait({ delivery: "token-only", audience: "vault", tokenExpirationSeconds: 600 }),
+  );
   await w.createScopedStep("upload", {
     params: [{ name: "bucket" }],
     image: "amazon/aws-cli",

@@ -4,11 +4,13 @@ import { writeFile } from "node:fs/promises";
 import path from "node:path";
 import { GetObjectCommand, S3Client } from "@aws-sdk/client-s3";
 import { stepState } from "../../tasks/scoped-step/status.ts";
-import type { Param } from "../../tasks/scoped-step/types.ts";
+import { isReservedResultName } from "../../tasks/scoped-step/step.ts";
 import {
   deployRole,
   everythingWritten,
+  sigv4,
   startIdentityWorld,
+  stepParams,
   type IdentityWorld,
 } from "../support/identity-world.ts";
 import { eventually } from "../support/wait.ts";
@@ -42,29 +44,25 @@ const trait = (extra: Record<string, unknown> = {}, aws: Record<string, unknown>
 ];
 
 const policy = {
-  aws: { allowedRoleArns: ["arn:aws:iam::111122223333:role/payments-*"], maxSessionDuration: 3600 },
+  aws: {
+    allowedRoleArns: ["arn:aws:iam::111122223333:role/payments-*"],
+    maxSessionDuration: 3600,
+    allowedSessionTags: { team: ["payments"] },
+  },
   deliveryModes: ["env", "file", "token-only"],
+  tokenOnly: { audiences: ["vault.example.com"] },
   revocation: "deny-policy",
 };
 
 const world: Promise<IdentityWorld> = startIdentityWorld(policy).then(async (w) => {
   await w.createApplication("payments", trait());
   await w.createApplication("payments-file", trait({ delivery: "file" }));
-  await w.createApplication("payments-token", trait({ delivery: "token-only" }));
+  await w.createApplication(
+    "payments-token",
+    trait({ delivery: "token-only", audience: "vault.example.com" }),
+  );
   return w;
 });
-
-const sigv4 = (service: string) =>
-  `curl -s -m 10 --aws-sigv4 "aws:amz:eu-west-1:${service}" --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" -H "x-amz-security-token: $AWS_SESSION_TOKEN"`;
-
-const stepParams = (w: IdentityWorld, application: string, script: string, results: string[]): Param[] => [
-  { name: "image", value: "amazon/aws-cli" },
-  { name: "script", value: script },
-  { name: "results", value: results },
-  { name: "env", value: { AWS_ENDPOINT_URL: w.peer.endpoint } },
-  { name: "application", value: application },
-  { name: "component", value: "api" },
-];
 
 test("the step really gets working credentials, scoped by the session policy, dead after the run", async () => {
   const w = await world;
@@ -107,6 +105,9 @@ test("the step really gets working credentials, scoped by the session policy, de
   assert.match(results["aws-source-identity"] ?? "", /^scoped-step-[0-9a-f]{24}-0$/);
   assert.ok(results["token-id"] && results["credentials-expiration"] && results["revoked-at"]);
   assert.equal(results.revocation, "deny-policy");
+  for (const name of Object.keys(stepState(run.status ?? {}).credential?.results ?? {})) {
+    assert.ok(isReservedResultName(name), `${name} is reserved: no step can declare it`);
+  }
   assert.deepEqual(
     stepState(run.status ?? {}).credential?.results,
     Object.fromEntries(

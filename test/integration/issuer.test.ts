@@ -27,7 +27,15 @@ const request: TokenRequest = {
 };
 
 interface StoredKeys {
-  keys: { kid: string; alg: string; state: string; createdAt: string; retiredAt?: string; privateJwk: JWK }[];
+  keys: {
+    kid: string;
+    alg: string;
+    state: string;
+    createdAt: string;
+    retiredAt?: string;
+    privateJwk?: JWK;
+    publicJwk?: JWK;
+  }[];
 }
 
 async function setup(prefix: string) {
@@ -66,7 +74,7 @@ test("the first start creates the key Secret; a second instance signs with the s
   assert.ok(key);
   assert.equal(key.state, "active");
   assert.equal(key.alg, "ES256");
-  assert.ok(key.privateJwk.d, "the Secret holds the private key");
+  assert.ok(key.privateJwk?.d, "the Secret holds the private key");
   const { kty, crv, x, y } = key.privateJwk;
   assert.equal(key.kid, await calculateJwkThumbprint({ kty, crv, x, y }), "kid is the RFC 7638 thumbprint");
 
@@ -93,7 +101,7 @@ test("instances started at the same moment end with one shared key set", async (
   }
 });
 
-test("a token signed before rotation verifies after it, until its key is pruned after the tokens' expiry", async () => {
+test("a token signed before rotation verifies after it, until its key is pruned after the tokens' expiry; the retired key is stored public-only", async () => {
   const { cluster, namespace, options } = await setup("issuer-rotate");
   const issuer = await createIssuer(
     options({ keyPublishLeadSeconds: 0, maxTokenLifetimeSeconds: 3600, clockSkewSeconds: 300 }),
@@ -101,6 +109,8 @@ test("a token signed before rotation verifies after it, until its key is pruned 
   const t0 = new Date();
   const at = (seconds: number) => new Date(t0.getTime() + seconds * 1000);
   const before = await issuer.issueToken({ ...request, lifetimeSeconds: 3600, now: t0 });
+  const privateD = (await storedKeys(cluster, namespace)).keys[0]?.privateJwk?.d;
+  assert.ok(privateD, "the active key's private part is stored");
 
   assert.equal((await issuer.rotateIfDue(at(7 * day - 60))).changed, false, "not due before the interval");
   const rotatedAt = at(7 * day);
@@ -113,6 +123,18 @@ test("a token signed before rotation verifies after it, until its key is pruned 
       [before.kid, "retired"],
       [rotation.activated, "active"],
     ].sort(),
+  );
+  const retired = stored.keys.find((k) => k.kid === before.kid);
+  assert.ok(retired?.publicJwk, "the retired key keeps its public JWK");
+  assert.equal(retired.privateJwk, undefined, "the retired key has no private JWK");
+  assert.equal(retired.publicJwk.d, undefined);
+  assert.equal(await calculateJwkThumbprint(retired.publicJwk), before.kid);
+  const secret = await cluster.core.readNamespacedSecret({ name: secretName, namespace });
+  assert.ok(
+    !Buffer.from(secret.data?.["keys.json"] ?? "", "base64")
+      .toString("utf8")
+      .includes(privateD),
+    "the retired private key is nowhere in the Secret",
   );
 
   const after = await issuer.issueToken({ ...request, now: rotatedAt });

@@ -115,7 +115,11 @@ test("the CRD accepts a valid policy, filling defaults, and rejects a structural
     allowedPolicyArns: [],
     maxSessionDuration: 900,
     requireSessionPolicy: false,
+    allowedSessionTags: {},
+    allowedTransitiveTagKeys: [],
   });
+  assert.equal(created.spec.maxRetries, 3);
+  assert.equal(created.spec.allowTenantSuppliedSubjectFacts, false);
 
   const refused = async (spec: Record<string, unknown>, field: RegExp) => {
     await assert.rejects(

@@ -5,7 +5,8 @@
 // one verb fails in a way an operator would see: the API server forbids exactly that request (the
 // controller logs the 403) and a named symptom follows (the run never finishes, the credential is
 // not revoked, the Lease is never taken, the controller exits...). A verb whose removal broke
-// nothing would not belong in the role.
+// nothing would not belong in the role. The same proof runs for the namespaced install
+// (catalog/controller/0.1/namespaced), whose tenant access is bound in the run's namespace only.
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { CoreV1Api } from "@kubernetes/client-node";
@@ -14,6 +15,7 @@ import type { CustomRun } from "../../tasks/scoped-step/types.ts";
 import { waitForLeader, type ControllerProcess } from "../support/controller.ts";
 import {
   describePermission,
+  namespacedRbac,
   permissions,
   releaseRbac,
   startRbacWorld,
@@ -23,6 +25,7 @@ import {
   type Permission,
   type RbacWorld,
 } from "../support/rbac-world.ts";
+import { ledgerEntries as readLedger, ledgerNames } from "../support/ledger.ts";
 import { eventually } from "../support/wait.ts";
 
 /** A request the API server refused, as the controller logged it. */
@@ -101,9 +104,18 @@ async function policyReady(w: RbacWorld): Promise<string | undefined> {
 
 const sessionsMinted = (w: RbacWorld) => w.peer.sessions().length;
 
+const ledgerEntries = (w: RbacWorld) => ledgerNames(w.cluster.kc, w.controllerNs);
+
 /** What the scenario does, and what a missing verb must visibly break. */
 interface Case {
-  scenario: "run" | "slow run" | "cancel" | "delete" | "empty key Secret" | "configuration change";
+  scenario:
+    | "run"
+    | "slow run"
+    | "cancel"
+    | "delete"
+    | "empty key Secret"
+    | "configuration change"
+    | "expired ledger entry";
   symptom: string;
   check: (w: RbacWorld, c: ControllerProcess) => Promise<void>;
 }
@@ -138,6 +150,12 @@ const relistsInALoop = (resource: string) => async (_w: RbacWorld, c: Controller
   );
 };
 
+const noPodAndUnfinished = (w: RbacWorld) =>
+  holdsFor("no pod and no finished run", bound, async () => {
+    const run = await w.getRun("deploy");
+    return (await podPhase(w, "deploy-pod")) === undefined && condition(run)?.status === "Unknown";
+  });
+
 const cases: Record<string, Case> = {
   // cluster-access
   "list scopedstep.dev/scopedsteppolicies": {
@@ -164,7 +182,8 @@ const cases: Record<string, Case> = {
   },
   "get namespaces": {
     scenario: "run",
-    symptom: "a namespaceSelector cannot be evaluated: no credential, the run never finishes",
+    symptom:
+      "neither a namespaceSelector nor the token's namespace UID can be read: no credential, the run never finishes",
     check: neverProgresses((run) => condition(run)?.status !== "True"),
   },
   // tenant-access
@@ -221,11 +240,7 @@ const cases: Record<string, Case> = {
   "create pods": {
     scenario: "run",
     symptom: "no step pod: the run never finishes",
-    check: (w) =>
-      holdsFor("no pod and no finished run", bound, async () => {
-        const run = await w.getRun("deploy");
-        return (await podPhase(w, "deploy-pod")) === undefined && condition(run)?.status === "Unknown";
-      }),
+    check: noPodAndUnfinished,
   },
   "delete pods": {
     scenario: "cancel",
@@ -240,15 +255,6 @@ const cases: Record<string, Case> = {
     scenario: "run",
     symptom: "the signing keys cannot be read: the controller exits at start",
     check: exits(2),
-  },
-  "list secrets": {
-    scenario: "delete",
-    symptom: "a deleted run's Secrets cannot be found: the run is never removed",
-    check: (w) =>
-      holdsFor("the run stays, deleted but finalized never", bound, async () => {
-        const run = await w.getRun("deploy");
-        return run?.metadata.deletionTimestamp !== undefined && (run.metadata.finalizers ?? []).length > 0;
-      }),
   },
   "create secrets": {
     scenario: "run",
@@ -320,7 +326,7 @@ const cases: Record<string, Case> = {
   },
   "list configmaps": {
     scenario: "configuration change",
-    symptom: "configuration changes are never applied",
+    symptom: "configuration changes are never applied (nor the ledger swept)",
     check: (_w, c) =>
       holdsFor("the change is not applied", bound, () => !c.output().includes('"configuration reloaded"')),
   },
@@ -329,6 +335,30 @@ const cases: Record<string, Case> = {
     symptom: "the configuration is not watched: the controller re-lists with backoff",
     check: relistsInALoop("configmaps"),
   },
+  "create configmaps": {
+    scenario: "run",
+    symptom: "no ledger entry can be written: nothing is minted, the run never finishes",
+    check: neverProgresses((run) => condition(run)?.status !== "True"),
+  },
+  "patch configmaps": {
+    scenario: "run",
+    symptom: "the ledger cannot record the mint: the step pod is never created, the run never finishes",
+    check: (w) =>
+      holdsFor("one session, no pod and no finished run", bound, async () => {
+        const run = await w.getRun("deploy");
+        return (
+          sessionsMinted(w) === 1 &&
+          (await podPhase(w, "deploy-pod")) === undefined &&
+          condition(run)?.status === "Unknown"
+        );
+      }),
+  },
+  "delete configmaps": {
+    scenario: "expired ledger entry",
+    symptom: "ledger entries of expired sessions are never removed",
+    check: (w) =>
+      holdsFor("the expired entry stays", bound, async () => (await ledgerEntries(w)).length === 1),
+  },
   "patch secrets": {
     scenario: "empty key Secret",
     symptom:
@@ -336,6 +366,32 @@ const cases: Record<string, Case> = {
     check: exits(2),
   },
 };
+
+/**
+ * The namespaced install binds tenant-access in the run's namespace only, so its Secret verbs no
+ * longer cover the signing keys (a Role of their own does, with the cases above): without them a
+ * run's credential Secret cannot be read or written. Keyed by describePermission.
+ */
+const namespacedCases: Record<string, Case> = {
+  "get secrets (scoped-step-controller-tenant-access)": {
+    scenario: "run",
+    symptom: "the credential Secret cannot be looked up before minting: the run never gets credentials",
+    check: neverProgresses((run) => condition(run)?.status !== "True"),
+  },
+  "create secrets (scoped-step-controller-tenant-access)": {
+    scenario: "run",
+    symptom: "the credential Secret cannot be stored: no step pod, the run never finishes",
+    check: noPodAndUnfinished,
+  },
+};
+
+const modes = {
+  "cluster-wide": { rbac: releaseRbac, overrides: {} as Record<string, Case> },
+  namespaced: { rbac: namespacedRbac, overrides: namespacedCases },
+};
+type Mode = keyof typeof modes;
+const caseFor = (mode: Mode, p: Permission): Case | undefined =>
+  modes[mode].overrides[describePermission(p)] ?? cases[keyOf(p)];
 
 const runParams = (w: RbacWorld) => [{ name: "endpoint", value: w.peer.endpoint }];
 
@@ -347,78 +403,93 @@ async function scenario(
   kind: Case["scenario"],
 ): Promise<{ w: RbacWorld; c: ControllerProcess }> {
   const w = await startRbacWorld(rbac, { emptyKeySecret: kind === "empty key Secret" });
+  if (kind === "expired ledger entry") await w.writeExpiredLedgerEntry();
   const c = w.startController();
   if (kind === "configuration change") {
-    await eventually("the controller to start", () =>
-      Promise.resolve(c.output().includes('"controller started"') ? true : undefined),
+    await eventually(
+      "the controller to start",
+      () => Promise.resolve(c.output().includes('"controller started"') ? true : undefined),
+      { timeoutMs: 120_000 },
     );
     await w.configure({ concurrency: "4" });
     return { w, c };
   }
+  if (kind === "expired ledger entry") return { w, c };
   const hold = kind === "cancel" || kind === "delete" ? "300" : kind === "slow run" ? "2" : "0";
   await w.createRun("deploy", { params: [...runParams(w), { name: "hold", value: hold }] });
   if (hold === "300") {
-    await waitForReason(w, "deploy", "Running");
+    await waitForReason(w, "deploy", "Running", 120_000);
     if (kind === "cancel") await w.cancelRun("deploy");
     else await w.deleteRun("deploy");
   }
   return { w, c };
 }
 
-test("with the release's RBAC, a run gets working AWS credentials, which are revoked; cancelled and deleted runs are cleaned up; configuration changes apply; nothing is forbidden", async (t) => {
-  const rbac = await releaseRbac();
-  const w = await startRbacWorld(rbac);
-  t.after(() => w.stop());
-  const c = w.startController();
-  await waitForLeader(c);
+for (const mode of Object.keys(modes) as Mode[]) {
+  test(`with the ${mode} install's RBAC, a run gets working AWS credentials, which are revoked; cancelled and deleted runs are cleaned up; configuration changes apply; nothing is forbidden`, async (t) => {
+    const rbac = await modes[mode].rbac();
+    const w = await startRbacWorld(rbac);
+    t.after(() => w.stop());
+    await w.writeExpiredLedgerEntry();
+    const c = w.startController();
+    await waitForLeader(c);
+    await eventually("the expired ledger entry to be removed", async () =>
+      (await ledgerEntries(w)).length === 0 ? true : undefined,
+    );
 
-  await w.createRun("deploy", {});
-  const done = await waitForReason(w, "deploy", "Succeeded");
-  const results = Object.fromEntries((done.status?.results ?? []).map((r) => [r.name, r.value]));
-  assert.match(
-    results.caller ?? "",
-    /^arn:aws:sts::111122223333:assumed-role\/rbac-deployer\//,
-    "the step called AWS",
-  );
-  assert.equal(stepState(done.status ?? {}).credential?.state, "revoked");
-  await eventually("the credential Secret to be deleted", async () =>
-    (await runSecrets(w, "deploy")).length === 0 ? true : undefined,
-  );
-  const deny = w.peer.rolePolicies("rbac-deployer")["scoped-step-revocations"] ?? "";
-  assert.ok(deny.includes(results["aws-source-identity"] ?? "missing"), "the session is denied on the role");
-  // Events are written without waiting for them, after the status that caused them.
-  await eventually("CredentialMinted and CredentialRevoked Events", async () => {
-    const reasons = await eventReasons(w);
-    return reasons.includes("CredentialMinted") && reasons.includes("CredentialRevoked") ? true : undefined;
+    await w.createRun("deploy", {});
+    const done = await waitForReason(w, "deploy", "Succeeded");
+    const results = Object.fromEntries((done.status?.results ?? []).map((r) => [r.name, r.value]));
+    assert.match(
+      results.caller ?? "",
+      /^arn:aws:sts::111122223333:assumed-role\/rbac-deployer\//,
+      "the step called AWS",
+    );
+    assert.equal(stepState(done.status ?? {}).credential?.state, "revoked");
+    await eventually("the credential Secret to be deleted", async () =>
+      (await runSecrets(w, "deploy")).length === 0 ? true : undefined,
+    );
+    const deny = w.peer.rolePolicies("rbac-deployer")["scoped-step-revocations"] ?? "";
+    assert.ok(
+      deny.includes(results["aws-source-identity"] ?? "missing"),
+      "the session is denied on the role",
+    );
+    const [entry] = await readLedger(w.cluster.kc, w.controllerNs);
+    assert.equal(entry?.state, "revoked", "the ledger records the revocation");
+    // Events are written without waiting for them, after the status that caused them.
+    await eventually("CredentialMinted and CredentialRevoked Events", async () => {
+      const reasons = await eventReasons(w);
+      return reasons.includes("CredentialMinted") && reasons.includes("CredentialRevoked") ? true : undefined;
+    });
+    assert.equal(await policyReady(w), "True");
+
+    await w.createRun("cancel", { params: [...runParams(w), { name: "hold", value: "300" }] });
+    await waitForReason(w, "cancel", "Running");
+    await w.cancelRun("cancel");
+    await waitForReason(w, "cancel", "CustomRunCancelled");
+    await eventually("the cancelled run's pod to be gone", async () =>
+      (await podPhase(w, "cancel-pod")) === undefined ? true : undefined,
+    );
+
+    await w.createRun("delete", { params: [...runParams(w), { name: "hold", value: "300" }] });
+    await waitForReason(w, "delete", "Running");
+    await w.deleteRun("delete");
+    await eventually("the deleted run to be gone with its pod and Secret", async () =>
+      (await w.getRun("delete")) === undefined &&
+      (await podPhase(w, "delete-pod")) === undefined &&
+      (await runSecrets(w, "delete")).length === 0
+        ? true
+        : undefined,
+    );
+
+    await w.configure({ concurrency: "4" });
+    await eventually("the configuration change to apply", () =>
+      Promise.resolve(c.output().includes('"configuration reloaded"') ? true : undefined),
+    );
+
+    assert.deepEqual(forbiddenRequests(c), [], "no request was forbidden");
   });
-  assert.equal(await policyReady(w), "True");
-
-  await w.createRun("cancel", { params: [...runParams(w), { name: "hold", value: "300" }] });
-  await waitForReason(w, "cancel", "Running");
-  await w.cancelRun("cancel");
-  await waitForReason(w, "cancel", "CustomRunCancelled");
-  await eventually("the cancelled run's pod to be gone", async () =>
-    (await podPhase(w, "cancel-pod")) === undefined ? true : undefined,
-  );
-
-  await w.createRun("delete", { params: [...runParams(w), { name: "hold", value: "300" }] });
-  await waitForReason(w, "delete", "Running");
-  await w.deleteRun("delete");
-  await eventually("the deleted run to be gone with its pod and Secret", async () =>
-    (await w.getRun("delete")) === undefined &&
-    (await podPhase(w, "delete-pod")) === undefined &&
-    (await runSecrets(w, "delete")).length === 0
-      ? true
-      : undefined,
-  );
-
-  await w.configure({ concurrency: "4" });
-  await eventually("the configuration change to apply", () =>
-    Promise.resolve(c.output().includes('"configuration reloaded"') ? true : undefined),
-  );
-
-  assert.deepEqual(forbiddenRequests(c), [], "no request was forbidden");
-});
+}
 
 test("with the release's RBAC, the controller fills a signing-key Secret an operator created empty", async (t) => {
   const w = await startRbacWorld(await releaseRbac(), { emptyKeySecret: true });
@@ -437,26 +508,56 @@ test("with the release's RBAC, the controller fills a signing-key Secret an oper
 });
 
 test("every verb of the controller's roles has a minimality case, and every case a verb", async () => {
-  const granted = permissions(await releaseRbac())
-    .map(keyOf)
-    .sort();
-  assert.deepEqual(granted, Object.keys(cases).sort());
+  const used = new Set<string>();
+  for (const mode of Object.keys(modes) as Mode[]) {
+    for (const p of permissions(await modes[mode].rbac())) {
+      const key = describePermission(p) in modes[mode].overrides ? describePermission(p) : keyOf(p);
+      assert.ok(caseFor(mode, p), `${mode}: ${describePermission(p)} has no case`);
+      used.add(key);
+    }
+  }
+  assert.deepEqual([...used].sort(), [...Object.keys(cases), ...Object.keys(namespacedCases)].sort());
 });
 
-describe("without any one verb, the controller fails visibly", { concurrency: 4 }, async () => {
-  const rbac = await releaseRbac();
-  for (const permission of permissions(rbac)) {
-    const c = cases[keyOf(permission)];
-    if (!c) continue;
-    test(`${describePermission(permission)}: ${c.symptom}`, { timeout: 60_000 }, async (t) => {
-      const { w, c: controller } = await scenario(without(rbac, permission), c.scenario);
-      t.after(() => w.stop());
-      await eventually(`the controller to be refused ${keyOf(permission)}`, () =>
-        Promise.resolve(forbiddenRequests(controller).some((f) => same(f, permission)) ? true : undefined),
-      );
-      await c.check(w, controller);
-      const others = forbiddenRequests(controller).filter((f) => !same(f, permission));
-      assert.deepEqual(others, [], "nothing else was forbidden");
-    });
+test("the namespaced install watches exactly the namespaces it binds the controller in, and grants nothing cluster-wide in them", async () => {
+  const rbac = await namespacedRbac();
+  assert.ok(rbac.bound.length > 0);
+  assert.deepEqual([...rbac.watched].sort(), [...rbac.bound].sort());
+  const clusterWide = permissions({ ...rbac, roles: [], tenantRoles: [] });
+  for (const p of clusterWide) {
+    assert.ok(
+      ["scopedsteppolicies", "scopedsteppolicies/status", "namespaces"].includes(p.resource),
+      `${describePermission(p)} is cluster-wide`,
+    );
   }
 });
+
+for (const mode of Object.keys(modes) as Mode[]) {
+  describe(
+    `${mode} install: without any one verb, the controller fails visibly`,
+    { concurrency: 4 },
+    async () => {
+      const rbac = await modes[mode].rbac();
+      for (const permission of permissions(rbac)) {
+        const c = caseFor(mode, permission);
+        if (!c) continue;
+        // Generous waits: on a loaded machine a controller process can take tens of seconds to start.
+        test(`${describePermission(permission)}: ${c.symptom}`, { timeout: 180_000 }, async (t) => {
+          const { w, c: controller } = await scenario(without(rbac, permission), c.scenario);
+          t.after(() => w.stop());
+          await eventually(
+            `the controller to be refused ${keyOf(permission)}`,
+            () =>
+              Promise.resolve(
+                forbiddenRequests(controller).some((f) => same(f, permission)) ? true : undefined,
+              ),
+            { timeoutMs: 120_000 },
+          );
+          await c.check(w, controller);
+          const others = forbiddenRequests(controller).filter((f) => !same(f, permission));
+          assert.deepEqual(others, [], "nothing else was forbidden");
+        });
+      }
+    },
+  );
+}

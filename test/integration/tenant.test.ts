@@ -2,19 +2,9 @@
 // pipeline author writes in its own namespace, and nothing outside it.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { ApiException, CoreV1Api, CustomObjectsApi } from "@kubernetes/client-node";
+import { CoreV1Api, CustomObjectsApi } from "@kubernetes/client-node";
 import { testCluster, testNamespace } from "../support/cluster.ts";
-import { tenantConfig } from "../support/tenant.ts";
-
-async function status(op: Promise<unknown>): Promise<number> {
-  try {
-    await op;
-    return 200;
-  } catch (err) {
-    if (err instanceof ApiException) return err.code;
-    throw err;
-  }
-}
+import { statusOf as status, tenantConfig } from "../support/tenant.ts";
 
 test("the tenant writes runs, Applications, ScopedSteps, Secrets and Pods in its own namespace only", async () => {
   const cluster = await testCluster();

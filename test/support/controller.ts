@@ -75,7 +75,7 @@ export function startController(opts: ControllerOptions): ControllerProcess {
 }
 
 /** Waits until the controller has taken the lease (it logs "became leader"). */
-export async function waitForLeader(c: ControllerProcess, timeoutMs = 30_000): Promise<void> {
+export async function waitForLeader(c: ControllerProcess, timeoutMs = 180_000): Promise<void> {
   await eventually(
     "controller to lead",
     () => Promise.resolve(c.output().includes('"became leader"') ? true : undefined),

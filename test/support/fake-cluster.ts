@@ -18,6 +18,8 @@ import {
   type Failpoint,
   type TaskContext,
 } from "../../tasks/scoped-step/ports.ts";
+import { ledgerEntryName, type LedgerEntry } from "../../tasks/scoped-step/ledger.ts";
+import type { LedgerPort } from "../../tasks/scoped-step/ports.ts";
 import { reconcileRun } from "../../tasks/scoped-step/reconcile.ts";
 import type { Application, CustomRun, CustomRunSpec } from "../../tasks/scoped-step/types.ts";
 
@@ -144,9 +146,6 @@ export class FakeCluster implements ClusterPort {
     this.secrets.delete(key(namespace, name));
     return Promise.resolve();
   }
-  listRunSecrets(namespace: string, runName: string) {
-    return Promise.resolve(ofRun([...this.secrets.values()], namespace, runName));
-  }
 
   /** Plays the kubelet: sets the step container's state on a pod. */
   setStepState(namespace: string, pod: string, state: Record<string, unknown>, phase = "Running"): void {
@@ -181,6 +180,7 @@ export function fakeProvider(): FakeProvider {
     minted: [],
     revoked: [],
     revocation: { method: "deny-policy" },
+    lifetimeSeconds: () => 900,
     intent: (facts: RunFacts, grant: Grant) => ({
       session: `${facts.customRun}-${facts.attempt}`,
       role: grant.trait.properties.aws?.roleArn ?? "",
@@ -248,6 +248,7 @@ export function fakeWorld(): FakeWorld {
     ctx: {
       cluster,
       credentials: provider,
+      ledger: new FakeLedger(),
       events: { emit: (_run, type, reason, message) => events.push({ type, reason, message }) },
       policy: {
         decide: (_namespace, trait) => {
@@ -302,3 +303,34 @@ export const stepParams = (script = "echo done > $(results.out.path)") => [
   { name: "application", value: "payments" },
   { name: "component", value: "api" },
 ];
+
+/** The credential ledger in memory, with the port's semantics (see controller/ledger.ts). */
+export class FakeLedger implements LedgerPort {
+  readonly entries = new Map<string, LedgerEntry>();
+
+  recordIntent(entry: LedgerEntry): Promise<void> {
+    const name = ledgerEntryName(entry.run.uid, entry.attempt);
+    const current = this.entries.get(name);
+    if (!current) this.entries.set(name, structuredClone(entry));
+    else if (entry.notAfter > current.notAfter) current.notAfter = entry.notAfter;
+    return Promise.resolve();
+  }
+
+  update(uid: string, attempt: number, change: Partial<LedgerEntry>): Promise<void> {
+    const current = this.entries.get(ledgerEntryName(uid, attempt));
+    if (current) Object.assign(current, change);
+    return Promise.resolve();
+  }
+
+  list(run?: { namespace: string; name: string }): Promise<LedgerEntry[]> {
+    const all = [...this.entries.values()];
+    return Promise.resolve(
+      run ? all.filter((e) => e.run.namespace === run.namespace && e.run.name === run.name) : all,
+    );
+  }
+
+  remove(entry: LedgerEntry): Promise<void> {
+    this.entries.delete(ledgerEntryName(entry.run.uid, entry.attempt));
+    return Promise.resolve();
+  }
+}

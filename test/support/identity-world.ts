@@ -3,7 +3,8 @@
 import { after } from "node:test";
 import { CoreV1Api } from "@kubernetes/client-node";
 import { startAwsPeer, type AwsPeer } from "./aws/server.ts";
-import { createTrustingRole, registerIssuer } from "./aws/trust.ts";
+import { createTrustingRole, registerIssuer, type TrustedIssuer } from "./aws/trust.ts";
+import type { Param } from "../../tasks/scoped-step/types.ts";
 import { startWorld, type World, type WorldOptions } from "./world.ts";
 
 export const account = "111122223333";
@@ -11,6 +12,8 @@ export const deployRole = `arn:aws:iam::${account}:role/payments-deployer`;
 
 export interface IdentityWorld extends World {
   peer: AwsPeer;
+  /** The controller's issuer as the AWS peer knows it, for more roles that trust it. */
+  trusted: TrustedIssuer;
   issuer: string;
   providerHost: string;
   controllerFlags: string[];
@@ -18,6 +21,25 @@ export interface IdentityWorld extends World {
   restartController(extraEnv?: Record<string, string>): Promise<void>;
   secretData(name: string): Promise<Record<string, string> | undefined>;
 }
+
+/** curl signing with the step's session credentials (SigV4), as any code in a step could. */
+export const sigv4 = (service: string) =>
+  `curl -s -m 10 --aws-sigv4 "aws:amz:eu-west-1:${service}" --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" -H "x-amz-security-token: $AWS_SESSION_TOKEN"`;
+
+/** Params of a run whose step runs `script` with the identity of `application`'s component api. */
+export const stepParams = (
+  w: IdentityWorld,
+  application: string,
+  script: string,
+  results: string[] = [],
+): Param[] => [
+  { name: "image", value: "amazon/aws-cli" },
+  { name: "script", value: script },
+  { name: "results", value: results },
+  { name: "env", value: { AWS_ENDPOINT_URL: w.peer.endpoint } },
+  { name: "application", value: application },
+  { name: "component", value: "api" },
+];
 
 /** Every place a secret could leak to, as one text: controller logs, run, events, pods, step output. */
 export async function everythingWritten(w: IdentityWorld): Promise<string> {
@@ -42,7 +64,12 @@ export async function everythingWritten(w: IdentityWorld): Promise<string> {
 
 export async function startIdentityWorld(
   policy: Record<string, unknown>,
-  opts: { roleTrustSub?: string; cluster?: WorldOptions["cluster"]; peerHost?: string } = {},
+  opts: {
+    roleTrustSub?: string;
+    flags?: string[];
+    cluster?: WorldOptions["cluster"];
+    peerHost?: string;
+  } = {},
 ): Promise<IdentityWorld> {
   const base = await startWorld({
     controller: false,
@@ -82,6 +109,7 @@ export async function startIdentityWorld(
     `--sts-endpoint=${peer.endpoint}`,
     `--iam-endpoint=${peer.endpoint}`,
     "--aws-region=eu-west-1",
+    ...(opts.flags ?? []),
   ];
   // The controller's own AWS credentials are used only for IAM (deny-policy revocation).
   const controllerEnv = {
@@ -92,6 +120,7 @@ export async function startIdentityWorld(
   const core = base.cluster.kc.makeApiClient(CoreV1Api);
   const w: IdentityWorld = Object.assign(base, {
     peer,
+    trusted,
     issuer,
     providerHost,
     controllerFlags,

@@ -17,7 +17,7 @@ import {
   RbacAuthorizationV1Api,
   setHeaderOptions,
 } from "@kubernetes/client-node";
-import { parseAllDocuments } from "yaml";
+import { parse, parseAllDocuments } from "yaml";
 import type { CustomRun, CustomRunSpec } from "../../tasks/scoped-step/types.ts";
 import { startAwsPeer, type AwsPeer } from "./aws/server.ts";
 import { createTrustingRole, registerIssuer } from "./aws/trust.ts";
@@ -26,8 +26,10 @@ import { startController, type ControllerProcess } from "./controller.ts";
 import { startTestKubelet, type TestKubelet } from "./kubelet.ts";
 import { eventually } from "./wait.ts";
 import { createApplication, identityComponent } from "./application.ts";
+import { writeExpiredLedgerEntry } from "./ledger.ts";
 
 export const releasePath = fileURLToPath(new URL("../../catalog/release.yaml", import.meta.url));
+const namespacedDir = fileURLToPath(new URL("../../catalog/controller/0.1/namespaced", import.meta.url));
 export const releaseNamespace = "scoped-step";
 export const serviceAccount = "scoped-step-controller";
 export const account = "111122223333";
@@ -42,9 +44,12 @@ export interface Rule {
 
 /** The roles the release binds to the controller's ServiceAccount, by name. */
 export interface ControllerRbac {
+  /** Bound cluster-wide. */
   clusterRoles: { name: string; rules: Rule[] }[];
   /** Roles in the controller's own namespace. */
   roles: { name: string; rules: Rule[] }[];
+  /** ClusterRoles bound by a RoleBinding in each namespace the controller serves (namespaced install). */
+  tenantRoles: { name: string; rules: Rule[] }[];
 }
 
 interface Doc {
@@ -55,22 +60,70 @@ interface Doc {
   subjects?: { kind: string; name: string; namespace?: string }[];
 }
 
+async function readYamlDocs(file: string): Promise<Doc[]> {
+  const stream = parseAllDocuments(await readFile(file, "utf8"));
+  return (Array.isArray(stream) ? stream : []).map((d) => d.toJS() as Doc | null).filter((d) => d !== null);
+}
+
+/** The cluster-wide install: catalog/release.yaml. */
 export async function releaseRbac(): Promise<ControllerRbac> {
-  const stream = parseAllDocuments(await readFile(releasePath, "utf8"));
-  const docs = (Array.isArray(stream) ? stream : [])
-    .map((d) => d.toJS() as Doc | null)
-    .filter((d) => d !== null);
-  const boundTo = (d: Doc) =>
-    (d.subjects ?? []).some(
-      (s) => s.kind === "ServiceAccount" && s.name === serviceAccount && s.namespace === releaseNamespace,
-    );
+  return controllerRbac(await readYamlDocs(releasePath));
+}
+
+/**
+ * The namespaced install: release.yaml with the overlay in catalog/controller/0.1/namespaced
+ * applied as kustomize applies it (its own resources added, the `$patch: delete` patches removing
+ * their targets). Also returns the namespaces it binds and the ones it configures the controller
+ * to watch.
+ */
+export async function namespacedRbac(): Promise<ControllerRbac & { bound: string[]; watched: string[] }> {
+  const k = parse(await readFile(path.join(namespacedDir, "kustomization.yaml"), "utf8")) as {
+    resources: string[];
+    patches: { patch: string }[];
+  };
+  if (!k.resources.includes("..")) throw new Error("the namespaced overlay does not build on the release");
+  let docs = await readYamlDocs(releasePath);
+  for (const resource of k.resources.filter((r) => r !== "..")) {
+    docs.push(...(await readYamlDocs(path.join(namespacedDir, resource))));
+  }
+  let watched: string[] = [];
+  for (const { patch } of k.patches) {
+    const target = parse(patch) as Doc & { $patch?: string; data?: Record<string, string> };
+    const same = (d: Doc) =>
+      d.kind === target.kind &&
+      d.metadata.name === target.metadata.name &&
+      d.metadata.namespace === target.metadata.namespace;
+    if (!docs.some(same))
+      throw new Error(
+        `the namespaced overlay patches ${target.kind} ${target.metadata.name}, which the release lacks`,
+      );
+    if (target.$patch === "delete") docs = docs.filter((d) => !same(d));
+    const setting = target.data?.["watch-namespaces"];
+    if (target.kind === "ConfigMap" && setting !== undefined)
+      watched = setting.split(",").map((n) => n.trim());
+  }
+  const bound = tenantBindings(docs).map((d) => d.metadata.namespace ?? "");
+  return { ...controllerRbac(docs), bound, watched };
+}
+
+const boundTo = (d: Doc) =>
+  (d.subjects ?? []).some(
+    (s) => s.kind === "ServiceAccount" && s.name === serviceAccount && s.namespace === releaseNamespace,
+  );
+
+/** RoleBindings of the controller in namespaces other than its own. */
+const tenantBindings = (docs: Doc[]) =>
+  docs.filter((d) => d.kind === "RoleBinding" && d.metadata.namespace !== releaseNamespace && boundTo(d));
+
+function controllerRbac(docs: Doc[]): ControllerRbac {
   const roleOf = (kind: string, name: string, namespace?: string) => {
     const role = docs.find(
       (d) => d.kind === kind && d.metadata.name === name && d.metadata.namespace === namespace,
     );
-    if (!role?.rules) throw new Error(`release.yaml binds ${kind} ${name}, which it does not define`);
+    if (!role?.rules) throw new Error(`the install binds ${kind} ${name}, which it does not define`);
     return { name, rules: role.rules };
   };
+  const tenants = tenantBindings(docs);
   return {
     clusterRoles: docs
       .filter((d) => d.kind === "ClusterRoleBinding" && boundTo(d))
@@ -82,6 +135,13 @@ export async function releaseRbac(): Promise<ControllerRbac> {
           ? roleOf("ClusterRole", b.roleRef.name)
           : roleOf("Role", b.roleRef?.name ?? "", releaseNamespace),
       ),
+    // Every tenant namespace gets the same ClusterRoles; the test binds them in its one namespace.
+    tenantRoles: [...new Set(tenants.map((b) => b.roleRef?.name ?? ""))].map((name) => {
+      if (tenants.some((b) => b.roleRef?.name === name && b.roleRef.kind !== "ClusterRole")) {
+        throw new Error(`RoleBinding to ${name} in a tenant namespace must name a ClusterRole`);
+      }
+      return roleOf("ClusterRole", name);
+    }),
   };
 }
 
@@ -98,7 +158,7 @@ export const describePermission = (p: Permission) =>
 
 export function permissions(rbac: ControllerRbac): Permission[] {
   const out: Permission[] = [];
-  for (const role of [...rbac.clusterRoles, ...rbac.roles]) {
+  for (const role of [...rbac.clusterRoles, ...rbac.roles, ...rbac.tenantRoles]) {
     for (const rule of role.rules) {
       for (const group of rule.apiGroups) {
         for (const resource of rule.resources) {
@@ -127,7 +187,11 @@ export function without(rbac: ControllerRbac, p: Permission): ControllerRbac {
     });
     return { ...role, rules };
   };
-  return { clusterRoles: rbac.clusterRoles.map(strip), roles: rbac.roles.map(strip) };
+  return {
+    clusterRoles: rbac.clusterRoles.map(strip),
+    roles: rbac.roles.map(strip),
+    tenantRoles: rbac.tenantRoles.map(strip),
+  };
 }
 
 export interface RbacWorld {
@@ -147,6 +211,8 @@ export interface RbacWorld {
   createRun(name: string, spec: Partial<CustomRunSpec>): Promise<void>;
   getRun(name: string): Promise<CustomRun | undefined>;
   cancelRun(name: string): Promise<void>;
+  /** A ledger entry for a session that expired an hour ago, as the controller would have left it. */
+  writeExpiredLedgerEntry(): Promise<void>;
   /** Merges settings into the configuration ConfigMap. */
   configure(data: Record<string, string>): Promise<void>;
   deleteRun(name: string): Promise<void>;
@@ -231,6 +297,19 @@ export async function startRbacWorld(
       () => rbacApi.deleteClusterRoleBinding({ name }).catch(ignoreNotFound),
       () => rbacApi.deleteClusterRole({ name }).catch(ignoreNotFound),
     );
+  }
+  for (const role of rbac.tenantRoles) {
+    const name = `${role.name}-${suffix}`;
+    await rbacApi.createClusterRole({ body: { metadata: { name }, rules: role.rules } });
+    await rbacApi.createNamespacedRoleBinding({
+      namespace: ns,
+      body: {
+        metadata: { name: role.name },
+        roleRef: { apiGroup: "rbac.authorization.k8s.io", kind: "ClusterRole", name },
+        subjects: [subject],
+      },
+    });
+    cleanups.push(() => rbacApi.deleteClusterRole({ name }).catch(ignoreNotFound));
   }
   for (const role of rbac.roles) {
     await rbacApi.createNamespacedRole({
@@ -413,6 +492,9 @@ export async function startRbacWorld(
         },
         mergePatch,
       );
+    },
+    async writeExpiredLedgerEntry() {
+      await writeExpiredLedgerEntry(kc, controllerNs, ns);
     },
     async configure(data) {
       await core.patchNamespacedConfigMap(

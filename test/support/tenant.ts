@@ -96,6 +96,17 @@ async function installEditRole(cluster: TestCluster): Promise<void> {
   await aggregateEdit(rbac);
 }
 
+/** The HTTP status a request ends with: 200 when it succeeds, the API server's code otherwise. */
+export async function statusOf(op: Promise<unknown>): Promise<number> {
+  try {
+    await op;
+    return 200;
+  } catch (err) {
+    if (err instanceof ApiException) return err.code;
+    throw err;
+  }
+}
+
 /** The user name a namespace's tenant is known by to the API server. */
 export const tenantUser = (namespace: string): string => `tenant:${namespace}`;
 

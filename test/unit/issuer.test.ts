@@ -14,10 +14,13 @@ import {
   type TokenRequest,
 } from "../../controller/issuer/index.ts";
 import { checkIssuerUrl } from "../../controller/issuer/documents.ts";
+import { parseKeySet } from "../../controller/issuer/keys.ts";
 
 const issuerUrl = "http://127.0.0.1:8443";
 const facts: RunFacts = {
   namespace: "team-a",
+  namespaceUid: "6f1c2a9e-0000-4000-8000-000000000001",
+  customRunUid: "0b7d4c3e-0000-4000-8000-000000000002",
   application: "payments",
   component: "api",
   customRun: "deploy-run-x7k2p",
@@ -90,15 +93,31 @@ for (const algorithm of ["ES256", "RS256"] as const) {
       assert.equal(exp - iat, 900);
       assert.equal(issued.issuedAt.getTime(), iat * 1000);
       assert.equal(issued.expiresAt.getTime(), exp * 1000);
+      // Asserted facts are top-level claims; what the run's author wrote is under "unverified".
       assert.equal(payload.namespace, "team-a");
+      assert.equal(payload.namespaceUid, facts.namespaceUid);
+      assert.equal(payload.customRunUid, facts.customRunUid);
       assert.equal(payload.application, "payments");
       assert.equal(payload.component, "api");
-      assert.equal(payload.customRun, "deploy-run-x7k2p");
-      assert.equal(payload.pipelineRun, "release-42");
-      assert.equal(payload.pipelineTask, "deploy");
-      assert.equal(payload.serviceAccount, "deployer");
+      assert.deepEqual(payload.unverified, {
+        customRun: "deploy-run-x7k2p",
+        pipelineRun: "release-42",
+        pipelineTask: "deploy",
+        serviceAccount: "deployer",
+      });
+      for (const name of ["customRun", "pipelineRun", "pipelineTask", "serviceAccount"]) {
+        assert.equal(payload[name], undefined, `${name} is not a top-level claim`);
+      }
       assert.deepEqual(payload["https://aws.amazon.com/tags"], {
-        principal_tags: { team: ["payments"], "cost-center": ["1234"] },
+        principal_tags: {
+          team: ["payments"],
+          "cost-center": ["1234"],
+          "scoped-step:namespace": ["team-a"],
+          "scoped-step:namespace-uid": [facts.namespaceUid],
+          "scoped-step:application": ["payments"],
+          "scoped-step:component": ["api"],
+          "scoped-step:run-uid": [facts.customRunUid],
+        },
         transitive_tag_keys: ["team"],
       });
       assert.equal(payload["https://aws.amazon.com/source_identity"], "scoped-step.team-a.deploy-run-x7k2p");
@@ -119,7 +138,7 @@ for (const algorithm of ["ES256", "RS256"] as const) {
 test("tokens default to 600 s, get a fresh unguessable jti each, and omit absent facts and AWS claims", async () => {
   const issuer = await memoryIssuer();
   const now = new Date("2030-01-01T00:00:00Z");
-  const { pipelineRun: _r, pipelineTask: _t, ...standalone } = facts;
+  const { pipelineRun: _r, pipelineTask: _t, namespaceUid: _nu, customRunUid: _cu, ...standalone } = facts;
   const a = await issuer.issueToken(request({ facts: standalone, now }));
   const b = await issuer.issueToken(request({ facts: standalone, now }));
   assert.notEqual(a.jti, b.jti);
@@ -129,8 +148,19 @@ test("tokens default to 600 s, get a fresh unguessable jti each, and omit absent
   const { payload } = await jwtVerify(a.token, createLocalJWKSet(issuer.jwks()), {
     currentDate: new Date("2030-01-01T00:05:00Z"),
   });
-  assert.equal(payload.pipelineRun, undefined);
-  assert.equal(payload["https://aws.amazon.com/tags"], undefined);
+  assert.deepEqual(payload.unverified, { customRun: facts.customRun, serviceAccount: facts.serviceAccount });
+  assert.equal(payload.namespaceUid, undefined);
+  assert.deepEqual(
+    payload["https://aws.amazon.com/tags"],
+    {
+      principal_tags: {
+        "scoped-step:namespace": ["team-a"],
+        "scoped-step:application": ["payments"],
+        "scoped-step:component": ["api"],
+      },
+    },
+    "only the tags the issuer asserts, and no transitive keys",
+  );
   assert.equal(payload["https://aws.amazon.com/source_identity"], undefined);
 });
 
@@ -152,12 +182,11 @@ test("the discovery document names the issuer, the JWKS and what the tokens carr
     "exp",
     "jti",
     "namespace",
-    "pipelineRun",
-    "pipelineTask",
-    "customRun",
-    "serviceAccount",
+    "namespaceUid",
+    "customRunUid",
     "application",
     "component",
+    "unverified",
     "https://aws.amazon.com/tags",
     "https://aws.amazon.com/source_identity",
   ]) {
@@ -173,16 +202,31 @@ describe("subject templates", () => {
     );
   });
 
-  test("a template may use any fact the run cannot forge", () => {
+  test("a template may use the asserted facts, and the tenant-supplied ones only when allowed", () => {
     assert.equal(
-      renderSubject("{namespace}/{pipelineRun}/{pipelineTask}/{customRun}/{serviceAccount}", facts),
-      "team-a/release-42/deploy/deploy-run-x7k2p/deployer",
+      renderSubject("{namespace}/{namespaceUid}/{customRunUid}", facts),
+      `team-a/${facts.namespaceUid}/${facts.customRunUid}`,
     );
+    const tenant = "{namespace}/{pipelineRun}/{pipelineTask}/{customRun}/{serviceAccount}";
+    assert.throws(
+      () => renderSubject(tenant, facts),
+      (err: unknown) =>
+        err instanceof ClaimError &&
+        err.reason === "InvalidSubject" &&
+        /\{pipelineRun\}, \{pipelineTask\}, \{customRun\}, \{serviceAccount\}, which whoever creates the run chooses/.test(
+          err.message,
+        ),
+    );
+    assert.equal(renderSubject(tenant, facts, true), "team-a/release-42/deploy/deploy-run-x7k2p/deployer");
   });
 
-  test("an unknown placeholder is a configuration error, at start-up too", async () => {
-    assert.throws(() => renderSubject("system:{namespace}:{roleArn}", facts), IssuerConfigError);
+  test("an unknown placeholder is refused per run, and is a configuration error at start-up", async () => {
+    assert.throws(
+      () => renderSubject("system:{namespace}:{roleArn}", facts),
+      (err: unknown) => err instanceof ClaimError && err.reason === "InvalidSubject",
+    );
     assert.throws(() => renderSubject("system:{namespace}:{component", facts), /unbalanced/);
+    await assert.rejects(memoryIssuer("ES256", { subjectTemplate: "ci:{pipelineRun}" }), IssuerConfigError);
     await assert.rejects(memoryIssuer("ES256", { subjectTemplate: "{params.whoami}" }), (err: unknown) => {
       assert.ok(err instanceof IssuerConfigError);
       assert.match(err.message, /\{params\.whoami\}/);
@@ -193,7 +237,7 @@ describe("subject templates", () => {
   test("a placeholder for a fact the run lacks names the missing label", () => {
     const { pipelineRun: _omit, ...standalone } = facts;
     assert.throws(
-      () => renderSubject("{namespace}:{pipelineRun}", standalone),
+      () => renderSubject("{namespace}:{pipelineRun}", standalone, true),
       (err: unknown) =>
         err instanceof ClaimError &&
         err.reason === "InvalidSubject" &&
@@ -253,6 +297,7 @@ describe("claims are checked against AWS's limits before signing", () => {
   });
 
   const tooMany = Object.fromEntries(Array.from({ length: 51 }, (_, i) => [`k${i}`, "v"]));
+  const tooManyWithAsserted = Object.fromEntries(Array.from({ length: 46 }, (_, i) => [`k${i}`, "v"]));
   const tagCases: [string, Record<string, string>, string[], RegExp][] = [
     ["more than 50 tags", tooMany, [], /at most 50/],
     ["a key over 128 characters", { ["k".repeat(129)]: "v" }, [], /1\.\.128/],
@@ -261,6 +306,18 @@ describe("claims are checked against AWS's limits before signing", () => {
     ["a character AWS refuses in a key", { "team#1": "v" }, [], /may contain only/],
     ["a character AWS refuses in a value", { team: "a,b" }, [], /may contain only/],
     ["the reserved aws: prefix", { "aws:team": "v" }, [], /reserved prefix/],
+    [
+      "the controller's own prefix, in any case",
+      { "Scoped-Step:namespace": "prod" },
+      [],
+      /prefix scoped-step:, which only the controller sets/,
+    ],
+    [
+      "more than 50 with the controller's own",
+      tooManyWithAsserted,
+      [],
+      /got 51 \(5 of them set by the controller\)/,
+    ],
     ["keys differing only in case", { Team: "a", team: "b" }, [], /letter case/],
     ["a transitive key that is not a tag", { team: "a" }, ["owner"], /not one of the session tags/],
   ];
@@ -294,7 +351,7 @@ describe("claims are checked against AWS's limits before signing", () => {
 
   test("the whole token: at most 20000 characters", async () => {
     const big = Object.fromEntries(
-      Array.from({ length: 50 }, (_, i) => [
+      Array.from({ length: 45 }, (_, i) => [
         `${String(i).padStart(2, "0")}${"k".repeat(126)}`,
         "v".repeat(256),
       ]),
@@ -367,6 +424,106 @@ describe("rotation with an in-memory store", () => {
     assert.deepEqual(
       issuer.jwks().keys.map((k) => k.kid),
       [activated.activated],
+    );
+  });
+});
+
+describe("key custody", () => {
+  const day = 24 * 3600;
+
+  for (const algorithm of ["ES256", "RS256"] as const) {
+    test(`${algorithm}: a key that stops signing is stored public-only, and its tokens still verify`, async () => {
+      const store = memoryKeyStore();
+      const issuer = await createIssuer({
+        store,
+        issuerUrl,
+        allowInsecureIssuer: true,
+        algorithm,
+        keyPublishLeadSeconds: 0,
+      });
+      const old = (await store.read()).keys?.keys[0];
+      assert.ok(old?.privateJwk?.d);
+      const start = Date.parse(old.createdAt);
+      const signedBefore = await issuer.issueToken(request({ now: new Date(start) }));
+      const rotatedAt = new Date(start + 7 * day * 1000);
+      assert.ok((await issuer.rotateIfDue(rotatedAt)).activated);
+
+      const keys = (await store.read()).keys?.keys ?? [];
+      const retired = keys.find((k) => k.kid === old.kid);
+      assert.equal(retired?.state, "retired");
+      assert.equal(retired.privateJwk, undefined, "no private JWK");
+      assert.deepEqual(
+        Object.keys(retired.publicJwk ?? {}).sort(),
+        algorithm === "ES256" ? ["crv", "kty", "x", "y"] : ["e", "kty", "n"],
+        "public members only",
+      );
+      assert.ok(!JSON.stringify(keys).includes(old.privateJwk.d), "the private part is gone from the store");
+      await jwtVerify(signedBefore.token, createLocalJWKSet(issuer.jwks()), {
+        issuer: issuerUrl,
+        currentDate: new Date(start + 60_000),
+      });
+      assert.ok(
+        keys.filter((k) => k.state !== "retired").every((k) => k.privateJwk?.d),
+        "the signing keys keep theirs",
+      );
+    });
+  }
+
+  test("a key set stored with retired private keys loses them when an issuer loads it", async () => {
+    const source = memoryKeyStore();
+    const issuer = await createIssuer({
+      store: source,
+      issuerUrl,
+      allowInsecureIssuer: true,
+      keyPublishLeadSeconds: 0,
+    });
+    const first = (await source.read()).keys?.keys[0];
+    assert.ok(first?.privateJwk);
+    await issuer.rotateIfDue(new Date(Date.parse(first.createdAt) + 7 * day * 1000));
+    const current = (await source.read()).keys;
+    assert.ok(current);
+    // As an older version stored a retired key: with its private JWK.
+    const legacy = {
+      version: 1 as const,
+      keys: current.keys.map((k) =>
+        k.kid === first.kid ? { ...k, privateJwk: first.privateJwk, publicJwk: undefined } : k,
+      ),
+    };
+    const store = memoryKeyStore();
+    await store.write(legacy, undefined);
+
+    const loaded = await createIssuer({ store, issuerUrl, allowInsecureIssuer: true });
+    const keys = (await store.read()).keys?.keys ?? [];
+    assert.equal(keys.find((k) => k.kid === first.kid)?.privateJwk, undefined);
+    assert.ok(!JSON.stringify(keys).includes(first.privateJwk.d));
+    assert.deepEqual(
+      loaded
+        .jwks()
+        .keys.map((k) => k.kid)
+        .sort(),
+      current.keys.map((k) => k.kid).sort(),
+      "the retired key stays published",
+    );
+  });
+
+  test("a stored active key without its private part is refused", () => {
+    assert.throws(
+      () =>
+        parseKeySet(
+          JSON.stringify({
+            version: 1,
+            keys: [
+              {
+                kid: "k1",
+                alg: "ES256",
+                state: "active",
+                createdAt: "2026-11-29T00:00:00Z",
+                publicJwk: { kty: "EC", crv: "P-256", x: "AA", y: "AA" },
+              },
+            ],
+          }),
+        ),
+      /active key k1 without its private JWK/,
     );
   });
 });

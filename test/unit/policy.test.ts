@@ -1,7 +1,12 @@
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { readFile } from "node:fs/promises";
-import { factNames } from "../../controller/issuer/claims.ts";
+import {
+  assertedFacts,
+  assertedTagPrefix,
+  factNames,
+  tenantSuppliedFacts,
+} from "../../controller/issuer/claims.ts";
 import { isRunFailure } from "../../tasks/scoped-step/failure.ts";
 import {
   evaluatePolicy,
@@ -15,8 +20,11 @@ import {
 } from "../../tasks/scoped-step/policy.ts";
 import { scopedStepPolicyCrd, scopedStepPolicyCrdYaml } from "../../tasks/scoped-step/policy-crd.ts";
 import {
+  assertedSubjectFacts,
   checkPolicy,
+  reservedTagPrefix,
   subjectPlaceholders,
+  tenantSuppliedSubjectFacts,
   type ScopedStepPolicy,
 } from "../../tasks/scoped-step/policy-schema.ts";
 import { checkTraitProperties, type TraitProperties } from "../../tasks/scoped-step/schema.ts";
@@ -75,6 +83,7 @@ describe("evaluatePolicy", () => {
       policy: "team-a-policy",
       revocation: "secret",
       subjectTemplate: "system:scoped-step:{namespace}:{application}:{component}",
+      allowTenantSuppliedSubjectFacts: false,
       audience: "sts.amazonaws.com",
       delivery: "env",
       tokenExpirationSeconds: 600,
@@ -85,10 +94,12 @@ describe("evaluatePolicy", () => {
     const custom = teamA("custom", {
       revocation: "deny-policy",
       subjectTemplate: "ci:{namespace}:{customRun}",
+      allowTenantSuppliedSubjectFacts: true,
     });
     const g = granted(decide([custom], trait({ aws: { roleArn: deployer } })));
     assert.equal(g.revocation, "deny-policy");
     assert.equal(g.subjectTemplate, "ci:{namespace}:{customRun}");
+    assert.equal(g.allowTenantSuppliedSubjectFacts, true);
   });
 
   test("denies a role no pattern matches, naming the role, the namespace, the policy and the allowed roles", () => {
@@ -147,7 +158,10 @@ describe("evaluatePolicy", () => {
   test("allows env and file delivery by default but token-only only when listed", () => {
     granted(decide([teamA()], trait({ delivery: "file", aws: { roleArn: deployer } })));
     const tokenOnly = trait({ delivery: "token-only", audience: "vault" });
-    const d = denied(decide([teamA("p", { audiences: ["vault"] })], tokenOnly), "DeliveryNotAllowed");
+    const d = denied(
+      decide([teamA("p", { tokenOnly: { audiences: ["vault"] } })], tokenOnly),
+      "DeliveryNotAllowed",
+    );
     assert.match(
       d.message,
       /delivery token-only is not allowed .*allowed delivery modes: env, file\. Change delivery/,
@@ -157,8 +171,8 @@ describe("evaluatePolicy", () => {
   test("a token-only trait without an aws block is checked only for audience, delivery and lifetime", () => {
     const tokens = policy("tokens", {
       namespaces: ["team-a"],
-      audiences: ["vault"],
       deliveryModes: ["token-only"],
+      tokenOnly: { audiences: ["vault"] },
       aws: { requireSessionPolicy: true },
     });
     const grant = granted(decide([tokens], trait({ delivery: "token-only", audience: "vault" })));
@@ -167,6 +181,128 @@ describe("evaluatePolicy", () => {
       decide([tokens], trait({ delivery: "token-only", audience: "vault", tokenExpirationSeconds: 900 })),
       "TokenLifetimeNotAllowed",
     );
+  });
+
+  test("token-only needs a tokenOnly rule for the audience, even where deliveryModes lists it", () => {
+    const listed = teamA("listed", { deliveryModes: ["env", "token-only"] });
+    const sts = trait({ delivery: "token-only", audience: "sts.amazonaws.com" });
+    const d = denied(decide([listed], sts), "TokenOnlyAudienceNotAllowed");
+    assert.match(
+      d.message,
+      /^token-only delivery for audience sts\.amazonaws\.com is not allowed .*token-only is allowed for no audience there\. Use delivery env or file/,
+    );
+    const vault = teamA("vault", { deliveryModes: ["token-only"], tokenOnly: { audiences: ["vault"] } });
+    assert.match(
+      denied(
+        decide([vault], trait({ delivery: "token-only", audience: "gcp" })),
+        "TokenOnlyAudienceNotAllowed",
+      ).message,
+      /token-only is allowed for audiences vault\./,
+    );
+    const g = granted(decide([vault], trait({ delivery: "token-only", audience: "vault" })));
+    assert.equal(g.tokenExpirationSeconds, 300, "a raw token lives 300 s unless the trait asks for less");
+    assert.equal(g.maxTokenLifetimeSeconds, 300);
+  });
+
+  test("a raw token STS accepts needs the operator's opt-in that names the risk", () => {
+    const sts = trait({ delivery: "token-only", audience: "sts.amazonaws.com" });
+    const listed = teamA("listed", {
+      deliveryModes: ["token-only"],
+      tokenOnly: { audiences: ["sts.amazonaws.com"] },
+    });
+    const d = denied(decide([listed], sts), "UnscopedStsTokenNotAllowed");
+    assert.match(
+      d.message,
+      /could assume roles itself with no session policy, its own duration and no revocation/,
+    );
+    // An audience the operator registered on the IAM OIDC provider counts as STS's too.
+    const custom = teamA("custom", {
+      deliveryModes: ["token-only"],
+      tokenOnly: { audiences: ["ci"], stsAudiences: ["sts.amazonaws.com", "ci"] },
+    });
+    denied(decide([custom], trait({ delivery: "token-only", audience: "ci" })), "UnscopedStsTokenNotAllowed");
+    const optIn = teamA("opt-in", {
+      deliveryModes: ["token-only"],
+      tokenOnly: { audiences: ["sts.amazonaws.com"], allowUnscopedUnrevocableStsSessions: true },
+    });
+    assert.equal(granted(decide([optIn], sts)).tokenExpirationSeconds, 300);
+    const long = trait({
+      delivery: "token-only",
+      audience: "sts.amazonaws.com",
+      tokenExpirationSeconds: 3600,
+    });
+    assert.match(
+      denied(decide([optIn], long), "TokenLifetimeNotAllowed").message,
+      /token lifetime 3600 s is more than the 300 s allowed for token-only delivery/,
+    );
+  });
+
+  test("the token lifetime defaults to 600 s, or the policy's maximum when that is lower", () => {
+    assert.equal(
+      granted(decide([teamA()], trait({ aws: { roleArn: deployer } }))).tokenExpirationSeconds,
+      600,
+    );
+    const short = teamA("short", { maxTokenLifetimeSeconds: 120 });
+    assert.equal(granted(decide([short], trait({ aws: { roleArn: deployer } }))).tokenExpirationSeconds, 120);
+    const asked = trait({ tokenExpirationSeconds: 90, aws: { roleArn: deployer } });
+    assert.equal(granted(decide([short], asked)).tokenExpirationSeconds, 90);
+  });
+
+  test("session tags are allowed only by key and value pattern; none by default", () => {
+    const tagged = (sessionTags: Record<string, string>, transitiveTagKeys?: string[]) =>
+      trait({ aws: { roleArn: deployer, sessionTags, ...(transitiveTagKeys ? { transitiveTagKeys } : {}) } });
+    const none = denied(decide([teamA()], tagged({ team: "finance" })), "SessionTagNotAllowed");
+    assert.match(
+      none.message,
+      /^session tag team=finance not allowed .*; no session tag is allowed there\. Change aws\.sessionTags/,
+    );
+    const tags = teamA("tags", {
+      aws: {
+        allowedRoleArns: [deployer],
+        allowedSessionTags: { team: ["payments"], "cost-center": ["cc-*"] },
+        allowedTransitiveTagKeys: ["team"],
+      },
+    });
+    granted(decide([tags], tagged({ team: "payments", "cost-center": "cc-42" })));
+    granted(decide([tags], tagged({ Team: "payments" }))); // keys match case-insensitively, as in AWS
+    const wrong = denied(
+      decide([tags], tagged({ team: "finance", "cost-center": "cc-1" })),
+      "SessionTagNotAllowed",
+    );
+    assert.match(
+      wrong.message,
+      /session tag team=finance not allowed .*allowed tags: team=payments, cost-center=cc-\*/,
+    );
+    denied(decide([tags], tagged({ team: "Payments" })), "SessionTagNotAllowed");
+    denied(decide([tags], tagged({ owner: "me" })), "SessionTagNotAllowed");
+    granted(decide([tags], tagged({ team: "payments" }, ["team"])));
+    const transitive = denied(
+      decide([tags], tagged({ team: "payments", "cost-center": "cc-1" }, ["cost-center"])),
+      "TransitiveTagKeyNotAllowed",
+    );
+    assert.match(
+      transitive.message,
+      /transitive tag key cost-center not allowed .*allowed transitive keys: team\./,
+    );
+  });
+
+  test("a tag under the controller's prefix is never allowed, whatever the policy", () => {
+    const t = trait({ aws: { roleArn: deployer, sessionTags: { "scoped-step:namespace": "prod" } } });
+    denied(decide([teamA()], t), "SessionTagNotAllowed");
+  });
+
+  test("caps the run's retries, 3 by default", () => {
+    const t = trait({ aws: { roleArn: deployer } });
+    const retrying = (p: ScopedStepPolicy[], retries: number) =>
+      evaluatePolicy(p, { namespace: "team-a", namespaceLabels: {}, trait: t, traitRef, retries });
+    granted(retrying([teamA()], 3));
+    const d = denied(retrying([teamA()], 4), "RetriesNotAllowed");
+    assert.match(
+      d.message,
+      /^retries 4 is more than the 3 allowed for namespace team-a .*Lower the task's retries/,
+    );
+    granted(retrying([teamA("more", { maxRetries: 10 })], 10));
+    denied(retrying([teamA("none", { maxRetries: 0 })], 1), "RetriesNotAllowed");
   });
 
   test("denies a token lifetime above the maximum, giving both numbers", () => {
@@ -408,10 +544,47 @@ describe("ScopedStepPolicy objects", () => {
         allowedPolicyArns: [],
         maxSessionDuration: 900,
         requireSessionPolicy: false,
+        allowedSessionTags: {},
+        allowedTransitiveTagKeys: [],
       },
       revocation: "secret",
       subjectTemplate: "system:scoped-step:{namespace}:{application}:{component}",
+      allowTenantSuppliedSubjectFacts: false,
+      maxRetries: 3,
     });
+    const tokens = policy("t", { namespaceSelector: {}, tokenOnly: { audiences: ["vault"] } });
+    assert.deepEqual(tokens.spec.tokenOnly, {
+      audiences: ["vault"],
+      maxTokenLifetimeSeconds: 300,
+      stsAudiences: ["sts.amazonaws.com"],
+      allowUnscopedUnrevocableStsSessions: false,
+    });
+  });
+
+  test("a subject template using tenant-supplied facts needs the opt-in", () => {
+    for (const fact of ["customRun", "pipelineRun", "pipelineTask", "serviceAccount"]) {
+      const message = invalid({ namespaceSelector: {}, subjectTemplate: `ci:{namespace}:{${fact}}` });
+      assert.match(message, new RegExp(`uses \\{${fact}\\}, which the run's author chooses freely`));
+      assert.match(message, /or set allowTenantSuppliedSubjectFacts: true/);
+    }
+    const asserted = "ci:{namespace}:{namespaceUid}:{customRunUid}:{application}:{component}";
+    assert.equal(
+      policy("p", { namespaceSelector: {}, subjectTemplate: asserted }).spec.subjectTemplate,
+      asserted,
+    );
+    const optIn = {
+      namespaceSelector: {},
+      subjectTemplate: "ci:{pipelineRun}",
+      allowTenantSuppliedSubjectFacts: true,
+    };
+    assert.equal(policy("p", optIn).spec.subjectTemplate, "ci:{pipelineRun}");
+  });
+
+  test("a policy cannot allow the controller's own session tags", () => {
+    assert.match(
+      invalid({ namespaceSelector: {}, aws: { allowedSessionTags: { "Scoped-Step:namespace": ["*"] } } }),
+      /allowedSessionTags lists Scoped-Step:namespace: keys under scoped-step: are set by the controller only/,
+    );
   });
 
   test("a policy selecting no namespace is invalid, not a policy for everyone", () => {
@@ -458,10 +631,14 @@ describe("ScopedStepPolicy objects", () => {
     assert.equal(checkPolicy({ spec: { namespaceSelector: {} } }).ok, false, "a name is required");
   });
 
-  test("subject templates may use exactly the facts the issuer knows", () => {
+  test("subject templates may use exactly the facts the issuer knows, split the same way", () => {
     assert.deepEqual([...subjectPlaceholders].sort(), [...factNames].sort());
+    assert.deepEqual([...assertedSubjectFacts].sort(), [...assertedFacts].sort());
+    assert.deepEqual([...tenantSuppliedSubjectFacts].sort(), [...tenantSuppliedFacts].sort());
+    assert.equal(reservedTagPrefix, assertedTagPrefix);
     const all = subjectPlaceholders.map((p) => `{${p}}`).join(":");
-    assert.equal(policy("p", { namespaceSelector: {}, subjectTemplate: all }).spec.subjectTemplate, all);
+    const spec = { namespaceSelector: {}, subjectTemplate: all, allowTenantSuppliedSubjectFacts: true };
+    assert.equal(policy("p", spec).spec.subjectTemplate, all);
   });
 
   test("the committed ScopedStepPolicy CRD is generated from the current schema", async () => {

@@ -70,14 +70,45 @@ test("failures come back with growing backoff until a pass succeeds", async () =
     process: () => {
       attempts.push(Date.now());
       if (attempts.length < 4) return Promise.reject(new Error("boom"));
-      done.resolve();
       return Promise.resolve({});
     },
-    onError: (_key, _err, failures) => errors.push(failures),
+  });
+  const results: string[] = [];
+  q.on("retry", (_key, _err, failures) => errors.push(failures));
+  q.on("processed", (_key, _seconds, result) => {
+    results.push(result);
+    if (result === "ok") done.resolve();
   });
   q.add("k");
   await done.promise;
   assert.deepEqual(errors, [1, 2, 3]);
+  assert.deepEqual(results, ["error", "error", "error", "ok"]);
+  await q.shutdown(100);
+});
+
+test("a pass that loses an optimistic-concurrency race goes again at once, reported as a conflict", async () => {
+  const done = deferred();
+  let passes = 0;
+  const q = new WorkQueue({
+    concurrency: 1,
+    baseBackoffMs: 60_000,
+    isRetryNow: (err) => err instanceof RangeError,
+    process: () => {
+      passes++;
+      if (passes === 1) return Promise.reject(new RangeError("conflict"));
+      return Promise.resolve({});
+    },
+  });
+  const seen: string[] = [];
+  q.on("taken", (key) => seen.push(`taken ${key}`));
+  q.on("processed", (key, _seconds, result) => {
+    seen.push(`${result} ${key}`);
+    if (result === "ok") done.resolve();
+  });
+  q.on("retry", () => seen.push("retry"));
+  q.add("k");
+  await done.promise;
+  assert.deepEqual(seen, ["taken k", "conflict k", "taken k", "ok k"]);
   await q.shutdown(100);
 });
 

@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { stepFromDefinition, stepFromParams } from "../../tasks/scoped-step/step.ts";
+import { isReservedResultName, stepFromDefinition, stepFromParams } from "../../tasks/scoped-step/step.ts";
 import type { Param } from "../../tasks/scoped-step/types.ts";
 
 const identity: Param[] = [
@@ -210,6 +210,47 @@ const failures: [string, () => unknown, string][] = [
     "InvalidStepSpec",
   ],
 ];
+
+test("result names the controller writes about the identity are reserved, however the step declares them", () => {
+  const reserved = [
+    "identity-subject",
+    "aws-role-arn",
+    "credentials-expiration",
+    "revoked-at",
+    "revocation",
+    "token-id",
+    "Identity-Subject",
+  ];
+  for (const name of reserved) {
+    assert.equal(isReservedResultName(name), true, name);
+    const declared = () =>
+      stepFromDefinition(
+        { results: [{ name }], image: "a", script: "x", application: "p", component: "c" },
+        [],
+        "ScopedStep deploy",
+      );
+    assert.throws(declared, (err: { reason?: string; message?: string }) => {
+      assert.equal(err.reason, "ReservedResultName", err.message);
+      assert.match(
+        err.message ?? "",
+        new RegExp(`ScopedStep deploy declares result ${name}, but results named .*rename it`),
+      );
+      return true;
+    });
+    assert.throws(
+      () =>
+        stepFromParams([
+          { name: "image", value: "a" },
+          { name: "script", value: "x" },
+          { name: "results", value: [name] },
+          ...identity,
+        ]),
+      (err: { reason?: string }) => err.reason === "ReservedResultName",
+    );
+  }
+  for (const name of ["subject", "role-arn", "my-identity", "expiration"])
+    assert.equal(isReservedResultName(name), false, name);
+});
 
 for (const [what, run, reason] of failures) {
   test(`rejects ${what} with ${reason}`, () => {

@@ -89,6 +89,17 @@ const cases: [string, Application, string, RegExp][] = [
     /aws.roleArn/,
   ],
   [
+    "a session tag under the controller's own prefix",
+    app([
+      {
+        type: "scoped-identity",
+        properties: { aws: { roleArn, sessionTags: { "Scoped-Step:namespace": "prod", team: "a" } } },
+      },
+    ]),
+    "ReservedSessionTag",
+    /aws\.sessionTags sets Scoped-Step:namespace; tags under scoped-step: are set by the controller/,
+  ],
+  [
     "an Application in another namespace",
     { ...app([]), metadata: { name: "payments", namespace: "team-b" } },
     "CrossNamespaceReference",

@@ -6,7 +6,7 @@ import { createHash } from "node:crypto";
 import { AssumeRoleWithWebIdentityCommand, STSClient, STSServiceException } from "@aws-sdk/client-sts";
 import type { Logger } from "pino";
 import { RunFailure } from "../failure.ts";
-import type { RevokerAccounts } from "./aws-accounts.ts";
+import { accountOf, type RevokerAccounts } from "./aws-accounts.ts";
 import { denyListRevoker, type FallbackCause, type SessionRevoker } from "./aws-revocation.ts";
 import { describeStsError, errorCode, isTransientStsError } from "./aws-errors.ts";
 import {
@@ -86,6 +86,11 @@ export function packSessionPolicy(policy: unknown): string | undefined {
   return text;
 }
 
+/** The issuer signs tokens for at most an hour; a trait without tokenExpirationSeconds gets less. */
+const tokenLifetimeCeilingSeconds = 3600;
+/** STS's own default and minimum DurationSeconds. */
+const defaultSessionSeconds = 900;
+
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /**
@@ -137,15 +142,25 @@ export function awsProvider(opts: AwsProviderOptions): CredentialProvider {
     name: "aws",
 
     intent(facts, grant) {
+      const roleArn = grant.trait.properties.aws?.roleArn ?? "";
       return {
-        roleArn: grant.trait.properties.aws?.roleArn ?? "",
+        roleArn,
+        account: accountOf(roleArn),
         sessionName: sessionName(facts),
         sourceIdentity: sourceIdentity(facts),
         // What mint() asks STS for: bounds how long a session never recorded as minted can live.
-        sessionDuration: String(grant.trait.properties.aws?.sessionDuration ?? 900),
+        sessionDuration: String(grant.trait.properties.aws?.sessionDuration ?? defaultSessionSeconds),
         revocation: grant.revocation,
         delivery: grant.trait.properties.delivery ?? "env",
       };
+    },
+
+    lifetimeSeconds(grant) {
+      const props = grant.trait.properties;
+      if (props.delivery === "token-only" || !props.aws) {
+        return props.tokenExpirationSeconds ?? tokenLifetimeCeilingSeconds;
+      }
+      return props.aws.sessionDuration ?? defaultSessionSeconds;
     },
 
     async mint(facts, grant): Promise<MintedCredential> {
@@ -159,6 +174,7 @@ export function awsProvider(opts: AwsProviderOptions): CredentialProvider {
         issued = await opts.signer.issueToken({
           facts: {
             namespace: facts.namespace,
+            uid: facts.uid,
             customRun: facts.customRun,
             application: facts.application,
             component: facts.component,
@@ -167,11 +183,15 @@ export function awsProvider(opts: AwsProviderOptions): CredentialProvider {
             ...(facts.pipelineTask ? { pipelineTask: facts.pipelineTask } : {}),
           },
           audience: props.audience ?? "sts.amazonaws.com",
-          ...(props.tokenExpirationSeconds ? { lifetimeSeconds: props.tokenExpirationSeconds } : {}),
+          ...(grant.tokenLifetimeSeconds ? { lifetimeSeconds: grant.tokenLifetimeSeconds } : {}),
+          // The policy allowed these tags; the signer adds the ones it asserts (scoped-step:*).
           ...(aws?.sessionTags ? { sessionTags: aws.sessionTags } : {}),
           ...(aws?.transitiveTagKeys ? { transitiveTagKeys: aws.transitiveTagKeys } : {}),
-          ...(delivery === "token-only" ? {} : { sourceIdentity: source }),
+          // Also in a raw token: a session the step mints with it still carries the run's source
+          // identity, so CloudTrail traces it and a deny on aws:SourceIdentity covers it.
+          sourceIdentity: source,
           ...(grant.subjectTemplate ? { subjectTemplate: grant.subjectTemplate } : {}),
+          ...(grant.allowTenantSuppliedSubjectFacts ? { allowTenantSuppliedSubjectFacts: true } : {}),
         });
       } catch (err) {
         if (err instanceof Error && "reason" in err && typeof err.reason === "string") {
@@ -203,7 +223,7 @@ export function awsProvider(opts: AwsProviderOptions): CredentialProvider {
         RoleArn: aws.roleArn,
         RoleSessionName: session,
         WebIdentityToken: issued.token,
-        DurationSeconds: aws.sessionDuration ?? 900,
+        DurationSeconds: aws.sessionDuration ?? defaultSessionSeconds,
         ...(policy ? { Policy: policy } : {}),
         ...(aws.policyArns?.length ? { PolicyArns: aws.policyArns.map((arn) => ({ arn })) } : {}),
       });

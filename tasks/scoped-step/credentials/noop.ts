@@ -5,6 +5,7 @@ import type { CredentialProvider } from "./types.ts";
 export const noopProvider: CredentialProvider = {
   name: "none",
   intent: () => ({}),
+  lifetimeSeconds: () => 0,
   mint: () => Promise.resolve({ results: {}, secretData: {}, mount: { secretEnv: {}, env: {}, files: {} } }),
   describe: () => "",
   revoke: () => Promise.resolve({ method: "none" }),

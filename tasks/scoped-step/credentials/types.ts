@@ -2,7 +2,11 @@
 // cloud is a new provider file; the lifecycle only mints, mounts, and revokes.
 import type { ResolvedTrait } from "../trait.ts";
 
-/** Facts about the run a credential is minted for; all come from the API server, none from the step. */
+/**
+ * Facts about the run a credential is minted for; all come from the API server, none from the step.
+ * Not all are the platform's word: the run's name, its tekton.dev labels (pipelineRun,
+ * pipelineTask) and serviceAccountName are whatever the run's creator wrote.
+ */
 export interface RunFacts {
   namespace: string;
   customRun: string;
@@ -62,19 +66,25 @@ export interface Grant {
   policy: string;
   revocation: "secret" | "deny-policy";
   subjectTemplate?: string;
+  /** The policy lets the subject template use tenant-supplied facts. */
+  allowTenantSuppliedSubjectFacts?: boolean;
+  /** Lifetime of the token to sign, as the policy settled it. */
+  tokenLifetimeSeconds?: number;
 }
 
 /** Signs the step's OIDC token (the controller's issuer). */
 export interface TokenSigner {
   readonly issuerUrl: string;
   issueToken(request: {
-    facts: Omit<RunFacts, "uid" | "attempt">;
+    /** The run's UID is signed in as customRunUid; the signer adds the namespace's UID itself. */
+    facts: Omit<RunFacts, "attempt">;
     audience: string;
     lifetimeSeconds?: number;
     sessionTags?: Record<string, string>;
     transitiveTagKeys?: string[];
     sourceIdentity?: string;
     subjectTemplate?: string;
+    allowTenantSuppliedSubjectFacts?: boolean;
   }): Promise<{ token: string; jti: string; expiresAt: Date; subject: string; audience: string }>;
 }
 
@@ -94,6 +104,11 @@ export interface CredentialProvider {
   readonly name: string;
   /** Identifiers to record before minting; deterministic for a run attempt. */
   intent(facts: RunFacts, grant: Grant): Record<string, string>;
+  /**
+   * The longest a credential minted now for this grant can stay valid, in seconds: the ledger
+   * keeps its entry, and a deny lasts, at least that long.
+   */
+  lifetimeSeconds(grant: Grant): number;
   mint(facts: RunFacts, grant: Grant): Promise<MintedCredential>;
   /** The identity a record stands for, in words for Events ("subject ... as ... until ..."). */
   describe(record: CredentialRecord): string;

@@ -116,6 +116,8 @@ export interface AwsPeer {
   calls(): CallRecord[];
   /** The next `count` calls of `action` (e.g. "AssumeRoleWithWebIdentity", "GetObject") fail so. */
   failNext(action: string, code: string, message?: string, count?: number): void;
+  /** Forgets the failures `failNext` queued and that have not happened yet. */
+  clearFailures(): void;
   /** A role's inline policies: name -> document text. By ARN, or by name in the admin's account. */
   rolePolicies(role: string): Record<string, string>;
   /** Moves the peer's clock (and the Date it answers with) forward; the SDK corrects its skew. */
@@ -509,6 +511,10 @@ export async function startAwsPeer(opts: AwsPeerOptions = {}): Promise<AwsPeer> 
 
     failNext(action, code, message = `Injected ${code}`, count = 1) {
       state.failures.push({ action, code, message, remaining: count });
+    },
+
+    clearFailures() {
+      state.failures = [];
     },
 
     rolePolicies(roleName) {

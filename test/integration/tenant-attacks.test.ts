@@ -1,0 +1,149 @@
+// Attacks on the run lifecycle played as the namespace tenant (the `edit` user, by impersonation):
+// objects planted at the names a run will use, and an Application edited between the credential's
+// intent and its mint.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { CoreV1Api, CustomObjectsApi } from "@kubernetes/client-node";
+import { annotations, labels } from "../../tasks/scoped-step/pod.ts";
+import type { Application } from "../../tasks/scoped-step/types.ts";
+import { deployRole, startIdentityWorld, type IdentityWorld } from "../support/identity-world.ts";
+import { tenantConfig } from "../support/tenant.ts";
+import { condition, resultsOf } from "../support/world.ts";
+
+const scopedIdentity = (roleArn: string) => [
+  {
+    name: "api",
+    type: "webservice",
+    traits: [{ type: "scoped-identity", properties: { aws: { roleArn, region: "eu-west-1" } } }],
+  },
+];
+
+const world = startIdentityWorld({
+  aws: { allowedRoleArns: ["arn:aws:iam::111122223333:role/payments-*"], maxSessionDuration: 3600 },
+}).then(async (w) => {
+  await w.createApplication("payments", scopedIdentity(deployRole));
+  const kc = await tenantConfig(w.cluster, w.ns);
+  return { w, core: kc.makeApiClient(CoreV1Api), objects: kc.makeApiClient(CustomObjectsApi) };
+});
+
+const runs = { group: "tekton.dev", version: "v1beta1", plural: "customruns" } as const;
+
+async function tenantRun(t: Awaited<typeof world>, name: string, application = "payments") {
+  await t.objects.createNamespacedCustomObject({
+    ...runs,
+    namespace: t.w.ns,
+    body: {
+      apiVersion: "tekton.dev/v1beta1",
+      kind: "CustomRun",
+      metadata: { name },
+      spec: {
+        customRef: { apiVersion: "scopedstep.dev/v1alpha1", kind: "ScopedStep" },
+        params: [
+          { name: "image", value: "alpine" },
+          { name: "script", value: "echo real > $(results.out.path)" },
+          { name: "results", value: ["out"] },
+          { name: "application", value: application },
+          { name: "component", value: "api" },
+        ],
+      },
+    },
+  });
+}
+
+async function runAndEvents(w: IdentityWorld, name: string): Promise<string> {
+  return JSON.stringify([await w.getRun(name), await w.events(name)]);
+}
+
+const forgedRecord = JSON.stringify({
+  results: { "identity-subject": "system:scoped-step:kube-system:evil:x", "aws-role-arn": "arn:forged" },
+  mount: { secretEnv: { AWS_ACCESS_KEY_ID: "accessKeyId" }, env: {}, files: {} },
+});
+
+for (const [name, record] of [
+  ["planted-secret", forgedRecord],
+  ["malformed-secret", "{not json"],
+] as const) {
+  test(`a Secret the tenant plants at a run's credential name (${name}) is never adopted or mounted`, async () => {
+    const t = await world;
+    await t.core.createNamespacedSecret({
+      namespace: t.w.ns,
+      body: {
+        metadata: {
+          name: `${name}-credentials-0`,
+          labels: { [labels.customRun]: name, [labels.attempt]: "0" },
+          annotations: { "scopedstep.dev/credential": record },
+        },
+        stringData: { accessKeyId: "TENANTKEY" },
+      },
+    });
+    await tenantRun(t, name);
+    const run = await t.w.waitDone(name);
+    assert.equal(condition(run)?.reason, "CredentialSecretNotOwned", condition(run)?.message);
+    assert.match(
+      condition(run)?.message ?? "",
+      new RegExp(`Secret ${name}-credentials-0 .* not created for this run`),
+    );
+    await t.w.waitForEvents(name, ["Failed"]);
+    const written = await runAndEvents(t.w, name);
+    assert.ok(!written.includes("evil") && !written.includes("arn:forged"), "nothing of it is published");
+    const mounted = (await t.w.pods()).filter((p) =>
+      JSON.stringify(p.spec).includes(`${name}-credentials-0`),
+    );
+    assert.deepEqual(mounted, [], "no pod mounts it");
+    assert.ok(await t.w.secretData(`${name}-credentials-0`), "the tenant's Secret is left alone");
+  });
+}
+
+test("a pod the tenant plants at a run's pod name is never read: its output is not the run's", async () => {
+  const t = await world;
+  const name = "planted-pod";
+  await t.core.createNamespacedPod({
+    namespace: t.w.ns,
+    body: {
+      metadata: {
+        name: `${name}-pod`,
+        labels: { [labels.customRun]: name, [labels.attempt]: "0" },
+        annotations: { [annotations.results]: "out" },
+      },
+      spec: {
+        restartPolicy: "Never",
+        containers: [
+          {
+            name: "step",
+            image: "alpine",
+            command: ["/bin/sh", "-c", `echo '[{"key":"out","value":"forged"}]' > /dev/termination-log`],
+          },
+        ],
+      },
+    },
+  });
+  await tenantRun(t, name);
+  const run = await t.w.waitDone(name);
+  assert.equal(condition(run)?.reason, "StepPodNotOwned", condition(run)?.message);
+  assert.notEqual(resultsOf(run).out, "forged");
+  assert.ok(!(await runAndEvents(t.w, name)).includes("forged"));
+});
+
+test("the mint uses the grant the intent recorded: an Application edited in between is refused", async () => {
+  const t = await world;
+  const name = "swapped-grant";
+  await t.w.createApplication("swap", scopedIdentity(deployRole));
+  await t.w.restartController({ SCOPED_STEP_FAILPOINT: "after-intent" });
+  const doomed = t.w.controller;
+  await tenantRun(t, name, "swap");
+  await doomed?.exited;
+  const apps = { group: "core.oam.dev", version: "v1beta1", plural: "applications", namespace: t.w.ns };
+  const app = (await t.objects.getNamespacedCustomObject({ ...apps, name: "swap" })) as Application;
+  const other = "arn:aws:iam::111122223333:role/payments-admin";
+  app.spec = { components: scopedIdentity(other) };
+  await t.objects.replaceNamespacedCustomObject({ ...apps, name: "swap", body: app });
+
+  await t.w.restartController();
+  const run = await t.w.waitDone(name);
+  assert.equal(condition(run)?.reason, "GrantChangedBeforeMint", condition(run)?.message);
+  assert.deepEqual(
+    t.w.peer.sessions().filter((s) => s.roleSessionName.includes(name)),
+    [],
+    "no session was minted, on either role",
+  );
+});
