@@ -91,12 +91,15 @@ async function addBusybox(root: string): Promise<void> {
   }
 }
 
-/** The installed Debian packages `roots` needs, with their versions (for the cache key). */
+/**
+ * The installed Debian packages `roots` needs, with their versions (for the cache key). Pre-Depends
+ * count: python3-minimal, which holds /usr/bin/python3, is one of python3's.
+ */
 async function packageClosure(roots: string[]): Promise<string[]> {
   // prettier-ignore
   const { stdout } = await run("apt-cache", [
     "depends", "--recurse", "--no-recommends", "--no-suggests", "--no-conflicts", "--no-breaks",
-    "--no-replaces", "--no-enhances", "--no-pre-depends", ...roots,
+    "--no-replaces", "--no-enhances", ...roots,
   ], big);
   const names = new Set(
     stdout

@@ -3,7 +3,7 @@
 // modules. It runs only inside the namespaces hack/cluster/netns.sh makes: the node address, the
 // pod bridge, iptables rules, mounts and files all go with them.
 import { execFile } from "node:child_process";
-import { mkdir, writeFile } from "node:fs/promises";
+import { mkdir, readFile, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { promisify } from "node:util";
 import { CoreV1Api } from "@kubernetes/client-node";
@@ -126,6 +126,36 @@ function kubeletConfig(cp: ControlPlane, dir: string, socket: string, cgroupRoot
   });
 }
 
+/**
+ * Ends every container: runc shims outlive containerd by design, and their mounts keep the node's
+ * folder busy. Lists and kills tasks until none is left, since the kubelet may still have been
+ * starting one.
+ */
+async function removeContainers(ctr: string, socket: string): Promise<void> {
+  const ctrArgs = ["--address", socket, "-n", "k8s.io"];
+  for (let round = 0; round < 5; round++) {
+    const { stdout } = await run(ctr, [...ctrArgs, "tasks", "ls", "-q"]).catch(() => ({ stdout: "" }));
+    const tasks = stdout.split("\n").filter(Boolean);
+    if (!tasks.length) return;
+    for (const id of tasks) {
+      await run(ctr, [...ctrArgs, "tasks", "kill", "-s", "SIGKILL", id]).catch(() => undefined);
+      await run(ctr, [...ctrArgs, "tasks", "delete", "-f", id]).catch(() => undefined);
+    }
+  }
+}
+
+/** The kubelet's bind mount on its root folder and the pods' volumes: innermost first. */
+async function unmountUnder(dir: string): Promise<void> {
+  const unescape = (p: string) =>
+    p.replace(/\\(\d{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
+  const mounts = (await readFile("/proc/self/mountinfo", "utf8"))
+    .split("\n")
+    .map((l) => unescape(l.split(" ")[4] ?? ""))
+    .filter((m) => m === dir || m.startsWith(`${dir}/`))
+    .reverse();
+  for (const m of mounts) await run("umount", ["--lazy", m]).catch(() => undefined);
+}
+
 export async function startNode(
   cp: ControlPlane,
   opts: { images: NodeImages; log?: (l: string) => void },
@@ -138,9 +168,16 @@ export async function startNode(
   const kube = await buildTool("kubernetes");
   const containerdDir = await buildTool("containerd");
   const socket = path.join(dir, "containerd", "containerd.sock");
+  const ctr = path.join(containerdDir, "ctr");
   const started: Supervised[] = [];
   const stopAll = async () => {
-    for (const p of started.reverse()) await stopSupervised(p);
+    const [containerd, ...rest] = started;
+    for (const p of rest.reverse()) await stopSupervised(p);
+    if (containerd) {
+      await removeContainers(ctr, socket);
+      await stopSupervised(containerd);
+    }
+    await unmountUnder(dir);
   };
   try {
     await writeFile(
@@ -164,7 +201,6 @@ export async function startNode(
       cp.dir,
     );
     started.push(containerd);
-    const ctr = path.join(containerdDir, "ctr");
     await waitFor(
       "containerd",
       async () => (await run(ctr, ["--address", socket, "version"])).stdout.includes("Server"),

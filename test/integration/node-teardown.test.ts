@@ -4,7 +4,7 @@
 // holds (processes, network and mount namespaces, cgroups), ends it, and looks for any of it.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn, type ChildProcess } from "node:child_process";
+import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { existsSync, readdirSync, readFileSync, readlinkSync } from "node:fs";
 import { mkdir, mkdtemp, writeFile } from "node:fs/promises";
 import os from "node:os";
@@ -21,6 +21,28 @@ interface Footprint {
   /** Network and mount namespaces: `net:[inode]`, `mnt:[inode]`. */
   namespaces: string[];
   cgroups: string[];
+  /** The Kubernetes chains in the cluster's own network namespace. */
+  chains: string[];
+}
+
+/** Where a kubelet, containerd and the CNI plugins write by default, outside their own folders. */
+const defaultPaths = [
+  "/var/lib/kubelet",
+  "/var/lib/containerd",
+  "/run/containerd",
+  "/var/log/containers",
+  "/var/log/pods",
+  "/etc/cni/net.d",
+  "/var/lib/cni",
+  "/etc/kubernetes",
+];
+
+/**
+ * Files the cluster must not leave outside its own folders. Its iptables chains live in its network
+ * namespace (Footprint.chains), so they go with it: leftovers() checks that no process holds it.
+ */
+function machine(): string[] {
+  return defaultPaths.filter((p) => existsSync(p));
 }
 
 const allPids = () =>
@@ -55,7 +77,13 @@ function footprint(holder: number): Footprint {
   const cgroups = readdirSync("/sys/fs/cgroup")
     .map((h) => `/sys/fs/cgroup/${h}/scoped-step-node-${holder}`)
     .filter((d) => existsSync(d));
-  return { pids: [...pids], namespaces: [...namespaces], cgroups };
+  const first = [...pids].find((p) => namespacesOf(p).some((n) => n.startsWith("net:") && !own.has(n)));
+  const chains = first
+    ? execFileSync("nsenter", ["--target", String(first), "--net", "iptables-save"], { encoding: "utf8" })
+        .split("\n")
+        .filter((l) => l.startsWith(":KUBE-"))
+    : [];
+  return { pids: [...pids], namespaces: [...namespaces], cgroups, chains };
 }
 
 /** What of `before` is still there: live processes, namespaces any process holds or mounts, cgroups. */
@@ -73,12 +101,13 @@ function leftovers(before: Footprint): string[] {
 }
 
 /** Ending takes a moment (the kernel kills, parents reap): wait until nothing is left. */
-async function assertNothingLeft(before: Footprint): Promise<void> {
+async function assertNothingLeft(before: Footprint, found: ReturnType<typeof machine>): Promise<void> {
   await eventually("nothing of the cluster to be left", () => {
     const left = leftovers(before);
     if (left.length) throw new Error(left.join(", "));
     return Promise.resolve(true);
   });
+  assert.deepEqual(machine(), found, "no file left in the places a node writes by default");
 }
 
 function exited(child: ChildProcess): Promise<number | null> {
@@ -123,30 +152,38 @@ function assertSubstantial(f: Footprint): void {
   );
   assert.ok(f.namespaces.length >= 2, "the cluster has a network and a mount namespace of its own");
   assert.ok(f.cgroups.length > 0, "the kubelet's cgroups have a parent of their own");
+  for (const chain of ["KUBE-SERVICES", "KUBE-FORWARD", "KUBE-FIREWALL"])
+    assert.ok(
+      f.chains.some((c) => c.startsWith(`:${chain} `)),
+      `kube-proxy and the kubelet made ${chain} in the cluster's namespace: ${f.chains.join(" ")}`,
+    );
 }
 
 test("cluster-down leaves no process, namespace, mount or cgroup of the cluster", async () => {
   await realCluster(); // the images are built before the run enters its namespaces
   const state = await mkdtemp(path.join(os.tmpdir(), "teardown-"));
+  const found = machine();
   await runCli(state, "up");
   const holder = Number(readFileSync(path.join(state, "cluster.pid"), "utf8"));
   const before = footprint(holder);
   assertSubstantial(before);
   await runCli(state, "down");
-  await assertNothingLeft(before);
+  await assertNothingLeft(before, found);
   assert.ok(!existsSync(path.join(state, "cluster")), "cluster-down removes its state");
 });
 
 test("killing the run that started a cluster leaves nothing of it", async () => {
+  const found = machine();
   const { holder, run } = await startWatchedCluster();
   const before = footprint(holder.pid ?? -1);
   assertSubstantial(before);
   run.kill("SIGKILL");
   await exited(holder);
-  await assertNothingLeft(before);
+  await assertNothingLeft(before, found);
 });
 
 test("killing the namespace holder outright ends the cluster; the next start removes its cgroups", async () => {
+  const found = machine();
   const { holder, run } = await startWatchedCluster();
   const before = footprint(holder.pid ?? -1);
   assertSubstantial(before);
@@ -159,5 +196,5 @@ test("killing the namespace holder outright ends the cluster; the next start rem
   // Nothing outlives a SIGKILL to clean up after it: the next netns.sh does.
   const next = spawn(netns, ["true"], { stdio: "inherit" });
   assert.equal(await exited(next), 0);
-  await assertNothingLeft(before);
+  await assertNothingLeft(before, found);
 });

@@ -510,8 +510,12 @@ test("on a real node, a PipelineRun's scoped-step task and TaskRun run as contai
               image: images.awscli,
               env: [{ name: "AWS_ENDPOINT_URL", value: w.peer.endpoint }],
               // Debian's aws CLI signs the call with the credentials the controller minted.
-              script:
-                "aws sts get-caller-identity --query Arn --output text | tr -d '\\n' > $(results.caller.path)",
+              script: [
+                "set -e",
+                // Debian's aws CLI (1.x) reads no AWS_ENDPOINT_URL: the flag names the peer.
+                'arn=$(aws --endpoint-url "$AWS_ENDPOINT_URL" sts get-caller-identity --query Arn --output text)',
+                'printf %s "$arn" > $(results.caller.path)',
+              ].join("\n"),
               application: "payments",
               component: "api",
             },
@@ -537,14 +541,19 @@ test("on a real node, a PipelineRun's scoped-step task and TaskRun run as contai
     },
   });
   const pr = await w.waitPipelineRunDone("on-node", 300_000);
-  assert.equal(pipelineCondition(pr)?.status, "True", pipelineCondition(pr)?.message);
+  const pods = await w.pods();
+  const step = pods.find((p) => p.spec?.containers[0]?.image === images.awscli);
+  const stepLog = step
+    ? await w.cluster.core
+        .readNamespacedPodLog({ namespace: w.ns, name: step.metadata?.name ?? "" })
+        .catch((err: unknown) => String(err))
+    : "no step pod";
+  assert.equal(pipelineCondition(pr)?.status, "True", `${pipelineCondition(pr)?.message}\n${stepLog}`);
   assert.match(
     String(pipelineResults(pr).seen),
     /^arn:aws:sts::111122223333:assumed-role\/payments-deployer\/\S+ as 0$/,
-    "the TaskRun saw the caller the AWS CLI reported with the minted credentials",
+    `the TaskRun saw the caller the AWS CLI reported with the minted credentials; step log:\n${stepLog}`,
   );
-  const pods = await w.pods();
-  const step = pods.find((p) => p.spec?.containers[0]?.image === images.awscli);
   const taskRunPod = pods.find((p) => p.metadata?.labels?.["tekton.dev/pipelineTask"] === "report");
   for (const pod of [step, taskRunPod]) {
     assert.ok(pod, "both tasks ran as pods");
