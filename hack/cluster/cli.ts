@@ -89,14 +89,12 @@ async function up(): Promise<void> {
   child.unref();
   await writeFile(pidFile, String(child.pid));
   console.log(`starting the cluster (log: ${logPath})`);
-  await waitFor(
-    "the cluster",
-    () => {
-      if (child.exitCode !== null) throw new Error(`it stopped; see ${logPath}`);
-      return Promise.resolve(existsSync(readyFile));
-    },
-    { timeoutMs: 20 * 60_000, intervalMs: 250 },
-  );
+  // waitFor retries a check that throws: an exit ends the wait with a check that passes.
+  await waitFor("the cluster", () => Promise.resolve(child.exitCode !== null || existsSync(readyFile)), {
+    timeoutMs: 20 * 60_000,
+    intervalMs: 250,
+  });
+  if (!existsSync(readyFile)) throw new Error(`the cluster stopped (exit ${child.exitCode}); see ${logPath}`);
   await status();
 }
 

@@ -13,6 +13,10 @@ watch=""
 if [[ "${1:-}" == "--watch" ]]; then watch="$2"; shift 2; fi
 
 cgroup_prefix="scoped-step-node-"
+# Each tree's owner holds a lock file while it lives. A lock, not a pid: a run inside another run's
+# PID namespace sees other pids than the machine does, and must leave the outer run's tree alone.
+locks="${SCOPED_STEP_CACHE:-$HOME/.cache/scoped-step}/cgroup-locks"
+mkdir -p "$locks"
 remove_cgroups() { # <name>: depth first, retrying while the killed tasks leave
   for _ in $(seq 40); do
     local left=0
@@ -25,14 +29,20 @@ remove_cgroups() { # <name>: depth first, retrying while the killed tasks leave
   done
   echo "netns.sh: could not remove cgroup $1" >&2
 }
-# Trees left by runs that were killed together with this script.
+# Trees left by runs that were killed together with this script: no one holds their lock.
 for dir in /sys/fs/cgroup/*/"$cgroup_prefix"*; do
   [[ -d "$dir" ]] || continue
-  pid="${dir##*"$cgroup_prefix"}"
-  kill -0 "$pid" 2>/dev/null || remove_cgroups "$cgroup_prefix$pid"
+  name="${dir##*/}"
+  if flock --nonblock "$locks/$name" true 2>/dev/null; then
+    remove_cgroups "$name"
+    rm -f "$locks/$name"
+  fi
 done
 
-cgroup="$cgroup_prefix$$"
+# The pid names it for people; the random part keeps runs in different PID namespaces apart.
+cgroup="$cgroup_prefix$$-$SRANDOM"
+exec {lock}>"$locks/$cgroup"
+flock "$lock"
 for h in /sys/fs/cgroup/*/; do
   [[ "$h" == */unified/ ]] || mkdir -p "$h$cgroup"
 done
@@ -42,7 +52,19 @@ export SCOPED_STEP_CGROUP_ROOT="/$cgroup"
 # with unshare (--kill-child), and every process of the namespace with that one.
 setpriv --pdeathsig KILL -- unshare --net --mount --pid --kill-child --propagation private -- "$here/in-netns.sh" "$@" &
 child=$!
-stop() { kill -TERM "$child" 2>/dev/null; }
+# unshare ignores SIGTERM while it waits for its child: signal the namespace's first process, which
+# passes it on to the command and then exits, and unshare with it.
+# Just after the start it may not have forked yet: wait for it a little.
+stop() {
+  local first=""
+  for _ in $(seq 50); do
+    first="$(cat "/proc/$child/task/$child/children" 2>/dev/null)"
+    [[ -n "$first" ]] && break
+    sleep 0.1
+  done
+  # shellcheck disable=SC2086 # $first: the pid, with the trailing space the kernel adds
+  kill -TERM ${first:-$child} 2>/dev/null
+}
 trap stop TERM INT HUP
 if [[ -n "$watch" ]]; then
   while kill -0 "$watch" 2>/dev/null && kill -0 "$child" 2>/dev/null; do sleep 0.5; done
@@ -53,4 +75,5 @@ rc=$?
 # `wait` returns early when a trapped signal arrives: wait again until unshare is gone.
 while kill -0 "$child" 2>/dev/null; do wait "$child"; rc=$?; done
 remove_cgroups "$cgroup"
+rm -f "$locks/$cgroup"
 exit "$rc"

@@ -2,12 +2,11 @@
 // run that started it is killed, and after its namespace holder itself is killed. Each case starts
 // a cluster of its own (hack/cluster/cli.ts, nested inside this run's namespaces), records what it
 // holds (processes, network and mount namespaces, cgroups), ends it, and looks for any of it.
-import { test } from "node:test";
+import { after, test } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { existsSync, readdirSync, readFileSync, readlinkSync } from "node:fs";
-import { mkdir, mkdtemp, writeFile } from "node:fs/promises";
-import os from "node:os";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { realCluster } from "../support/cluster.ts";
@@ -15,6 +14,15 @@ import { eventually } from "../support/wait.ts";
 
 const cli = fileURLToPath(new URL("../../hack/cluster/cli.ts", import.meta.url));
 const netns = fileURLToPath(new URL("../../hack/cluster/netns.sh", import.meta.url));
+// Not under /tmp: each cluster's namespaces mount a fresh /tmp, where the state would not be seen.
+const stateRoot = fileURLToPath(new URL("../../.state/", import.meta.url));
+
+async function stateDir(): Promise<string> {
+  await mkdir(stateRoot, { recursive: true });
+  const dir = await mkdtemp(path.join(stateRoot, "teardown-"));
+  after(() => rm(dir, { recursive: true, force: true }));
+  return dir;
+}
 
 interface Footprint {
   pids: number[];
@@ -74,9 +82,11 @@ function footprint(holder: number): Footprint {
   }
   const own = new Set(namespacesOf(process.pid));
   const namespaces = new Set([...pids].flatMap(namespacesOf).filter((n) => !own.has(n)));
-  const cgroups = readdirSync("/sys/fs/cgroup")
-    .map((h) => `/sys/fs/cgroup/${h}/scoped-step-node-${holder}`)
-    .filter((d) => existsSync(d));
+  const cgroups = readdirSync("/sys/fs/cgroup").flatMap((h) =>
+    readdirSync(`/sys/fs/cgroup/${h}`)
+      .filter((d) => d.startsWith(`scoped-step-node-${holder}-`))
+      .map((d) => `/sys/fs/cgroup/${h}/${d}`),
+  );
   const first = [...pids].find((p) => namespacesOf(p).some((n) => n.startsWith("net:") && !own.has(n)));
   const chains = first
     ? execFileSync("nsenter", ["--target", String(first), "--net", "iptables-save"], { encoding: "utf8" })
@@ -126,7 +136,7 @@ async function runCli(state: string, ...args: string[]): Promise<void> {
 
 /** A cluster held by netns.sh, watching a stand-in for the test run that started it. */
 async function startWatchedCluster(): Promise<{ holder: ChildProcess; run: ChildProcess; state: string }> {
-  const state = await mkdtemp(path.join(os.tmpdir(), "teardown-"));
+  const state = await stateDir();
   await mkdir(path.join(state, "cluster"));
   await writeFile(path.join(state, "cluster", "images.json"), process.env.SCOPED_STEP_NODE_IMAGES ?? "");
   const run = spawn("sleep", ["3600"], { stdio: "ignore" });
@@ -134,14 +144,17 @@ async function startWatchedCluster(): Promise<{ holder: ChildProcess; run: Child
     env: { ...process.env, SCOPED_STEP_CLUSTER_STATE: state },
     stdio: ["ignore", "inherit", "inherit"],
   });
-  await eventually(
+  // When an assertion fails first: the cluster ends with its stand-in run.
+  after(() => run.kill("SIGKILL"));
+  const ready = await eventually(
     "the cluster to be ready",
     () => {
-      if (holder.exitCode !== null) throw new Error("netns.sh exited");
+      if (holder.exitCode !== null) return Promise.resolve(false);
       return Promise.resolve(existsSync(path.join(state, "cluster", "ready.json")) || undefined);
     },
     { timeoutMs: 300_000 },
   );
+  assert.ok(ready, `netns.sh exited with ${holder.exitCode}`);
   return { holder, run, state };
 }
 
@@ -161,8 +174,9 @@ function assertSubstantial(f: Footprint): void {
 
 test("cluster-down leaves no process, namespace, mount or cgroup of the cluster", async () => {
   await realCluster(); // the images are built before the run enters its namespaces
-  const state = await mkdtemp(path.join(os.tmpdir(), "teardown-"));
+  const state = await stateDir();
   const found = machine();
+  after(() => runCli(state, "down"));
   await runCli(state, "up");
   const holder = Number(readFileSync(path.join(state, "cluster.pid"), "utf8"));
   const before = footprint(holder);
