@@ -158,6 +158,21 @@ async function startWatchedCluster(): Promise<{ holder: ChildProcess; run: Child
   return { holder, run, state };
 }
 
+const kubeChains = ["KUBE-SERVICES", "KUBE-FORWARD", "KUBE-FIREWALL"];
+
+/** The footprint once kube-proxy has written its rules, a moment after the node is Ready. */
+function settledFootprint(holder: number): Promise<Footprint> {
+  return eventually(
+    "kube-proxy's first sync",
+    () => {
+      const f = footprint(holder);
+      const synced = kubeChains.every((chain) => f.chains.some((c) => c.startsWith(`:${chain} `)));
+      return Promise.resolve(synced ? f : undefined);
+    },
+    { timeoutMs: 120_000 },
+  );
+}
+
 function assertSubstantial(f: Footprint): void {
   assert.ok(
     f.pids.length >= 8,
@@ -165,7 +180,7 @@ function assertSubstantial(f: Footprint): void {
   );
   assert.ok(f.namespaces.length >= 2, "the cluster has a network and a mount namespace of its own");
   assert.ok(f.cgroups.length > 0, "the kubelet's cgroups have a parent of their own");
-  for (const chain of ["KUBE-SERVICES", "KUBE-FORWARD", "KUBE-FIREWALL"])
+  for (const chain of kubeChains)
     assert.ok(
       f.chains.some((c) => c.startsWith(`:${chain} `)),
       `kube-proxy and the kubelet made ${chain} in the cluster's namespace: ${f.chains.join(" ")}`,
@@ -179,7 +194,7 @@ test("cluster-down leaves no process, namespace, mount or cgroup of the cluster"
   after(() => runCli(state, "down"));
   await runCli(state, "up");
   const holder = Number(readFileSync(path.join(state, "cluster.pid"), "utf8"));
-  const before = footprint(holder);
+  const before = await settledFootprint(holder);
   assertSubstantial(before);
   await runCli(state, "down");
   await assertNothingLeft(before, found);
@@ -189,7 +204,7 @@ test("cluster-down leaves no process, namespace, mount or cgroup of the cluster"
 test("killing the run that started a cluster leaves nothing of it", async () => {
   const found = machine();
   const { holder, run } = await startWatchedCluster();
-  const before = footprint(holder.pid ?? -1);
+  const before = await settledFootprint(holder.pid ?? -1);
   assertSubstantial(before);
   run.kill("SIGKILL");
   await exited(holder);
@@ -199,7 +214,7 @@ test("killing the run that started a cluster leaves nothing of it", async () => 
 test("killing the namespace holder outright ends the cluster; the next start removes its cgroups", async () => {
   const found = machine();
   const { holder, run } = await startWatchedCluster();
-  const before = footprint(holder.pid ?? -1);
+  const before = await settledFootprint(holder.pid ?? -1);
   assertSubstantial(before);
   holder.kill("SIGKILL");
   await exited(holder);
