@@ -147,11 +147,18 @@ export function phaseOf(o: Observed): Phase {
   }
 }
 
+/** Someone else's pod holds the name of the run's step pod. */
+export function podNotOwned(run: CustomRun, pod: string): Ending {
+  const message =
+    `pod ${pod} in namespace ${run.metadata.namespace ?? ""} was not created for this run (uid ` +
+    `${run.metadata.uid ?? ""}); that name is reserved for the run's step pod, so it is neither used nor read: ` +
+    `delete it and re-run`;
+  return { kind: "refused", reason: "StepPodNotOwned", message };
+}
+
 export function decide(o: Observed): Action {
   const phase = phaseOf(o);
   const runName = o.run.metadata.name ?? "";
-  const namespace = o.run.metadata.namespace ?? "";
-  const uid = o.run.metadata.uid ?? "";
   switch (phase.name) {
     case "deleting":
       return { kind: "finalize" };
@@ -171,12 +178,8 @@ export function decide(o: Observed): Action {
     }
     case "new":
       return { kind: "record-intent" };
-    case "foreign-pod": {
-      const message =
-        `pod ${phase.pod} in namespace ${namespace} was not created for this run (uid ${uid}); that name is ` +
-        `reserved for the run's step pod, so it is neither used nor read: delete it and re-run`;
-      return { kind: "end", ending: { kind: "refused", reason: "StepPodNotOwned", message } };
-    }
+    case "foreign-pod":
+      return { kind: "end", ending: podNotOwned(o.run, phase.pod) };
     case "foreign-secret": {
       const { reason, message } = secretNotOwned(o.run, phase.secret);
       return { kind: "end", ending: { kind: "refused", reason, message } };

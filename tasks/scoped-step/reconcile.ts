@@ -15,7 +15,15 @@ import { isRunFailure } from "./failure.ts";
 import { ensureFinalizer, releaseFinalizer } from "./finalizer.ts";
 import { sweepRun } from "./sweep.ts";
 import { podOutcome, stepRunSeconds } from "./outcome.ts";
-import { attemptOf, attemptRecord, decide, timeLeftMs, type Action, type Observed } from "./phase.ts";
+import {
+  attemptOf,
+  attemptRecord,
+  decide,
+  podNotOwned,
+  timeLeftMs,
+  type Action,
+  type Observed,
+} from "./phase.ts";
 import { buildStepPod, credentialSecretName, ownedBy, podName } from "./pod.ts";
 import type { Failpoint, Next, TaskContext } from "./ports.ts";
 import { resolveRun, runFacts, type Resolved } from "./resolve.ts";
@@ -173,9 +181,13 @@ async function startPod(
     attempt,
     ...(mount ? { credential: { secretName, mount } } : {}),
   });
-  await ctx.cluster.createPod(pod);
-  ctx.failpoint?.("after-pod");
   const name = pod.metadata?.name ?? "";
+  if (!(await ctx.cluster.createPod(pod))) {
+    // The name is taken by a pod the cache of step pods does not show: look at whose it is.
+    const existing = await ctx.cluster.getPod(o.run.metadata.namespace ?? "", name, { live: true });
+    if (existing && !ownedBy(existing, o.run)) return end(podNotOwned(o.run, name), o, draft, ctx);
+  }
+  ctx.failpoint?.("after-pod");
   draft.state.pod = name;
   draft.status = setSucceeded(draft.status, "Unknown", "Started", `step pod ${name} created`, ctx.now());
   return { draft, next: done };
