@@ -16,6 +16,7 @@ import {
   setHeaderOptions,
   Watch,
 } from "@kubernetes/client-node";
+import { kubeFromKubeConfig } from "../controller/kube-client.ts";
 import { kubeLedger } from "../controller/ledger.ts";
 import { failpoints } from "../tasks/scoped-step/ports.ts";
 import type { CustomRun } from "../tasks/scoped-step/types.ts";
@@ -208,7 +209,7 @@ async function chaos(): Promise<void> {
   await chaosLoop;
 
   // A last controller, left alone, settles what the last kill interrupted.
-  const ledger = kubeLedger(kc, ctl, pino({ level: "silent" }));
+  const ledger = kubeLedger(await kubeFromKubeConfig(kc), ctl, pino({ level: "silent" }));
   const last = start();
   await leads(last.identity, last.child);
   const settleBy = Date.now() + 120_000;

@@ -5,6 +5,8 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { CoordinationV1Api, CoreV1Api, type KubeConfig, type Watch } from "@kubernetes/client-node";
 import { startControlPlane, type ControlPlane } from "../hack/cluster/control-plane.ts";
+import { startAwsPeer } from "../test/support/aws/server.ts";
+import { createTrustingRole, registerIssuer } from "../test/support/aws/trust.ts";
 import { ownCrdFiles } from "../test/support/cluster.ts";
 
 export function percentile(values: number[], p: number): number {
@@ -97,6 +99,52 @@ export function follow(
     stop: () => {
       stopped = true;
       current?.abort();
+    },
+  };
+}
+
+/** A scoped-step CustomRun carrying its step as params, for the Application payments/api. */
+export function scopedRun(name: string, script: string, results: string[] = []) {
+  return {
+    apiVersion: "tekton.dev/v1beta1",
+    kind: "CustomRun",
+    metadata: { name },
+    spec: {
+      customRef: { apiVersion: "scopedstep.dev/v1alpha1", kind: "ScopedStep" },
+      params: [
+        { name: "image", value: "alpine" },
+        { name: "script", value: script },
+        ...(results.length ? [{ name: "results", value: results }] : []),
+        { name: "application", value: "payments" },
+        { name: "component", value: "api" },
+      ],
+    },
+  };
+}
+
+/** The loopback AWS peer trusting a controller issuer on a free port, and the controller's flags. */
+export async function awsFor(ns: string, roleArn: string) {
+  const peer = await startAwsPeer();
+  const trusted = await registerIssuer(peer);
+  const { issuer, port } = trusted;
+  createTrustingRole(peer, trusted, {
+    arn: roleArn,
+    subjectLike: `system:scoped-step:${ns}:*`,
+  });
+  return {
+    peer,
+    flags: [
+      "--credentials=aws",
+      `--issuer-url=${issuer}`,
+      "--allow-insecure-issuer=true",
+      `--http-port=${port}`,
+      `--sts-endpoint=${peer.endpoint}`,
+      `--iam-endpoint=${peer.endpoint}`,
+    ],
+    env: {
+      AWS_ACCESS_KEY_ID: peer.adminCredentials.accessKeyId,
+      AWS_SECRET_ACCESS_KEY: peer.adminCredentials.secretAccessKey,
+      AWS_EC2_METADATA_DISABLED: "true",
     },
   };
 }
