@@ -22,6 +22,7 @@ import { createScopedStepPolicy } from "../test/support/policy.ts";
 import {
   awsFor,
   benchControlPlane,
+  controllerMain,
   follow,
   namespaces,
   processUsage,
@@ -73,6 +74,7 @@ try {
     cp.kubeconfigPath,
     [`--namespace=${ctl}`, `--watch-namespaces=${ns}`, "--concurrency=16", ...flags],
     env,
+    await controllerMain(),
   );
   stops.push(async () => {
     const exited = new Promise((r) => controller.once("exit", r));

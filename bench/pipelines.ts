@@ -12,14 +12,22 @@ import { spawn } from "node:child_process";
 import { createWriteStream } from "node:fs";
 import { readFile, writeFile } from "node:fs/promises";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 import { CoreV1Api, CustomObjectsApi, Watch, type KubeConfig } from "@kubernetes/client-node";
 import type { ControlPlane } from "../hack/cluster/control-plane.ts";
 import { startTektonController } from "../hack/cluster/tekton.ts";
 import { startAwsPeer } from "../test/support/aws/server.ts";
 import { createTrustingRole, registerIssuer } from "../test/support/aws/trust.ts";
 import { startTestKubelet } from "../test/support/kubelet.ts";
-import { benchControlPlane, ms, namespaces, percentile, processUsage, waitForLease } from "./support.ts";
+import {
+  benchControlPlane,
+  controllerMain,
+  controllerNodeArgs,
+  ms,
+  namespaces,
+  percentile,
+  processUsage,
+  waitForLease,
+} from "./support.ts";
 import { createScopedStepPolicy } from "../test/support/policy.ts";
 import { createApplication, identityComponent } from "../test/support/application.ts";
 
@@ -74,14 +82,14 @@ async function main(cp: ControlPlane): Promise<void> {
   // Our controller, at debug level: its "reconciling" lines time the first pickup of each run.
   const logFile = path.join(cp.dir, "scoped-step.log");
   const out = createWriteStream(logFile);
-  // BENCH_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" profiles it, as in bench/support.ts.
-  const nodeArgs = (process.env.BENCH_NODE_ARGS ?? "").split(" ").filter(Boolean);
+  const nodeArgs = controllerNodeArgs();
+  const main = await controllerMain();
   const spawnedAt = performance.now();
   const controller = spawn(
     process.execPath,
     [
       ...nodeArgs,
-      fileURLToPath(new URL("../controller/main.ts", import.meta.url)),
+      main,
       `--namespace=${ctl}`,
       `--watch-namespaces=${ns}`,
       `--http-port=${port}`,

@@ -9,6 +9,7 @@ import { startTestKubelet } from "../test/support/kubelet.ts";
 import {
   awsFor,
   benchControlPlane,
+  controllerMain,
   follow,
   ms,
   namespaces,
@@ -79,6 +80,7 @@ async function benchmark(n: number, withCredentials: boolean): Promise<Figures> 
       ...(aws?.flags ?? ["--credentials=none"]),
     ],
     aws?.env ?? {},
+    await controllerMain(),
   );
 
   const created = new Map<string, number>();
