@@ -189,7 +189,9 @@ async function startPod(
   }
   ctx.failpoint?.("after-pod");
   draft.state.pod = name;
-  draft.status = setSucceeded(draft.status, "Unknown", "Started", `step pod ${name} created`, ctx.now());
+  // Worded as the pod's first sighting will be (outcome.ts), so that sighting writes nothing.
+  const message = `step pod ${name} is not running yet (Pending)`;
+  draft.status = setSucceeded(draft.status, "Unknown", "Started", message, ctx.now());
   return { draft, next: done };
 }
 
