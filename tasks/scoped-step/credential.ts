@@ -11,6 +11,7 @@ import type {
   Grant,
   RunFacts,
 } from "./credentials/types.ts";
+import { canonicalJson } from "./canonical.ts";
 import { isRunFailure, RunFailure } from "./failure.ts";
 import { describeOutcome, intentEntry } from "./ledger.ts";
 import { boundedName, credentialSecretName, labels, managedByValue, runOwnerReference } from "./pod.ts";
@@ -32,19 +33,8 @@ export function recordIntent(provider: CredentialProvider, facts: RunFacts, gran
   };
 }
 
-/** JSON with object keys in order, so the same grant always gives the same text. */
-function canonical(value: unknown): string {
-  if (Array.isArray(value)) return `[${value.map(canonical).join(",")}]`;
-  if (value && typeof value === "object") {
-    const entries = Object.entries(value).filter(([, v]) => v !== undefined);
-    entries.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-    return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonical(v)}`).join(",")}}`;
-  }
-  return JSON.stringify(value);
-}
-
 export const grantDigest = (grant: Grant): string =>
-  `sha256:${createHash("sha256").update(canonical(grant)).digest("hex")}`;
+  `sha256:${createHash("sha256").update(canonicalJson(grant)).digest("hex")}`;
 
 /**
  * The grant resolved now must be the one the intent was recorded for: the Application or the
