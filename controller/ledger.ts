@@ -54,6 +54,7 @@ function toData(entry: Partial<LedgerEntry>): Record<string, string> {
     notAfter: entry.notAfter,
     state: entry.state,
     expiresAt: entry.expiresAt,
+    secretDigest: entry.secretDigest,
     revokedAt: entry.revokedAt,
     revocation: entry.revocation,
   };
@@ -81,6 +82,7 @@ function fromConfigMap(cm: V1ConfigMap): LedgerEntry {
     notAfter: d.notAfter,
     state,
     ...(d.expiresAt ? { expiresAt: d.expiresAt } : {}),
+    ...(d.secretDigest ? { secretDigest: d.secretDigest } : {}),
     ...(d.revokedAt ? { revokedAt: d.revokedAt } : {}),
     ...(d.revocation ? { revocation: d.revocation } : {}),
   };
@@ -128,6 +130,16 @@ export function kubeLedger(kc: KubeConfig, namespace: string, log: Logger): Ledg
         // A run that began before its intent could be written has nothing in the ledger to update.
         if (statusCode(err) !== 404) throw err;
       }
+    },
+
+    async get(uid, attempt) {
+      const cm = await core
+        .readNamespacedConfigMap({ namespace, name: ledgerEntryName(uid, attempt) })
+        .catch((err: unknown) => {
+          if (statusCode(err) === 404) return undefined;
+          throw err;
+        });
+      return cm && fromConfigMap(cm);
     },
 
     async list(run) {

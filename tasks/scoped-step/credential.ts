@@ -87,10 +87,6 @@ export async function mintCredential(
   }
   ctx.metrics?.credentialMinted(provider.name, (performance.now() - started) / 1000);
   ctx.failpoint?.("after-mint");
-  await ctx.ledger.update(run.metadata.uid ?? "", record.attempt, {
-    state: "minted",
-    ...(minted.expiresAt ? { expiresAt: minted.expiresAt } : {}),
-  });
   const active: CredentialRecord = {
     ...record,
     state: "active",
@@ -98,10 +94,18 @@ export async function mintCredential(
     results: minted.results,
     ...(minted.expiresAt ? { expiresAt: minted.expiresAt } : {}),
   };
-  if (Object.keys(minted.secretData).length > 0) {
-    const secret = credentialSecret(run, active, minted.secretData, minted.mount);
-    if (!(await ctx.cluster.createSecret(secret))) throw secretNotOwned(run, secret.metadata?.name ?? "");
-  }
+  const secret =
+    Object.keys(minted.secretData).length > 0
+      ? credentialSecret(run, active, minted.secretData, minted.mount)
+      : undefined;
+  // The digest before the Secret: a Secret the ledger does not vouch for is never adopted.
+  await ctx.ledger.update(run.metadata.uid ?? "", record.attempt, {
+    state: "minted",
+    ...(minted.expiresAt ? { expiresAt: minted.expiresAt } : {}),
+    ...(secret ? { secretDigest: secretDigest(secret) } : {}),
+  });
+  if (secret && !(await ctx.cluster.createSecret(secret)))
+    throw secretNotOwned(run, secret.metadata?.name ?? "");
   ctx.failpoint?.("after-secret");
   ctx.log.info(
     { ...runLog(run), audit: "mint", provider: provider.name, attempt: record.attempt, ...active.results },
@@ -115,6 +119,23 @@ const ledgerRun = (run: CustomRun) => ({
   name: run.metadata.name ?? "",
   uid: run.metadata.uid ?? "",
 });
+
+/**
+ * sha256 over what the controller writes in a credential Secret, its data and its record, the same
+ * whether the Secret is the one about to be created (stringData) or one read back (data).
+ */
+export function secretDigest(secret: V1Secret): string {
+  const data: Record<string, string> = {};
+  for (const [k, v] of Object.entries(secret.data ?? {})) data[k] = Buffer.from(v, "base64").toString();
+  Object.assign(data, secret.stringData ?? {});
+  const entries = Object.keys(data)
+    .sort()
+    .map((k) => [k, data[k]]);
+  const record = secret.metadata?.annotations?.[recordAnnotation] ?? null;
+  return createHash("sha256")
+    .update(JSON.stringify([entries, record]))
+    .digest("hex");
+}
 
 /** What the controller writes on the Secret beside the secret material: public facts only. */
 export interface StoredCredential {
@@ -218,7 +239,7 @@ export function secretNotOwned(run: CustomRun, secret: string): RunFailure {
   return new RunFailure(
     "CredentialSecretNotOwned",
     `Secret ${secret} in namespace ${run.metadata.namespace ?? ""} was not created for this run (uid ` +
-      `${run.metadata.uid ?? ""}); that name is reserved for the run's credential, so it is neither used nor ` +
+      `${run.metadata.uid ?? ""}), or was changed after it was; that name is reserved for the run's credential, so it is neither used nor ` +
       `deleted: delete it and re-run`,
   );
 }

@@ -7,6 +7,7 @@ import { RunFailure } from "../../tasks/scoped-step/failure.ts";
 import { phaseOf } from "../../tasks/scoped-step/phase.ts";
 import { observe } from "../../tasks/scoped-step/reconcile.ts";
 import { stepState } from "../../tasks/scoped-step/status.ts";
+import { runOwnerReference } from "../../tasks/scoped-step/pod.ts";
 import type { CustomRun, CustomRunSpec } from "../../tasks/scoped-step/types.ts";
 import {
   Crash,
@@ -314,7 +315,7 @@ test("a pod or Secret the run does not own is never adopted, mounted or read: th
   }
 });
 
-test("the run's own Secret with an unreadable record is not adopted: the run fails instead of looping", async () => {
+test("the run's own Secret changed after the controller wrote it is not adopted: the run fails instead of looping", async () => {
   const w = fakeWorld();
   start(w, "edited");
   w.crashAt = "after-secret";
@@ -324,8 +325,36 @@ test("the run's own Secret with an unreadable record is not adopted: the run fai
   assert.ok(secret?.metadata?.annotations);
   secret.metadata.annotations["scopedstep.dev/credential"] = "{broken";
   const run = await w.settle("edited", done);
-  assert.equal(cond(run)?.reason, "CredentialSecretUnreadable");
+  assert.equal(cond(run)?.reason, "CredentialSecretNotOwned");
+  assert.match(cond(run)?.message ?? "", /or was changed after it was/);
   assert.equal(w.provider.revoked.length, 1, "the credential minted before the crash is revoked");
+});
+
+test("a Secret carrying the run's UID as its owner but not written by the controller is refused", async () => {
+  const w = fakeWorld();
+  start(w, "copied");
+  w.crashAt = "after-intent";
+  await assert.rejects(w.pass("copied"), Crash);
+  // The tenant reads the run's UID and plants a Secret that names the run as its controller.
+  const run = await w.cluster.getRun(ns, "copied");
+  assert.ok(run);
+  const secret = forged(
+    "copied-credentials-0",
+    JSON.stringify({
+      results: { "identity-subject": "system:scoped-step:kube-system:evil:x" },
+      mount: { secretEnv: { AWS_ACCESS_KEY_ID: "k" }, env: {}, files: {} },
+    }),
+  );
+  await w.cluster.createSecret({
+    ...secret,
+    metadata: { ...secret.metadata, ownerReferences: [runOwnerReference(run)] },
+  });
+  const ended = await w.settle("copied", done);
+  assert.equal(cond(ended)?.reason, "CredentialSecretNotOwned");
+  assert.ok(!JSON.stringify([ended, w.events]).includes("evil"), "nothing of it is published");
+  for (const pod of w.cluster.pods.values())
+    assert.ok(!JSON.stringify(pod.spec ?? {}).includes("copied-credentials-0"), "not mounted");
+  assert.equal(w.provider.minted.length, 0, "nothing was minted for it");
 });
 
 test("a transient mint error is thrown for the queue to retry, and the next pass mints", async () => {
