@@ -83,6 +83,14 @@ export async function mintCredential(
     minted = await provider.mint(facts, grant);
   } catch (err) {
     ctx.metrics?.credentialFailed(provider.name, isRunFailure(err) ? err.reason : "Transient");
+    // The cloud answered that it issued nothing: the ledger says so, and the sweeper denies nothing.
+    if (isRunFailure(err) && err.nothingIssued) {
+      await ctx.ledger.update(run.metadata.uid ?? "", record.attempt, {
+        state: "revoked",
+        revokedAt: ctx.now().toISOString(),
+        revocation: "none: nothing was issued",
+      });
+    }
     throw err;
   }
   ctx.metrics?.credentialMinted(provider.name, (performance.now() - started) / 1000);

@@ -227,6 +227,9 @@ test("the revocation method is recorded and published; a mint that issued nothin
   const record = stepState(run?.status ?? {}).credential;
   assert.equal(record?.state, "revoked");
   assert.deepEqual(record?.revocation, { method: "none" });
+  const [entry] = await refused.ctx.ledger.list();
+  assert.equal(entry?.state, "revoked", "the ledger says so too: the sweeper denies nothing");
+  assert.equal(entry?.revocation, "none: nothing was issued");
 });
 
 test("a revocation that falls back to expiry still ends the run, with a Warning that says why", async () => {
