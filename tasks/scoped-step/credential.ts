@@ -110,7 +110,7 @@ export async function mintCredential(
   await ctx.ledger.update(run.metadata.uid ?? "", record.attempt, {
     state: "minted",
     ...(minted.expiresAt ? { expiresAt: minted.expiresAt } : {}),
-    ...(secret ? { secretDigest: secretDigest(secret) } : {}),
+    secretDigest: secret ? secretDigest(secret) : noSecret,
   });
   if (secret && !(await ctx.cluster.createSecret(secret)))
     throw secretNotOwned(run, secret.metadata?.name ?? "");
@@ -127,6 +127,9 @@ const ledgerRun = (run: CustomRun) => ({
   name: run.metadata.name ?? "",
   uid: run.metadata.uid ?? "",
 });
+
+/** The ledger's secretDigest when the provider stores nothing in a Secret (token-only and the like). */
+export const noSecret = "none";
 
 /**
  * sha256 over what the controller writes in a credential Secret, its data and its record, the same

@@ -21,7 +21,8 @@ export interface LedgerEntry {
   /**
    * sha256 of the credential Secret the controller stores (secretDigest): a Secret at the
    * credential's name that does not hash to it was not written by the controller, whatever owner
-   * reference it carries (a namespace user can copy the run's UID into one).
+   * reference it carries (a namespace user can copy the run's UID into one). "none" when the
+   * provider stores no Secret.
    */
   secretDigest?: string;
   revokedAt?: string;

@@ -13,6 +13,7 @@ import {
   Crash,
   fakeSecretValues,
   fakeWorld,
+  FakeLedger,
   ns,
   stepParams,
   type FakeWorld,
@@ -358,6 +359,21 @@ test("a Secret carrying the run's UID as its owner but not written by the contro
   for (const pod of w.cluster.pods.values())
     assert.ok(!JSON.stringify(pod.spec ?? {}).includes("copied-credentials-0"), "not mounted");
   assert.equal(w.provider.minted.length, 0, "nothing was minted for it");
+});
+
+test("a Secret minted by a version that kept no digest in the ledger is still adopted after an upgrade", async () => {
+  const w = fakeWorld();
+  start(w, "upgraded");
+  w.crashAt = "after-secret";
+  await w.pass("upgraded");
+  await assert.rejects(w.pass("upgraded"), Crash);
+  const ledger = w.ctx.ledger as FakeLedger;
+  for (const entry of ledger.entries.values()) delete entry.secretDigest;
+  await untilPod(w, "upgraded");
+  w.cluster.setStepState(ns, "upgraded-pod", exited(0, '[{"key":"out","value":"done"}]'), "Succeeded");
+  const run = await w.settle("upgraded", done);
+  assert.equal(cond(run)?.status, "True", cond(run)?.message);
+  assert.equal(w.provider.minted.length, 1, "adopted, not minted again");
 });
 
 test("a transient mint error is thrown for the queue to retry, and the next pass mints", async () => {
