@@ -46,6 +46,7 @@ function toData(entry: Partial<LedgerEntry>): Record<string, string> {
     notAfter: entry.notAfter,
     state: entry.state,
     expiresAt: entry.expiresAt,
+    secretDigest: entry.secretDigest,
     revokedAt: entry.revokedAt,
     revocation: entry.revocation,
   };
@@ -73,6 +74,7 @@ function fromConfigMap(cm: V1ConfigMap): LedgerEntry {
     notAfter: d.notAfter,
     state,
     ...(d.expiresAt ? { expiresAt: d.expiresAt } : {}),
+    ...(d.secretDigest ? { secretDigest: d.secretDigest } : {}),
     ...(d.revokedAt ? { revokedAt: d.revokedAt } : {}),
     ...(d.revocation ? { revocation: d.revocation } : {}),
   };
@@ -123,6 +125,16 @@ export function kubeLedger(kube: Kube, namespace: string, log: Logger): LedgerPo
         // A run that began before its intent could be written has nothing in the ledger to update.
         if (statusCode(err) !== 404) throw err;
       }
+    },
+
+    async get(uid, attempt) {
+      const cm = await core
+        .readNamespacedConfigMap({ namespace, name: ledgerEntryName(uid, attempt) })
+        .catch((err: unknown) => {
+          if (statusCode(err) === 404) return undefined;
+          throw err;
+        });
+      return cm && fromConfigMap(cm);
     },
 
     async list(run) {

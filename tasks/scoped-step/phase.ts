@@ -45,7 +45,6 @@ export type Phase =
   | { name: "foreign-pod"; pod: string }
   | { name: "foreign-secret"; secret: string }
   /** The run's own Secret does not say what it holds (edited, or not written by the controller). */
-  | { name: "secret-unreadable"; secret: string }
   /** The intent is recorded and nothing is stored: mint, store, create the pod. */
   | { name: "minting" }
   /** An earlier pass minted and stored the credential, then stopped before recording it. */
@@ -126,12 +125,14 @@ export function phaseOf(o: Observed): Phase {
   if (o.foreignSecret) return { name: "foreign-secret", secret: o.foreignSecret };
   const pod = podName(run.metadata.name ?? "", attemptOf(run));
   const saved = o.secret && storedCredential(o.secret);
-  const unreadable = { name: "secret-unreadable", secret: o.secret?.metadata?.name ?? "" } as const;
-  if (record.state === "minting" && o.secret) return saved ? { name: "stored", saved } : unreadable;
+  // The ledger vouched for the Secret's content (observe), so its record is the controller's own;
+  // one that does not parse is treated like any Secret the controller did not write.
+  const foreign = { name: "foreign-secret", secret: o.secret?.metadata?.name ?? "" } as const;
+  if (record.state === "minting" && o.secret) return saved ? { name: "stored", saved } : foreign;
   if (!o.pod) {
     if (state.pod === pod) return { name: "pod-missing", pod };
     if (record.state === "minting") return { name: "minting" };
-    if (o.secret && !saved) return unreadable;
+    if (o.secret && !saved) return foreign;
     return saved ? { name: "ready", saved } : { name: "ready" };
   }
   const outcome = podOutcome(o.pod, (text) => redact(text, o.secret));
@@ -183,12 +184,6 @@ export function decide(o: Observed): Action {
     case "foreign-secret": {
       const { reason, message } = secretNotOwned(o.run, phase.secret);
       return { kind: "end", ending: { kind: "refused", reason, message } };
-    }
-    case "secret-unreadable": {
-      const message =
-        `the credential Secret ${phase.secret} no longer says what it holds (its scopedstep.dev/credential ` +
-        `annotation was changed), so it is not used; re-run the step`;
-      return { kind: "end", ending: { kind: "refused", reason: "CredentialSecretUnreadable", message } };
     }
     case "minting":
       return { kind: "start-pod", credential: "mint" };

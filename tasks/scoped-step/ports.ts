@@ -49,8 +49,10 @@ export interface LedgerPort {
   update(
     uid: string,
     attempt: number,
-    change: Partial<Pick<LedgerEntry, "state" | "expiresAt" | "revokedAt" | "revocation">>,
+    change: Partial<Pick<LedgerEntry, "state" | "expiresAt" | "secretDigest" | "revokedAt" | "revocation">>,
   ): Promise<void>;
+  /** The entry of a run attempt, if there is one. */
+  get(uid: string, attempt: number): Promise<LedgerEntry | undefined>;
   /** Every entry, or those of one run (by namespace and name, any UID). */
   list(run?: { namespace: string; name: string }): Promise<LedgerEntry[]>;
   remove(entry: LedgerEntry): Promise<void>;

@@ -62,13 +62,20 @@ export async function everythingWritten(w: IdentityWorld): Promise<string> {
   ].join("\n");
 }
 
+// Peers stop when the test file ends. node:test's after() called inside a test would run when that
+// test ends, stopping the peer under a world that outlives it.
+const peers = new Set<AwsPeer>();
+after(async () => {
+  for (const peer of peers) await peer.stop();
+});
+
 export async function startIdentityWorld(
   policy: Record<string, unknown>,
   opts: { roleTrustSub?: string; flags?: string[] } = {},
 ): Promise<IdentityWorld> {
   const base = await startWorld({ controller: false, policy: false });
   const peer = await startAwsPeer({ accountId: account });
-  after(() => peer.stop());
+  peers.add(peer);
   const trusted = await registerIssuer(peer);
   const { issuer, host: providerHost, port } = trusted;
   createTrustingRole(peer, trusted, {
