@@ -87,7 +87,7 @@ async function chaos(): Promise<void> {
   // their session expires, so what is left at the end is not the whole story.
   const revocationsSeen = watchRevocations(
     () => Array.from({ length: roles }, (_, k) => peer.rolePolicies(`chaos-${k}`)["scoped-step-revocations"]),
-    kubeLedger(kc, ctl, pino({ level: "silent" })),
+    kubeLedger(await kubeFromKubeConfig(kc), ctl, pino({ level: "silent" })),
     () => peer.now().getTime(),
   );
 

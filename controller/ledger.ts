@@ -128,8 +128,8 @@ export function kubeLedger(kube: Kube, namespace: string, log: Logger): LedgerPo
     },
 
     async get(uid, attempt) {
-      const cm = await core
-        .readNamespacedConfigMap({ namespace, name: ledgerEntryName(uid, attempt) })
+      const cm = await kube
+        .request<V1ConfigMap>("GET", resourcePath(configMaps, namespace, ledgerEntryName(uid, attempt)))
         .catch((err: unknown) => {
           if (statusCode(err) === 404) return undefined;
           throw err;
