@@ -1,6 +1,8 @@
-# The controller image: production dependencies and TypeScript sources, run by Node 24 directly
-# (type stripping, no build step), on a distroless base with no shell, as a non-root user. The root
-# filesystem can be read-only: the controller writes nothing to disk.
+# The controller image: production dependencies and the controller's sources as JavaScript (types
+# stripped by Node's own stripTypeScriptTypes, hack/strip-types.ts: running the .ts files directly
+# would keep Node's type stripper loaded, about 30 MiB of resident memory), run by Node 24 on a
+# distroless base with no shell, as a non-root user. The root filesystem can be read-only: the
+# controller writes nothing to disk.
 # Expected size: about 190 MB (distroless Node 24 base ~130 MB, pruned dependencies ~60 MB).
 FROM node:24-bookworm-slim AS deps
 WORKDIR /app
@@ -9,13 +11,21 @@ RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund \
  && find node_modules -type f \( -name "*.map" -o -name "*.d.ts" -o -name "*.d.mts" -o -name "*.d.cts" -o -name "*.md" \) -delete \
  && rm -rf node_modules/@types
 
+FROM node:24-bookworm-slim AS build
+WORKDIR /src
+COPY package.json ./
+COPY hack/strip-types.ts ./hack/
+COPY controller ./controller
+COPY tasks ./tasks
+RUN node --disable-warning=ExperimentalWarning hack/strip-types.ts /app
+
 FROM gcr.io/distroless/nodejs24-debian12:nonroot
 WORKDIR /app
 ENV NODE_ENV=production
 COPY --from=deps /app/node_modules ./node_modules
-COPY package.json ./
-COPY controller ./controller
-COPY tasks ./tasks
+COPY --from=build /app ./
 USER 65532:65532
 EXPOSE 8080
-ENTRYPOINT ["/nodejs/bin/node", "controller/main.ts"]
+# A young generation of 1 MiB semi-spaces: measured 15 MiB less resident memory idle and 8 MiB
+# less at peak, for no measurable CPU per run (bench/memory.ts).
+ENTRYPOINT ["/nodejs/bin/node", "--max-semi-space-size=1", "controller/main.js"]

@@ -16,6 +16,7 @@ import {
   setHeaderOptions,
   Watch,
 } from "@kubernetes/client-node";
+import { kubeFromKubeConfig } from "../controller/kube-client.ts";
 import { kubeLedger } from "../controller/ledger.ts";
 import { failpoints } from "../tasks/scoped-step/ports.ts";
 import type { CustomRun } from "../tasks/scoped-step/types.ts";
@@ -81,6 +82,14 @@ async function chaos(): Promise<void> {
     seen.add(pod.metadata.uid);
     podUids.set(pod.metadata.name, seen);
   });
+
+  // Every deny and every expiry-tracked ledger entry, polled for the whole run: both are pruned once
+  // their session expires, so what is left at the end is not the whole story.
+  const revocationsSeen = watchRevocations(
+    () => Array.from({ length: roles }, (_, k) => peer.rolePolicies(`chaos-${k}`)["scoped-step-revocations"]),
+    kubeLedger(await kubeFromKubeConfig(kc), ctl, pino({ level: "silent" })),
+    () => peer.now().getTime(),
+  );
 
   // The controller, killed and restarted until every run has ended.
   const args = [
@@ -208,7 +217,7 @@ async function chaos(): Promise<void> {
   await chaosLoop;
 
   // A last controller, left alone, settles what the last kill interrupted.
-  const ledger = kubeLedger(kc, ctl, pino({ level: "silent" }));
+  const ledger = kubeLedger(await kubeFromKubeConfig(kc), ctl, pino({ level: "silent" }));
   const last = start();
   await leads(last.identity, last.child);
   const settleBy = Date.now() + 120_000;
@@ -225,33 +234,25 @@ async function chaos(): Promise<void> {
   await last.exited;
   podWatch.stop();
 
+  await revocationsSeen.stop();
   const items = await list();
   const entries = await ledger.list();
-  const denied = new Set<string>();
-  for (let k = 0; k < roles; k++) {
-    const doc = peer.rolePolicies(`chaos-${k}`)["scoped-step-revocations"];
-    if (!doc) continue;
-    const parsed = JSON.parse(doc) as {
-      Statement: { Condition: { StringEquals: { "aws:SourceIdentity": string[] } } }[];
-    };
-    for (const s of parsed.Statement)
-      for (const id of s.Condition.StringEquals["aws:SourceIdentity"]) denied.add(id);
-  }
-  const expiryTracked = new Set(
-    entries.filter((e) => e.revocation?.startsWith("expiry")).map((e) => e.intent.sourceIdentity ?? ""),
-  );
   const sessions = peer.sessions();
-  const revoked = sessions.filter((s) => denied.has(s.sourceIdentity ?? ""));
+  const sourceOf = (s: (typeof sessions)[number]) => s.sourceIdentity ?? "";
+  // Revoked: denied on its role while it was still valid. A deny (and an expiry-tracked ledger
+  // entry) is pruned once its session has expired, so the poll below saw each while it existed.
+  const revoked = sessions.filter((s) => {
+    const at = revocationsSeen.deniedAt.get(sourceOf(s));
+    return at !== undefined && at <= s.expiration.getTime();
+  });
+  const deniedLate = sessions.filter((s) => {
+    const at = revocationsSeen.deniedAt.get(sourceOf(s));
+    return at !== undefined && at > s.expiration.getTime();
+  });
   const tracked = sessions.filter(
-    (s) => !denied.has(s.sourceIdentity ?? "") && expiryTracked.has(s.sourceIdentity ?? ""),
+    (s) => !revocationsSeen.deniedAt.has(sourceOf(s)) && revocationsSeen.expiryTracked.has(sourceOf(s)),
   );
-  // A deny is pruned once its session has expired, and so is the ledger entry: an expired
-  // session is over, whatever else is true of it.
-  const now = peer.now().getTime();
-  const expired = sessions.filter(
-    (s) => s.expiration.getTime() <= now && !revoked.includes(s) && !tracked.includes(s),
-  );
-  const orphans = sessions.length - revoked.length - tracked.length - expired.length;
+  const orphans = sessions.length - revoked.length - deniedLate.length - tracked.length;
   const secretsLeft = (await core.listNamespacedSecret({ namespace: ns })).items.filter((s) =>
     s.metadata?.name?.includes("-credentials-"),
   ).length;
@@ -275,7 +276,7 @@ async function chaos(): Promise<void> {
   console.log(`  credentials minted (STS sessions): ${sessions.length}`);
   console.log(`  revoked (denied on the role)     : ${revoked.length}`);
   console.log(`  expiry-tracked in the ledger     : ${tracked.length}`);
-  console.log(`  expired by now (deny pruned)     : ${expired.length}`);
+  console.log(`  denied only after it expired     : ${deniedLate.length}`);
   console.log(`  orphans                          : ${orphans}`);
   console.log(`  duplicate pods                   : ${duplicates} (pod names seen: ${podUids.size})`);
   console.log(`  credential Secrets left          : ${secretsLeft}`);
@@ -286,4 +287,45 @@ async function chaos(): Promise<void> {
 
   await kubelet.stop();
   await peer.stop();
+}
+
+/** Polls the role's deny documents and the ledger each second: when each source identity was first denied, and which were tracked until expiry. */
+function watchRevocations(
+  denyDocuments: () => (string | undefined)[],
+  ledger: ReturnType<typeof kubeLedger>,
+  now: () => number,
+) {
+  const deniedAt = new Map<string, number>();
+  const expiryTracked = new Set<string>();
+  const look = async () => {
+    const at = now();
+    for (const doc of denyDocuments()) {
+      if (!doc) continue;
+      const parsed = JSON.parse(doc) as {
+        Statement: { Condition: { StringEquals: { "aws:SourceIdentity": string[] } } }[];
+      };
+      for (const st of parsed.Statement)
+        for (const id of st.Condition.StringEquals["aws:SourceIdentity"])
+          if (!deniedAt.has(id)) deniedAt.set(id, at);
+    }
+    for (const e of await ledger.list())
+      if (e.revocation?.startsWith("expiry") && e.intent.sourceIdentity)
+        expiryTracked.add(e.intent.sourceIdentity);
+  };
+  let on = true;
+  const loop = (async () => {
+    while (on) {
+      await look().catch(() => undefined);
+      await sleep(1000);
+    }
+  })();
+  return {
+    deniedAt,
+    expiryTracked,
+    async stop() {
+      on = false;
+      await loop;
+      await look();
+    },
+  };
 }

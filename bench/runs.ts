@@ -6,15 +6,16 @@
 //                                           deny-policy revocation against the loopback AWS peer
 import { CoreV1Api, CustomObjectsApi, Watch } from "@kubernetes/client-node";
 import { startTestKubelet } from "../test/support/kubelet.ts";
-import { startAwsPeer } from "../test/support/aws/server.ts";
-import { createTrustingRole, registerIssuer } from "../test/support/aws/trust.ts";
 import {
+  awsFor,
   benchControlPlane,
+  controllerMain,
   follow,
   ms,
   namespaces,
   percentile,
   processUsage,
+  scopedRun,
   type Seen,
   startControllerProcess,
   waitForLease,
@@ -69,7 +70,7 @@ async function benchmark(n: number, withCredentials: boolean): Promise<Figures> 
     aws: { allowedRoleArns: ["arn:aws:iam::111122223333:role/*"] },
     revocation: withCredentials ? "deny-policy" : "secret",
   });
-  const aws = withCredentials ? await awsFor(ns) : undefined;
+  const aws = withCredentials ? await awsFor(ns, "arn:aws:iam::111122223333:role/bench") : undefined;
   const controller = startControllerProcess(
     cp.kubeconfigPath,
     [
@@ -79,6 +80,7 @@ async function benchmark(n: number, withCredentials: boolean): Promise<Figures> 
       ...(aws?.flags ?? ["--credentials=none"]),
     ],
     aws?.env ?? {},
+    await controllerMain(),
   );
 
   const created = new Map<string, number>();
@@ -102,21 +104,7 @@ async function benchmark(n: number, withCredentials: boolean): Promise<Figures> 
   // The clock starts once the controller leads.
   await waitForLease(kc, ctl);
   const start = performance.now();
-  const body = (i: number) => ({
-    apiVersion: "tekton.dev/v1beta1",
-    kind: "CustomRun",
-    metadata: { name: `run-${i}` },
-    spec: {
-      customRef: { apiVersion: "scopedstep.dev/v1alpha1", kind: "ScopedStep" },
-      params: [
-        { name: "image", value: "alpine" },
-        { name: "script", value: "echo ok > $(results.out.path)" },
-        { name: "results", value: ["out"] },
-        { name: "application", value: "payments" },
-        { name: "component", value: "api" },
-      ],
-    },
-  });
+  const body = (i: number) => scopedRun(`run-${i}`, "echo ok > $(results.out.path)", ["out"]);
   const creators = Array.from({ length: 16 }, async (_, w) => {
     for (let i = w; i < n; i += 16) {
       const t = performance.now();
@@ -157,32 +145,5 @@ async function benchmark(n: number, withCredentials: boolean): Promise<Figures> 
     podP50: percentile(toPod, 50),
     doneP50: percentile(toDone, 50),
     cpuMsPerRun: (usage.cpuSeconds / n) * 1000,
-  };
-}
-
-/** The loopback AWS peer trusting a controller issuer on a free port, and the controller's flags. */
-async function awsFor(ns: string) {
-  const peer = await startAwsPeer();
-  const trusted = await registerIssuer(peer);
-  const { issuer, port } = trusted;
-  createTrustingRole(peer, trusted, {
-    arn: "arn:aws:iam::111122223333:role/bench",
-    subjectLike: `system:scoped-step:${ns}:*`,
-  });
-  return {
-    peer,
-    flags: [
-      "--credentials=aws",
-      `--issuer-url=${issuer}`,
-      "--allow-insecure-issuer=true",
-      `--http-port=${port}`,
-      `--sts-endpoint=${peer.endpoint}`,
-      `--iam-endpoint=${peer.endpoint}`,
-    ],
-    env: {
-      AWS_ACCESS_KEY_ID: peer.adminCredentials.accessKeyId,
-      AWS_SECRET_ACCESS_KEY: peer.adminCredentials.secretAccessKey,
-      AWS_EC2_METADATA_DISABLED: "true",
-    },
   };
 }

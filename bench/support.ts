@@ -1,10 +1,15 @@
 // Shared parts of the benchmarks: a control plane, the test kubelet, the controller as a child
 // process, and figures (percentiles, CPU and peak memory of a process from /proc).
-import { readFile } from "node:fs/promises";
+import { mkdtemp, readFile, symlink } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
 import { spawn, type ChildProcess } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { CoordinationV1Api, CoreV1Api, type KubeConfig, type Watch } from "@kubernetes/client-node";
 import { startControlPlane, type ControlPlane } from "../hack/cluster/control-plane.ts";
+import { stripTypes } from "../hack/strip-types.ts";
+import { startAwsPeer } from "../test/support/aws/server.ts";
+import { createTrustingRole, registerIssuer } from "../test/support/aws/trust.ts";
 import { ownCrdFiles } from "../test/support/cluster.ts";
 
 export function percentile(values: number[], p: number): number {
@@ -33,14 +38,39 @@ export async function namespaces(kc: KubeConfig, ...names: string[]): Promise<vo
   for (const name of names) await core.createNamespace({ body: { metadata: { name } } });
 }
 
+/**
+ * Node's flags for the controller: the image's (Dockerfile ENTRYPOINT) unless BENCH_NODE_ARGS says
+ * otherwise, e.g. BENCH_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" to profile it.
+ */
+export function controllerNodeArgs(): string[] {
+  return (process.env.BENCH_NODE_ARGS ?? "--max-semi-space-size=1").split(" ").filter(Boolean);
+}
+
+let built: Promise<string> | undefined;
+
+/**
+ * The controller's entry point as the image runs it: JavaScript with the types stripped
+ * (hack/strip-types.ts), built once per benchmark. BENCH_SOURCES=1 runs the TypeScript sources.
+ */
+export function controllerMain(): Promise<string> {
+  const sources = fileURLToPath(new URL("../controller/main.ts", import.meta.url));
+  if (process.env.BENCH_SOURCES === "1") return Promise.resolve(sources);
+  built ??= (async () => {
+    const out = await mkdtemp(path.join(os.tmpdir(), "scoped-step-js-"));
+    await symlink(fileURLToPath(new URL("../node_modules", import.meta.url)), path.join(out, "node_modules"));
+    return stripTypes(out);
+  })();
+  return built;
+}
+
+/** Starts the controller; `main` is the TypeScript entry point unless given (see controllerMain). */
 export function startControllerProcess(
   kubeconfig: string,
   args: string[],
   env: Record<string, string> = {},
+  main = fileURLToPath(new URL("../controller/main.ts", import.meta.url)),
 ): ChildProcess {
-  const main = fileURLToPath(new URL("../controller/main.ts", import.meta.url));
-  // BENCH_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" profiles the controller.
-  const nodeArgs = (process.env.BENCH_NODE_ARGS ?? "").split(" ").filter(Boolean);
+  const nodeArgs = controllerNodeArgs();
   const child = spawn(process.execPath, [...nodeArgs, main, "--http-port=0", "--log-level=warn", ...args], {
     env: { ...process.env, KUBECONFIG: kubeconfig, ...env },
     stdio: ["ignore", "inherit", "inherit"],
@@ -97,6 +127,52 @@ export function follow(
     stop: () => {
       stopped = true;
       current?.abort();
+    },
+  };
+}
+
+/** A scoped-step CustomRun carrying its step as params, for the Application payments/api. */
+export function scopedRun(name: string, script: string, results: string[] = []) {
+  return {
+    apiVersion: "tekton.dev/v1beta1",
+    kind: "CustomRun",
+    metadata: { name },
+    spec: {
+      customRef: { apiVersion: "scopedstep.dev/v1alpha1", kind: "ScopedStep" },
+      params: [
+        { name: "image", value: "alpine" },
+        { name: "script", value: script },
+        ...(results.length ? [{ name: "results", value: results }] : []),
+        { name: "application", value: "payments" },
+        { name: "component", value: "api" },
+      ],
+    },
+  };
+}
+
+/** The loopback AWS peer trusting a controller issuer on a free port, and the controller's flags. */
+export async function awsFor(ns: string, roleArn: string) {
+  const peer = await startAwsPeer();
+  const trusted = await registerIssuer(peer);
+  const { issuer, port } = trusted;
+  createTrustingRole(peer, trusted, {
+    arn: roleArn,
+    subjectLike: `system:scoped-step:${ns}:*`,
+  });
+  return {
+    peer,
+    flags: [
+      "--credentials=aws",
+      `--issuer-url=${issuer}`,
+      "--allow-insecure-issuer=true",
+      `--http-port=${port}`,
+      `--sts-endpoint=${peer.endpoint}`,
+      `--iam-endpoint=${peer.endpoint}`,
+    ],
+    env: {
+      AWS_ACCESS_KEY_ID: peer.adminCredentials.accessKeyId,
+      AWS_SECRET_ACCESS_KEY: peer.adminCredentials.secretAccessKey,
+      AWS_EC2_METADATA_DISABLED: "true",
     },
   };
 }

@@ -2,9 +2,9 @@
 // primary objects' keys, and reconcile each with the function it is given, as controller-runtime's
 // builder does with For(...).Owns(...). It knows nothing of any task type: what to watch, which
 // objects are its own and how to reconcile them are all handed in.
-import { KubernetesObjectApi, type KubeConfig, type KubernetesObject } from "@kubernetes/client-node";
 import type { Logger } from "pino";
-import { Informer, objectKey, type ListResult } from "./informer.ts";
+import { Informer, objectKey, type KubernetesObject } from "./informer.ts";
+import { resourcePath, type Kube } from "./kube-client.ts";
 import { LeaderElector } from "./leader.ts";
 import { WorkQueue } from "./queue.ts";
 
@@ -32,24 +32,40 @@ export interface ResourceType {
   plural: string;
 }
 
+/** Which objects of a type to watch, and what of each to cache (undefined: not ours, not cached). */
+export interface Watched<T> extends ResourceType {
+  labelSelector?: string;
+  keep?: (obj: T) => T | undefined;
+}
+
 export interface ControllerSpec<T extends KubernetesObject> {
-  /** The type reconciled, and which of its objects are this controller's (all when unset). */
-  for: ResourceType & { filter?: (obj: T) => boolean };
+  /** The type reconciled; `keep` says which of its objects are this controller's. */
+  for: Watched<T>;
   /**
    * Types whose objects a primary object owns (as controller owner): a change to one queues its
-   * owner. Only objects matching `labelSelector` are watched and cached.
+   * owner. Only objects matching `labelSelector` are watched, and only what `keep` returns cached.
    */
-  owns: (ResourceType & { labelSelector?: string })[];
+  owns: Watched<KubernetesObject>[];
   /** One level-triggered pass over a primary object; may ask to be called again after a delay. */
   reconcile: (namespace: string, name: string) => Promise<{ requeueAfterMs?: number }>;
   /** Errors that mean "re-read and go again now" (lost an optimistic-concurrency race). */
   isConflict?: (err: unknown) => boolean;
 }
 
+/** Reads of an informer cache that see this process's own writes at once. */
+export interface Store<T> {
+  get: (namespace: string, name: string) => T | undefined;
+  /** Records an object this process wrote, before its watch event comes back. */
+  wrote: (obj: T) => void;
+}
+
 export interface Engine<T extends KubernetesObject> {
   isLeader: () => boolean;
-  /** The primary objects in the informer cache, filtered (only while leading). */
+  /** The primary objects in the informer cache (only while leading). */
   objects: () => Iterable<T>;
+  primary: Store<T>;
+  /** The cache of each owned type, by plural. */
+  owned: (plural: string) => Store<KubernetesObject>;
   synced: () => boolean;
   /** The work queue, for observers of its events and for changing its concurrency. */
   queue: WorkQueue;
@@ -58,61 +74,68 @@ export interface Engine<T extends KubernetesObject> {
 
 const groupOf = (apiVersion: string) => (apiVersion.includes("/") ? (apiVersion.split("/")[0] ?? "") : "");
 
-const collectionPath = (type: ResourceType, namespace: string | undefined) =>
-  [
-    type.apiVersion.includes("/") ? `/apis/${type.apiVersion}` : `/api/${type.apiVersion}`,
-    ...(namespace ? ["namespaces", namespace] : []),
-    type.plural,
-  ].join("/");
+/** After a conflict the cache is behind; the newer version's watch event queues the key, this is a backstop. */
+const conflictRetryMs = 1000;
+
+function storeOf<T extends KubernetesObject>(informers: Informer<T>[]): Store<T> {
+  return {
+    get: (namespace, name) => {
+      for (const i of informers) {
+        const obj = i.get(`${namespace}/${name}`);
+        if (obj) return obj;
+      }
+      return undefined;
+    },
+    wrote: (obj) => {
+      const namespace = obj.metadata?.namespace;
+      // Each informer covers one namespace (or all): the first that knows the object takes it.
+      const informer = informers.find((i) => i.covers(namespace)) ?? informers[0];
+      informer?.wrote(obj);
+    },
+  };
+}
 
 export function startEngine<T extends KubernetesObject>(
-  kc: KubeConfig,
+  kube: Kube,
   config: EngineConfig,
   controller: ControllerSpec<T>,
   hooks: { onStoppedLeading: () => void },
   log: Logger,
 ): Engine<T> {
-  const api = KubernetesObjectApi.makeApiClient(kc);
   const informers: Informer<KubernetesObject>[] = [];
   const primaries: Informer<T>[] = [];
-  const mine = (obj: T) => controller.for.filter?.(obj) ?? true;
+  const ownedInformers = new Map<string, Informer<KubernetesObject>[]>(
+    controller.owns.map((o) => [o.plural, []]),
+  );
+  // A pass reads the caches, so none runs before every cache holds its first list.
+  let synced: Promise<void> | undefined;
   const queue = new WorkQueue({
     concurrency: config.concurrency,
-    process: (key) => {
+    process: async (key) => {
+      await synced;
       const [namespace = "", name = ""] = key.split("/");
       log.debug({ key }, "reconciling");
       return controller.reconcile(namespace, name);
     },
-    ...(controller.isConflict ? { isRetryNow: controller.isConflict } : {}),
+    ...(controller.isConflict ? { isConflict: controller.isConflict, conflictRetryMs } : {}),
   });
   queue.on("retry", (key, err, failures) =>
     log.error({ err, key, failures }, "reconcile failed; will retry with backoff"),
   );
 
   const informer = <O extends KubernetesObject>(
-    type: ResourceType & { labelSelector?: string },
+    type: Watched<O>,
     namespace: string | undefined,
     onChange: (obj: O, kind: "added" | "modified" | "deleted" | "resync") => void,
   ) =>
     new Informer<O>({
-      kc,
+      kube,
       log,
       resyncMs: config.resyncMs,
-      watchPath: collectionPath(type, namespace),
+      path: resourcePath(type, namespace),
+      ...(namespace ? { namespace } : {}),
       ...(type.labelSelector ? { labelSelector: type.labelSelector } : {}),
-      list: async (): Promise<ListResult<O>> => {
-        const res = await api.list<O>(
-          type.apiVersion,
-          type.kind,
-          namespace,
-          undefined,
-          undefined,
-          undefined,
-          undefined,
-          type.labelSelector,
-        );
-        return { items: res.items, resourceVersion: res.metadata?.resourceVersion ?? "" };
-      },
+      ...(type.keep ? { keep: type.keep } : {}),
       onChange,
     });
 
@@ -121,28 +144,27 @@ export function startEngine<T extends KubernetesObject>(
   const scopes = config.namespaces.length > 0 ? config.namespaces : [undefined];
   const startWatching = () => {
     for (const ns of scopes) {
-      const primary = informer<T>(controller.for, ns, (obj) => {
-        if (mine(obj)) queue.add(objectKey(obj));
-      });
+      const primary = informer<T>(controller.for, ns, (obj) => queue.add(objectKey(obj)));
       primaries.push(primary);
       informers.push(primary as unknown as Informer<KubernetesObject>);
       for (const owned of controller.owns) {
-        informers.push(
-          informer(owned, ns, (obj, kind) => {
-            if (kind === "resync") return;
-            const owner = obj.metadata?.ownerReferences?.find(
-              (o) => o.controller && o.kind === controller.for.kind && groupOf(o.apiVersion) === primaryGroup,
-            );
-            if (owner) queue.add(`${obj.metadata?.namespace ?? ""}/${owner.name}`);
-          }),
-        );
+        const i = informer(owned, ns, (obj, kind) => {
+          if (kind === "resync") return;
+          const owner = obj.metadata?.ownerReferences?.find(
+            (o) => o.controller && o.kind === controller.for.kind && groupOf(o.apiVersion) === primaryGroup,
+          );
+          if (owner) queue.add(`${obj.metadata?.namespace ?? ""}/${owner.name}`);
+        });
+        informers.push(i);
+        ownedInformers.get(owned.plural)?.push(i);
       }
     }
+    synced = Promise.all(informers.map((i) => i.whenSynced())).then(() => undefined);
     for (const i of informers) i.start();
   };
 
   const leader = new LeaderElector({
-    kc,
+    kube,
     namespace: config.lease.namespace,
     name: config.lease.name,
     identity: config.lease.identity,
@@ -162,8 +184,10 @@ export function startEngine<T extends KubernetesObject>(
   return {
     isLeader: () => leader.isLeader,
     *objects() {
-      for (const i of primaries) for (const obj of i.cache.values()) if (mine(obj)) yield obj;
+      for (const i of primaries) yield* i.cache.values();
     },
+    primary: storeOf(primaries),
+    owned: (plural) => storeOf(ownedInformers.get(plural) ?? []),
     synced: () => informers.length > 0 && informers.every((i) => i.synced),
     queue,
     async stop(graceMs) {

@@ -1,12 +1,13 @@
 // Kubernetes Events on CustomRuns. Fire and forget: an event that cannot be written is logged,
 // never allowed to fail a reconcile pass. Messages come from the lifecycle and hold no secrets.
 import { randomBytes } from "node:crypto";
-import { CoreV1Api, type KubeConfig } from "@kubernetes/client-node";
 import type { Logger } from "pino";
+import { resourcePath, type Kube } from "./kube-client.ts";
 import type { EventPort } from "../tasks/scoped-step/ports.ts";
 
-export function kubeEvents(kc: KubeConfig, component: string, host: string, log: Logger): EventPort {
-  const core = kc.makeApiClient(CoreV1Api);
+const events = { apiVersion: "v1", plural: "events" };
+
+export function kubeEvents(kube: Kube, component: string, host: string, log: Logger): EventPort {
   return {
     emit(run, type, reason, message) {
       const now = new Date();
@@ -31,7 +32,7 @@ export function kubeEvents(kc: KubeConfig, component: string, host: string, log:
         lastTimestamp: now,
         count: 1,
       };
-      core.createNamespacedEvent({ namespace, body }).catch((err: unknown) => {
+      kube.request("POST", resourcePath(events, namespace), { body }).catch((err: unknown) => {
         log.warn({ err, reason, namespace, name: run.metadata.name }, "could not write event");
       });
     },

@@ -1,6 +1,6 @@
 // Builds the identity side from configuration: the OIDC issuer, the credential provider and the
 // operator policy, behind the narrow ports the lifecycle uses.
-import { CoreV1Api, type KubeConfig } from "@kubernetes/client-node";
+import type { V1Namespace } from "@kubernetes/client-node";
 import type { Logger } from "pino";
 import { awsProvider } from "../tasks/scoped-step/credentials/aws.ts";
 import { noopProvider } from "../tasks/scoped-step/credentials/noop.ts";
@@ -17,6 +17,7 @@ import type { PolicyPort } from "../tasks/scoped-step/ports.ts";
 import { describeRef, type ResolvedTrait } from "../tasks/scoped-step/trait.ts";
 import type { Config } from "./config.ts";
 import { createIssuer, type Issuer } from "./issuer/index.ts";
+import { resourcePath, type Kube } from "./kube-client.ts";
 import { PolicyStore } from "./policies.ts";
 
 export interface Identity {
@@ -62,22 +63,22 @@ function requireRevokers(port: PolicyPort, accounts: RevokerAccounts): PolicyPor
  * new namespace's tokens with the old one's, which is what trust policies pin. One GET per token
  * is small beside the STS call it precedes.
  */
-export function namespaceUidReader(kc: KubeConfig): (name: string) => Promise<string> {
-  const core = kc.makeApiClient(CoreV1Api);
+export function namespaceUidReader(kube: Kube): (name: string) => Promise<string> {
   return async (name) => {
-    const uid = (await core.readNamespace({ name })).metadata?.uid;
+    const path = resourcePath({ apiVersion: "v1", plural: "namespaces" }, undefined, name);
+    const uid = (await kube.request<V1Namespace>("GET", path)).metadata?.uid;
     if (!uid) throw new Error(`namespace ${name} has no UID`);
     return uid;
   };
 }
 
 export async function buildIdentity(
-  kc: KubeConfig,
+  kube: Kube,
   config: Config,
   log: Logger,
   hooks: IdentityHooks = {},
 ): Promise<Identity> {
-  const policies = new PolicyStore({ kc, log, resyncMs: config.resyncSeconds * 1000 });
+  const policies = new PolicyStore({ kube, log, resyncMs: config.resyncSeconds * 1000 });
   policies.start();
   const policy: PolicyPort = {
     async decide(namespace: string, trait: ResolvedTrait, run = {}): Promise<Grant> {
@@ -96,7 +97,7 @@ export async function buildIdentity(
   if (config.credentials === "none") return { credentials: noopProvider, policy, policies };
 
   const issuer = await createIssuer({
-    kc,
+    kube,
     namespace: config.namespace,
     secretName: config.signingKeySecret,
     issuerUrl: config.issuerUrl,
@@ -106,7 +107,7 @@ export async function buildIdentity(
     allowInsecureIssuer: config.allowInsecureIssuer,
     logger: log,
   });
-  const namespaceUid = namespaceUidReader(kc);
+  const namespaceUid = namespaceUidReader(kube);
   const signer: TokenSigner = {
     issuerUrl: issuer.issuerUrl,
     async issueToken(request) {

@@ -1,42 +1,19 @@
-// The lifecycle's ClusterPort on the Kubernetes API, through @kubernetes/client-node.
-import {
-  ApiException,
-  CoreV1Api,
-  CustomObjectsApi,
-  PatchStrategy,
-  setHeaderOptions,
-  type KubeConfig,
-  type V1Pod,
-  type V1Secret,
-} from "@kubernetes/client-node";
+// The lifecycle's ClusterPort on the Kubernetes API. Runs and step pods are read from the
+// engine's informer caches (which see this process's own writes at once); everything else is read
+// live, and only when a pass needs it.
+import type { V1Pod, V1Secret } from "@kubernetes/client-node";
 import { labels, managedByValue, boundedName } from "../tasks/scoped-step/pod.ts";
 import { ConflictError, type ClusterPort } from "../tasks/scoped-step/ports.ts";
 import type { Application, CustomRun, CustomRunStatus } from "../tasks/scoped-step/types.ts";
+import type { Store } from "./engine.ts";
+import type { KubernetesObject } from "./informer.ts";
+import { resourcePath, statusCode, type Kube } from "./kube-client.ts";
 
-export const customRuns = { group: "tekton.dev", version: "v1beta1", plural: "customruns" } as const;
 export const customRunType = { apiVersion: "tekton.dev/v1beta1", kind: "CustomRun", plural: "customruns" };
 export const podType = { apiVersion: "v1", kind: "Pod", plural: "pods" };
-export const scopedSteps = { group: "scopedstep.dev", version: "v1alpha1", plural: "scopedsteps" } as const;
-export const applications = { group: "core.oam.dev", version: "v1beta1", plural: "applications" } as const;
-
-export const statusCode = (err: unknown): number | undefined =>
-  err instanceof ApiException ? err.code : undefined;
-
-/** The API server's own words for a failed request (its Status message), else the error's first line. */
-export function apiErrorMessage(err: unknown): string {
-  if (err instanceof ApiException) {
-    try {
-      const body: unknown = typeof err.body === "string" ? JSON.parse(err.body) : err.body;
-      if (body && typeof body === "object" && "message" in body && typeof body.message === "string") {
-        return `${body.message} (HTTP ${err.code})`;
-      }
-    } catch {
-      // not a Status object
-    }
-    return `HTTP ${err.code}`;
-  }
-  return err instanceof Error ? (err.message.split("\n")[0] ?? err.message) : String(err);
-}
+export const secretType = { apiVersion: "v1", plural: "secrets" };
+const scopedSteps = { apiVersion: "scopedstep.dev/v1alpha1", plural: "scopedsteps" };
+const applications = { apiVersion: "core.oam.dev/v1beta1", plural: "applications" };
 
 async function orUndefined<T>(p: Promise<T>): Promise<T | undefined> {
   try {
@@ -57,28 +34,28 @@ async function ignoring(codes: number[], p: Promise<unknown>): Promise<boolean> 
   }
 }
 
-const mergePatch = setHeaderOptions("Content-Type", PatchStrategy.MergePatch);
+/** The caches the port reads: the engine's, once it runs. */
+export interface ClusterCaches {
+  runs: () => Store<CustomRun>;
+  pods: () => Store<KubernetesObject>;
+}
 
-export function kubeClusterPort(kc: KubeConfig): ClusterPort {
-  const objects = kc.makeApiClient(CustomObjectsApi);
-  const core = kc.makeApiClient(CoreV1Api);
+export function kubeClusterPort(kube: Kube, caches: ClusterCaches): ClusterPort {
+  const runPath = (run: CustomRun, sub?: string) =>
+    resourcePath(customRunType, run.metadata.namespace ?? "", run.metadata.name ?? "", sub);
   const runSelector = (runName: string) =>
     `${labels.managedBy}=${managedByValue},${labels.customRun}=${boundedName(runName, 63)}`;
 
   return {
-    getRun: (namespace, name) =>
-      orUndefined(
-        objects.getNamespacedCustomObject({ ...customRuns, namespace, name }) as Promise<CustomRun>,
-      ),
+    getRun: (namespace, name) => Promise.resolve(caches.runs().get(namespace, name)),
 
     async writeStatus(run, status: CustomRunStatus) {
       try {
-        return (await objects.replaceNamespacedCustomObjectStatus({
-          ...customRuns,
-          namespace: run.metadata.namespace ?? "",
-          name: run.metadata.name ?? "",
+        const written = await kube.request<CustomRun>("PUT", runPath(run, "status"), {
           body: { ...run, status },
-        })) as CustomRun;
+        });
+        caches.runs().wrote(written);
+        return written;
       } catch (err) {
         if (statusCode(err) === 409)
           throw new ConflictError(`status of CustomRun ${run.metadata.name ?? ""}`);
@@ -92,15 +69,12 @@ export function kubeClusterPort(kc: KubeConfig): ClusterPort {
         ? [...new Set([...current, finalizer])]
         : current.filter((f) => f !== finalizer);
       try {
-        return (await objects.patchNamespacedCustomObject(
-          {
-            ...customRuns,
-            namespace: run.metadata.namespace ?? "",
-            name: run.metadata.name ?? "",
-            body: { metadata: { finalizers, resourceVersion: run.metadata.resourceVersion } },
-          },
-          mergePatch,
-        )) as CustomRun;
+        const written = await kube.request<CustomRun>("PATCH", runPath(run), {
+          body: { metadata: { finalizers, resourceVersion: run.metadata.resourceVersion } },
+          mergePatch: true,
+        });
+        caches.runs().wrote(written);
+        return written;
       } catch (err) {
         if (statusCode(err) === 409)
           throw new ConflictError(`finalizers of CustomRun ${run.metadata.name ?? ""}`);
@@ -110,38 +84,49 @@ export function kubeClusterPort(kc: KubeConfig): ClusterPort {
     },
 
     getApplication: (namespace, name) =>
-      orUndefined(
-        objects.getNamespacedCustomObject({ ...applications, namespace, name }) as Promise<Application>,
-      ),
+      orUndefined(kube.request<Application>("GET", resourcePath(applications, namespace, name))),
 
     getScopedStep: (namespace, name) =>
-      orUndefined(
-        objects.getNamespacedCustomObject({ ...scopedSteps, namespace, name }) as Promise<{ spec?: unknown }>,
-      ),
+      orUndefined(kube.request<{ spec?: unknown }>("GET", resourcePath(scopedSteps, namespace, name))),
 
-    getPod: (namespace, name) => orUndefined(core.readNamespacedPod({ namespace, name })),
-
-    async listRunPods(namespace, runName) {
-      return (await core.listNamespacedPod({ namespace, labelSelector: runSelector(runName) })).items;
+    async getPod(namespace, name, opts = {}) {
+      if (!opts.live) return caches.pods().get(namespace, name);
+      return orUndefined(kube.request<V1Pod>("GET", resourcePath(podType, namespace, name)));
     },
 
-    createPod: (pod: V1Pod) =>
-      ignoring([409], core.createNamespacedPod({ namespace: pod.metadata?.namespace ?? "", body: pod })),
+    async listRunPods(namespace, runName) {
+      const list = await kube.request<{ items: V1Pod[] }>("GET", resourcePath(podType, namespace), {
+        query: { labelSelector: runSelector(runName) },
+      });
+      return list.items;
+    },
+
+    async createPod(pod: V1Pod) {
+      const path = resourcePath(podType, pod.metadata?.namespace ?? "");
+      try {
+        caches.pods().wrote(await kube.request<V1Pod>("POST", path, { body: pod }));
+        return true;
+      } catch (err) {
+        if (statusCode(err) === 409) return false;
+        throw err;
+      }
+    },
 
     async deletePod(namespace, name) {
-      await ignoring([404], core.deleteNamespacedPod({ namespace, name }));
+      await ignoring([404], kube.request("DELETE", resourcePath(podType, namespace, name)));
     },
 
     createSecret: (secret: V1Secret) =>
       ignoring(
         [409],
-        core.createNamespacedSecret({ namespace: secret.metadata?.namespace ?? "", body: secret }),
+        kube.request("POST", resourcePath(secretType, secret.metadata?.namespace ?? ""), { body: secret }),
       ),
 
-    getSecret: (namespace, name) => orUndefined(core.readNamespacedSecret({ namespace, name })),
+    getSecret: (namespace, name) =>
+      orUndefined(kube.request<V1Secret>("GET", resourcePath(secretType, namespace, name))),
 
     async deleteSecret(namespace, name) {
-      await ignoring([404], core.deleteNamespacedSecret({ namespace, name }));
+      await ignoring([404], kube.request("DELETE", resourcePath(secretType, namespace, name)));
     },
   };
 }

@@ -1,12 +1,17 @@
 // Leader election on a coordination.k8s.io/v1 Lease, as client-go does it: the holder renews the
 // lease every retry period; others take it over when they have not seen it renewed for a full
 // lease duration (measured on their own clock, so clock skew between replicas does not matter).
-import { CoordinationV1Api, V1MicroTime, type KubeConfig, type V1Lease } from "@kubernetes/client-node";
+import type { V1Lease } from "@kubernetes/client-node";
 import type { Logger } from "pino";
-import { statusCode } from "./kube.ts";
+import { resourcePath, statusCode, type Kube } from "./kube-client.ts";
+
+const leases = { apiVersion: "coordination.k8s.io/v1", plural: "leases" };
+
+/** A MicroTime as the API server writes it: RFC 3339 with microseconds. */
+const microTime = (ms: number) => new Date(ms).toISOString().replace(/Z$/, "000Z");
 
 export interface LeaderOptions {
-  kc: KubeConfig;
+  kube: Kube;
   namespace: string;
   name: string;
   identity: string;
@@ -25,12 +30,12 @@ export class LeaderElector {
   private timer?: NodeJS.Timeout;
   private observed?: { record: string; at: number };
   private lastRenew = 0;
-  private readonly api: CoordinationV1Api;
   private readonly opts: LeaderOptions;
+  private readonly path: string;
 
   constructor(opts: LeaderOptions) {
     this.opts = opts;
-    this.api = opts.kc.makeApiClient(CoordinationV1Api);
+    this.path = resourcePath(leases, opts.namespace, opts.name);
   }
 
   start(): void {
@@ -44,19 +49,12 @@ export class LeaderElector {
     if (!this.isLeader) return;
     this.isLeader = false;
     try {
-      const lease = await this.api.readNamespacedLease({
-        name: this.opts.name,
-        namespace: this.opts.namespace,
-      });
-      if (lease.spec?.holderIdentity !== this.opts.identity) return;
-      lease.spec.holderIdentity = undefined;
+      const lease = await this.opts.kube.request<LeaseObject>("GET", this.path);
+      if (!lease.spec || lease.spec.holderIdentity !== this.opts.identity) return;
+      delete lease.spec.holderIdentity;
       lease.spec.leaseDurationSeconds = 1;
-      lease.spec.renewTime = new V1MicroTime(Date.now());
-      await this.api.replaceNamespacedLease({
-        name: this.opts.name,
-        namespace: this.opts.namespace,
-        body: lease,
-      });
+      lease.spec.renewTime = microTime(Date.now());
+      await this.opts.kube.request("PUT", this.path, { body: lease });
     } catch (err) {
       this.opts.log.warn({ err }, "could not release the leader lease");
     }
@@ -94,16 +92,15 @@ export class LeaderElector {
   }
 
   private async tryAcquireOrRenew(): Promise<boolean> {
-    const now = new V1MicroTime(Date.now());
-    const { namespace, name, identity, leaseDurationSeconds } = this.opts;
-    let lease: V1Lease;
+    const now = microTime(Date.now());
+    const { kube, namespace, name, identity, leaseDurationSeconds } = this.opts;
+    let lease: LeaseObject;
     try {
-      lease = await this.api.readNamespacedLease({ name, namespace });
+      lease = await kube.request<LeaseObject>("GET", this.path);
     } catch (err) {
       if (statusCode(err) !== 404) throw err;
       try {
-        await this.api.createNamespacedLease({
-          namespace,
+        await kube.request("POST", resourcePath(leases, namespace), {
           body: {
             metadata: { name, namespace },
             spec: {
@@ -138,11 +135,23 @@ export class LeaderElector {
     }
     lease.spec = spec;
     try {
-      await this.api.replaceNamespacedLease({ name, namespace, body: lease });
+      await kube.request("PUT", this.path, { body: lease });
       return true;
     } catch (err) {
       if (statusCode(err) === 409) return false;
       throw err;
     }
   }
+}
+
+/** A Lease as JSON: its times are strings on the wire. */
+interface LeaseObject {
+  metadata?: V1Lease["metadata"];
+  spec?: {
+    holderIdentity?: string;
+    leaseDurationSeconds?: number;
+    acquireTime?: string;
+    renewTime?: string;
+    leaseTransitions?: number;
+  };
 }

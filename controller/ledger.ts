@@ -1,18 +1,12 @@
 // The credential ledger on the Kubernetes API: one ConfigMap per credential in the controller's
 // namespace, labelled so one run's entries can be listed. A namespace user has no access there;
 // the release grants the controller what it needs in its own namespace only.
-import {
-  CoreV1Api,
-  PatchStrategy,
-  setHeaderOptions,
-  type KubeConfig,
-  type V1ConfigMap,
-} from "@kubernetes/client-node";
+import type { V1ConfigMap } from "@kubernetes/client-node";
 import type { Logger } from "pino";
 import { ledgerEntryName, type LedgerEntry } from "../tasks/scoped-step/ledger.ts";
 import { boundedName, labels, managedByValue } from "../tasks/scoped-step/pod.ts";
 import type { LedgerPort } from "../tasks/scoped-step/ports.ts";
-import { statusCode } from "./kube.ts";
+import { resourcePath, statusCode, type Kube } from "./kube-client.ts";
 
 export const ledgerLabels = {
   kind: "scopedstep.dev/ledger",
@@ -21,8 +15,6 @@ export const ledgerLabels = {
   runUid: "scopedstep.dev/run-uid",
 } as const;
 const kindValue = "credential";
-
-const mergePatch = setHeaderOptions("Content-Type", PatchStrategy.MergePatch);
 
 function toConfigMap(namespace: string, entry: LedgerEntry): V1ConfigMap {
   return {
@@ -54,6 +46,7 @@ function toData(entry: Partial<LedgerEntry>): Record<string, string> {
     notAfter: entry.notAfter,
     state: entry.state,
     expiresAt: entry.expiresAt,
+    secretDigest: entry.secretDigest,
     revokedAt: entry.revokedAt,
     revocation: entry.revocation,
   };
@@ -81,15 +74,17 @@ function fromConfigMap(cm: V1ConfigMap): LedgerEntry {
     notAfter: d.notAfter,
     state,
     ...(d.expiresAt ? { expiresAt: d.expiresAt } : {}),
+    ...(d.secretDigest ? { secretDigest: d.secretDigest } : {}),
     ...(d.revokedAt ? { revokedAt: d.revokedAt } : {}),
     ...(d.revocation ? { revocation: d.revocation } : {}),
   };
 }
 
-export function kubeLedger(kc: KubeConfig, namespace: string, log: Logger): LedgerPort {
-  const core = kc.makeApiClient(CoreV1Api);
+const configMaps = { apiVersion: "v1", plural: "configmaps" };
+
+export function kubeLedger(kube: Kube, namespace: string, log: Logger): LedgerPort {
   const patch = (name: string, body: object) =>
-    core.patchNamespacedConfigMap({ namespace, name, body }, mergePatch);
+    kube.request("PATCH", resourcePath(configMaps, namespace, name), { body, mergePatch: true });
 
   return {
     async recordIntent(entry) {
@@ -97,16 +92,18 @@ export function kubeLedger(kc: KubeConfig, namespace: string, log: Logger): Ledg
       const name = body.metadata?.name ?? "";
       for (;;) {
         try {
-          await core.createNamespacedConfigMap({ namespace, body });
+          await kube.request("POST", resourcePath(configMaps, namespace), { body });
           return;
         } catch (err) {
           if (statusCode(err) !== 409) throw err;
         }
         // Written by an earlier pass: a mint now may outlive what that pass allowed for.
-        const current = await core.readNamespacedConfigMap({ namespace, name }).catch((err: unknown) => {
-          if (statusCode(err) === 404) return undefined;
-          throw err;
-        });
+        const current = await kube
+          .request<V1ConfigMap>("GET", resourcePath(configMaps, namespace, name))
+          .catch((err: unknown) => {
+            if (statusCode(err) === 404) return undefined;
+            throw err;
+          });
         if (!current) continue;
         if ((current.data?.notAfter ?? "") >= entry.notAfter) return;
         try {
@@ -130,6 +127,16 @@ export function kubeLedger(kc: KubeConfig, namespace: string, log: Logger): Ledg
       }
     },
 
+    async get(uid, attempt) {
+      const cm = await kube
+        .request<V1ConfigMap>("GET", resourcePath(configMaps, namespace, ledgerEntryName(uid, attempt)))
+        .catch((err: unknown) => {
+          if (statusCode(err) === 404) return undefined;
+          throw err;
+        });
+      return cm && fromConfigMap(cm);
+    },
+
     async list(run) {
       const selector = [
         `${ledgerLabels.kind}=${kindValue}`,
@@ -143,12 +150,11 @@ export function kubeLedger(kc: KubeConfig, namespace: string, log: Logger): Ledg
       const out: LedgerEntry[] = [];
       let _continue: string | undefined;
       do {
-        const page = await core.listNamespacedConfigMap({
-          namespace,
-          labelSelector: selector,
-          limit: 500,
-          ...(_continue ? { _continue } : {}),
-        });
+        const page = await kube.request<{ items: V1ConfigMap[]; metadata?: { continue?: string } }>(
+          "GET",
+          resourcePath(configMaps, namespace),
+          { query: { labelSelector: selector, limit: 500, continue: _continue } },
+        );
         for (const cm of page.items) {
           try {
             const entry = fromConfigMap(cm);
@@ -160,17 +166,17 @@ export function kubeLedger(kc: KubeConfig, namespace: string, log: Logger): Ledg
             );
           }
         }
-        _continue = page.metadata?._continue;
+        _continue = page.metadata?.continue || undefined;
       } while (_continue);
       return out;
     },
 
     async remove(entry) {
       try {
-        await core.deleteNamespacedConfigMap({
-          namespace,
-          name: ledgerEntryName(entry.run.uid, entry.attempt),
-        });
+        await kube.request(
+          "DELETE",
+          resourcePath(configMaps, namespace, ledgerEntryName(entry.run.uid, entry.attempt)),
+        );
       } catch (err) {
         if (statusCode(err) !== 404) throw err;
       }

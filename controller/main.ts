@@ -1,21 +1,22 @@
 // The controller process: configuration, logging, identity (issuer, credentials, policy), HTTP
 // endpoints, the leader-elected engine, and graceful shutdown on SIGTERM.
 import type { Logger } from "pino";
+import { keepPod, keepRun } from "../tasks/scoped-step/cached.ts";
 import { credentialGauges } from "../tasks/scoped-step/gauges.ts";
 import { reconcileRun } from "../tasks/scoped-step/reconcile.ts";
 import { labels, managedByValue } from "../tasks/scoped-step/pod.ts";
 import { ConflictError, type TaskContext } from "../tasks/scoped-step/ports.ts";
 import { sweepLedger } from "../tasks/scoped-step/sweep.ts";
-import { isScopedStepRun, type CustomRun } from "../tasks/scoped-step/types.ts";
+import type { CustomRun } from "../tasks/scoped-step/types.ts";
 import { ConfigError, loadConfig, type Config } from "./config.ts";
 import { startEngine, type Engine } from "./engine.ts";
 import { Metrics } from "./metrics.ts";
 import { kubeEvents } from "./events.ts";
 import { startHttpServer } from "./http.ts";
 import { buildIdentity } from "./identity.ts";
-import { apiErrorMessage, customRunType, kubeClusterPort, podType } from "./kube.ts";
+import { customRunType, kubeClusterPort, podType } from "./kube.ts";
+import { apiErrorMessage, describeRequest, loadKube } from "./kube-client.ts";
 import { kubeLedger } from "./ledger.ts";
-import { loadKubeConfig } from "./kubeconfig.ts";
 import { createLogger } from "./log.ts";
 import { readConfigMap, watchSettings } from "./settings.ts";
 
@@ -32,12 +33,12 @@ function failpointFromEnv(name: string | undefined, log: Logger): Pick<TaskConte
 }
 
 const argv = process.argv.slice(2);
-const kc = loadKubeConfig();
+const kube = await loadKube();
 let config: Config;
 try {
   // Flags and environment first: they say where the configuration ConfigMap is.
   const bootstrap = loadConfig(argv, process.env);
-  const data = await readConfigMap(kc, bootstrap.namespace, bootstrap.configMap).catch((err: unknown) => {
+  const data = await readConfigMap(kube, bootstrap.namespace, bootstrap.configMap).catch((err: unknown) => {
     throw new ConfigError(
       `cannot read ConfigMap ${bootstrap.namespace}/${bootstrap.configMap} (check the API server and RBAC): ${apiErrorMessage(err)}`,
     );
@@ -57,8 +58,12 @@ const metrics = new Metrics({
   isLeader: () => live.engine?.isLeader() ?? false,
   keyAgeSeconds: () => identity.issuer?.activeKeyAgeSeconds() ?? 0,
 });
+kube.onRequest = (method, path) => {
+  const { verb, resource } = describeRequest(method, path);
+  metrics.kubeRequest(verb, resource);
+};
 
-const identity = await buildIdentity(kc, config, log, {
+const identity = await buildIdentity(kube, config, log, {
   onStsCall: (s, o) => metrics.stsCall(s, o),
   onRevocationFallback: (cause) => metrics.revocationFellBack(cause),
 }).catch((err: unknown) => {
@@ -67,10 +72,14 @@ const identity = await buildIdentity(kc, config, log, {
 });
 
 const ctx: TaskContext = {
-  cluster: kubeClusterPort(kc),
-  events: kubeEvents(kc, "scoped-step-controller", config.identity, log),
+  // The engine's caches: the engine is built below, and reconciles only once it leads.
+  cluster: kubeClusterPort(kube, {
+    runs: () => engine.primary,
+    pods: () => engine.owned(podType.plural),
+  }),
+  events: kubeEvents(kube, "scoped-step-controller", config.identity, log),
   credentials: identity.credentials,
-  ledger: kubeLedger(kc, config.namespace, log),
+  ledger: kubeLedger(kube, config.namespace, log),
   policy: identity.policy,
   metrics,
   log,
@@ -80,7 +89,7 @@ const ctx: TaskContext = {
 };
 
 const engine = startEngine<CustomRun>(
-  kc,
+  kube,
   {
     namespaces: config.watchNamespaces,
     concurrency: config.concurrency,
@@ -95,8 +104,14 @@ const engine = startEngine<CustomRun>(
     },
   },
   {
-    for: { ...customRunType, filter: isScopedStepRun },
-    owns: [{ ...podType, labelSelector: `${labels.managedBy}=${managedByValue}` }],
+    for: { ...customRunType, keep: keepRun },
+    owns: [
+      {
+        ...podType,
+        labelSelector: `${labels.managedBy}=${managedByValue}`,
+        keep: (pod) => keepPod(pod),
+      },
+    ],
     reconcile: (namespace, name) => reconcileRun(namespace, name, ctx),
     isConflict: (err) => err instanceof ConflictError,
   },
@@ -130,7 +145,7 @@ const sweeper = setInterval(() => {
 }, 250);
 sweeper.unref();
 
-const settings = watchSettings(kc, config, argv, process.env, log, (next, changed) => {
+const settings = watchSettings(kube, config, argv, process.env, log, (next, changed) => {
   if (changed.includes("logLevel")) log.level = next.logLevel;
   if (changed.includes("concurrency")) engine.queue.setConcurrency(next.concurrency);
   if (changed.includes("defaultTimeoutMs")) ctx.defaultTimeoutMs = next.defaultTimeoutMs;

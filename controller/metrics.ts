@@ -103,6 +103,13 @@ export class Metrics implements RunMetricsPort {
     registers: [this.registry],
   });
 
+  private readonly kubeRequests = new Counter({
+    name: "scoped_step_kube_requests_total",
+    help: "Requests to the Kubernetes API server, by verb (LIST is a GET of a collection, WATCH opens a watch) and resource.",
+    labelNames: ["verb", "resource"],
+    registers: [this.registry],
+  });
+
   private queue?: WorkQueue;
 
   constructor(sources: MetricsSources) {
@@ -177,6 +184,10 @@ export class Metrics implements RunMetricsPort {
       this.reconcile.observe({ result }, seconds);
       if (result === "error") this.reconcileErrors.inc();
     });
+  }
+
+  kubeRequest(verb: string, resource: string): void {
+    this.kubeRequests.inc({ verb, resource });
   }
 
   stsCall(seconds: number, outcome: string): void {

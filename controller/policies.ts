@@ -2,17 +2,10 @@
 // the next decision without a restart. Each object is validated as it arrives: an invalid one is
 // left out of matching (and marked Ready=False in its status), so a bad edit can only deny, never
 // widen access. Namespace labels, for namespaceSelector, are read on demand with a short cache.
-import {
-  CoreV1Api,
-  CustomObjectsApi,
-  PatchStrategy,
-  setHeaderOptions,
-  type KubeConfig,
-  type KubernetesObject,
-} from "@kubernetes/client-node";
+import type { V1Namespace } from "@kubernetes/client-node";
 import type { Logger } from "pino";
-import { Informer } from "./informer.ts";
-import { statusCode } from "./kube.ts";
+import { Informer, type KubernetesObject } from "./informer.ts";
+import { resourcePath, statusCode, type Kube } from "./kube-client.ts";
 import {
   evaluatePolicy,
   requireGrant,
@@ -29,7 +22,7 @@ import type { TraitProperties } from "../tasks/scoped-step/schema.ts";
 import { describeRef, traitBaseName, type ResolvedTrait } from "../tasks/scoped-step/trait.ts";
 
 export interface PolicyStoreOptions {
-  kc: KubeConfig;
+  kube: Kube;
   log: Logger;
   /** How often every policy is re-judged (and its status re-checked); default 5 minutes. */
   resyncMs?: number;
@@ -45,12 +38,11 @@ type Condition = NonNullable<PolicyStatus["conditions"]>[number];
 
 /** Always present on a namespace since Kubernetes 1.21; added here too so selectors on it work anywhere. */
 const nameLabel = "kubernetes.io/metadata.name";
-const mergePatch = setHeaderOptions("Content-Type", PatchStrategy.MergePatch);
+const policies = { apiVersion: `${policyApi.group}/${policyApi.version}`, plural: policyApi.plural };
+const namespaces = { apiVersion: "v1", plural: "namespaces" };
 
 export class PolicyStore {
   private readonly informer: Informer<KubernetesObject>;
-  private readonly objects: CustomObjectsApi;
-  private readonly core: CoreV1Api;
   private readonly log: Logger;
   private readonly opts: PolicyStoreOptions;
   private readonly valid = new Map<string, ScopedStepPolicy>();
@@ -63,20 +55,11 @@ export class PolicyStore {
   constructor(opts: PolicyStoreOptions) {
     this.opts = opts;
     this.log = opts.log.child({ informer: "scopedsteppolicies" });
-    this.objects = opts.kc.makeApiClient(CustomObjectsApi);
-    this.core = opts.kc.makeApiClient(CoreV1Api);
     this.informer = new Informer<KubernetesObject>({
-      kc: opts.kc,
+      kube: opts.kube,
       log: this.log,
       resyncMs: opts.resyncMs ?? 300_000,
-      watchPath: `/apis/${policyApi.group}/${policyApi.version}/${policyApi.plural}`,
-      list: async () => {
-        const res = (await this.objects.listClusterCustomObject({ ...policyApi })) as {
-          items: KubernetesObject[];
-          metadata: { resourceVersion: string };
-        };
-        return { items: res.items, resourceVersion: res.metadata.resourceVersion };
-      },
+      path: resourcePath(policies),
       onChange: (obj, kind) => {
         this.observe(obj, kind);
       },
@@ -107,7 +90,7 @@ export class PolicyStore {
     if (cached && cached.expires > Date.now()) return { ...cached.labels };
     let labels: Record<string, string>;
     try {
-      const ns = await this.core.readNamespace({ name });
+      const ns = await this.opts.kube.request<V1Namespace>("GET", resourcePath(namespaces, undefined, name));
       labels = { ...ns.metadata?.labels, [nameLabel]: name };
     } catch (err) {
       if (statusCode(err) !== 404) throw err;
@@ -235,14 +218,10 @@ export class PolicyStore {
           : new Date().toISOString().replace(/\.\d+Z$/, "Z"),
     };
     try {
-      await this.objects.patchClusterCustomObjectStatus(
-        {
-          ...policyApi,
-          name,
-          body: { status: { observedGeneration: generation, conditions: [...others, ready] } },
-        },
-        mergePatch,
-      );
+      await this.opts.kube.request("PATCH", resourcePath(policies, undefined, name, "status"), {
+        body: { status: { observedGeneration: generation, conditions: [...others, ready] } },
+        mergePatch: true,
+      });
     } catch (err) {
       // The next resync tries again; the decision does not depend on status.
       if (statusCode(err) !== 404) this.log.warn({ err, policy: name }, "could not write policy status");

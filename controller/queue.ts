@@ -11,8 +11,13 @@ export interface QueueOptions {
   maxBackoffMs?: number;
   /** Returns how long to wait before the key should be processed again, if at all. */
   process: (key: string) => Promise<{ requeueAfterMs?: number }>;
-  /** True for errors that mean "re-read and go again now" (optimistic concurrency). */
-  isRetryNow?: (err: unknown) => boolean;
+  /** True for errors of optimistic concurrency: someone wrote the object first. */
+  isConflict?: (err: unknown) => boolean;
+  /**
+   * When a conflicted key comes back: 0 (the default) re-reads at once; readers of a cache wait
+   * for the newer version's event to queue the key, and keep this as a backstop.
+   */
+  conflictRetryMs?: number;
 }
 
 export interface QueueStats {
@@ -42,11 +47,11 @@ export class WorkQueue extends EventEmitter<QueueEvents> {
   private readonly failures = new Map<string, number>();
   private readonly enqueuedAt = new Map<string, number>();
   private stopped = false;
-  private readonly opts: Required<Omit<QueueOptions, "isRetryNow">> & QueueOptions;
+  private readonly opts: Required<Omit<QueueOptions, "isConflict">> & QueueOptions;
 
   constructor(opts: QueueOptions) {
     super();
-    this.opts = { baseBackoffMs: 200, maxBackoffMs: 60_000, ...opts };
+    this.opts = { baseBackoffMs: 200, maxBackoffMs: 60_000, conflictRetryMs: 0, ...opts };
     this.pq = new PQueue({ concurrency: opts.concurrency });
   }
 
@@ -117,8 +122,8 @@ export class WorkQueue extends EventEmitter<QueueEvents> {
       this.failures.delete(key);
       processed("ok");
     } catch (err) {
-      if (this.opts.isRetryNow?.(err)) {
-        requeueAfterMs = 0;
+      if (this.opts.isConflict?.(err)) {
+        requeueAfterMs = this.opts.conflictRetryMs;
         processed("conflict");
       } else {
         const n = (this.failures.get(key) ?? 0) + 1;

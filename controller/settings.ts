@@ -1,18 +1,20 @@
 // The configuration ConfigMap: read once at start, then watched. A change applies the settings
 // that can change while running; an invalid one is refused, logged, and the old settings stay.
-import { CoreV1Api, type KubeConfig, type V1ConfigMap } from "@kubernetes/client-node";
+import type { V1ConfigMap } from "@kubernetes/client-node";
 import type { Logger } from "pino";
 import { ConfigError, loadConfig, options, reloadable, type Config } from "./config.ts";
 import { Informer } from "./informer.ts";
-import { statusCode } from "./kube.ts";
+import { resourcePath, statusCode, type Kube } from "./kube-client.ts";
+
+const configMaps = { apiVersion: "v1", plural: "configmaps" };
 
 export async function readConfigMap(
-  kc: KubeConfig,
+  kube: Kube,
   namespace: string,
   name: string,
 ): Promise<Record<string, string>> {
   try {
-    const cm = await kc.makeApiClient(CoreV1Api).readNamespacedConfigMap({ namespace, name });
+    const cm = await kube.request<V1ConfigMap>("GET", resourcePath(configMaps, namespace, name));
     return cm.data ?? {};
   } catch (err) {
     if (statusCode(err) === 404) return {};
@@ -26,14 +28,13 @@ export interface SettingsWatch {
 
 /** Watches the ConfigMap and calls apply with the new config when a reloadable setting changes. */
 export function watchSettings(
-  kc: KubeConfig,
+  kube: Kube,
   current: Config,
   argv: string[],
   env: NodeJS.ProcessEnv,
   log: Logger,
   apply: (next: Config, changed: (keyof Config)[]) => void,
 ): SettingsWatch {
-  const core = kc.makeApiClient(CoreV1Api);
   let active = current;
   const fieldSelector = `metadata.name=${current.configMap}`;
   const onChange = (cm: V1ConfigMap, kind: string) => {
@@ -69,15 +70,12 @@ export function watchSettings(
     apply(applied, now);
   };
   const informer = new Informer<V1ConfigMap>({
-    kc,
+    kube,
     log,
     resyncMs: 60_000,
     fieldSelector,
-    watchPath: `/api/v1/namespaces/${current.namespace}/configmaps`,
-    list: async () => {
-      const res = await core.listNamespacedConfigMap({ namespace: current.namespace, fieldSelector });
-      return { items: res.items, resourceVersion: res.metadata?.resourceVersion ?? "" };
-    },
+    path: resourcePath(configMaps, current.namespace),
+    namespace: current.namespace,
     onChange: (cm, kind) => onChange(cm, kind),
   });
   informer.start();

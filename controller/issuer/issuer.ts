@@ -2,7 +2,7 @@
 // tokens with the active key, serve the public documents, and rotate when the engine says so.
 // Every replica runs one; they agree through the key store alone, so no leader is needed.
 import type { IncomingMessage, ServerResponse } from "node:http";
-import type { KubeConfig } from "@kubernetes/client-node";
+import type { Kube } from "../kube-client.ts";
 import { pino, type Logger } from "pino";
 import { checkSubjectTemplate, defaultSubjectTemplate, IssuerConfigError, limits } from "./claims.ts";
 import {
@@ -66,7 +66,7 @@ interface IssuerSettings {
 
 export type IssuerOptions = IssuerSettings &
   (
-    | { kc: KubeConfig; namespace: string; secretName?: string | undefined }
+    | { kube: Kube; namespace: string; secretName?: string | undefined }
     /** Any other store, e.g. `memoryKeyStore()` in unit tests. */
     | { store: KeyStore }
   );
@@ -110,7 +110,7 @@ export async function createIssuer(options: IssuerOptions): Promise<Issuer> {
   const settings = checkOptions(options);
   const log = (options.logger ?? pino({ level: "silent" })).child({ component: "issuer" });
   const store =
-    "store" in options ? options.store : secretKeyStore(options.kc, options.namespace, options.secretName);
+    "store" in options ? options.store : secretKeyStore(options.kube, options.namespace, options.secretName);
   const policy: RotationPolicy = {
     rotationIntervalSeconds: settings.rotationIntervalSeconds,
     publishLeadSeconds: settings.keyPublishLeadSeconds,

@@ -1,14 +1,8 @@
 // Where the key set lives: one Kubernetes Secret shared by every replica. Writes are conditional
 // (create fails if it exists, an update fails if the resourceVersion moved), so replicas racing to
 // create or rotate never overwrite each other: the loser re-reads and adopts what won.
-import {
-  ApiException,
-  CoreV1Api,
-  PatchStrategy,
-  setHeaderOptions,
-  type KubeConfig,
-  type V1Secret,
-} from "@kubernetes/client-node";
+import type { V1Secret } from "@kubernetes/client-node";
+import { resourcePath, statusCode, type Kube } from "../kube-client.ts";
 import { parseKeySet, serializeKeySet, type KeySet } from "./keys.ts";
 
 /** What a store holds: the key set (none yet when absent or empty) and its version. */
@@ -36,10 +30,10 @@ export const secretLabels = {
   "app.kubernetes.io/component": "oidc-issuer",
 };
 
-const hasCode = (err: unknown, code: number) => err instanceof ApiException && err.code === code;
+const hasCode = (err: unknown, code: number) => statusCode(err) === code;
+const secrets = { apiVersion: "v1", plural: "secrets" };
 
-export function secretKeyStore(kc: KubeConfig, namespace: string, name = defaultSecretName): KeyStore {
-  const core = kc.makeApiClient(CoreV1Api);
+export function secretKeyStore(kube: Kube, namespace: string, name = defaultSecretName): KeyStore {
   const location = `Secret ${namespace}/${name}`;
 
   const data = (keys: KeySet) => ({ [secretDataKey]: Buffer.from(serializeKeySet(keys)).toString("base64") });
@@ -64,7 +58,7 @@ export function secretKeyStore(kc: KubeConfig, namespace: string, name = default
     location,
     async read() {
       try {
-        return decode(await core.readNamespacedSecret({ name, namespace }));
+        return decode(await kube.request<V1Secret>("GET", resourcePath(secrets, namespace, name)));
       } catch (err) {
         if (hasCode(err, 404)) return { keys: undefined, version: undefined };
         throw err;
@@ -76,22 +70,17 @@ export function secretKeyStore(kc: KubeConfig, namespace: string, name = default
         // else others put on the Secret (annotations, labels, extra keys).
         const written =
           version === undefined
-            ? await core.createNamespacedSecret({
-                namespace,
+            ? await kube.request<V1Secret>("POST", resourcePath(secrets, namespace), {
                 body: {
                   type: "Opaque",
                   metadata: { name, namespace, labels: secretLabels },
                   data: data(keys),
                 },
               })
-            : await core.patchNamespacedSecret(
-                {
-                  name,
-                  namespace,
-                  body: { metadata: { resourceVersion: version, labels: secretLabels }, data: data(keys) },
-                },
-                setHeaderOptions("Content-Type", PatchStrategy.MergePatch),
-              );
+            : await kube.request<V1Secret>("PATCH", resourcePath(secrets, namespace, name), {
+                body: { metadata: { resourceVersion: version, labels: secretLabels }, data: data(keys) },
+                mergePatch: true,
+              });
         return { keys, version: written.metadata?.resourceVersion };
       } catch (err) {
         // 409: created or changed by another writer; 404: deleted under an update. Either way the

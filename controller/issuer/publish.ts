@@ -6,8 +6,8 @@
 //
 // Creates the key Secret if the controller has not yet, exactly as the controller would.
 import { parseArgs } from "node:util";
-import { KubeConfig } from "@kubernetes/client-node";
 import { pino } from "pino";
+import { loadKube } from "../kube-client.ts";
 import { defaultSecretName } from "./key-store.ts";
 import { writeDocuments } from "./documents.ts";
 import { createIssuer } from "./issuer.ts";
@@ -34,11 +34,8 @@ if (values.help || !values.namespace || !values.issuer || !values.out) {
 }
 
 try {
-  const kc = new KubeConfig();
-  if (values.kubeconfig) kc.loadFromFile(values.kubeconfig);
-  else kc.loadFromDefault();
   const issuer = await createIssuer({
-    kc,
+    kube: await loadKube(values.kubeconfig),
     namespace: values.namespace,
     secretName: values["secret-name"],
     issuerUrl: values.issuer,

@@ -11,6 +11,7 @@ import type {
   Grant,
   RunFacts,
 } from "./credentials/types.ts";
+import { canonicalJson } from "./canonical.ts";
 import { isRunFailure, RunFailure } from "./failure.ts";
 import { describeOutcome, intentEntry } from "./ledger.ts";
 import { boundedName, credentialSecretName, labels, managedByValue, runOwnerReference } from "./pod.ts";
@@ -32,19 +33,8 @@ export function recordIntent(provider: CredentialProvider, facts: RunFacts, gran
   };
 }
 
-/** JSON with object keys in order, so the same grant always gives the same text. */
-function canonical(value: unknown): string {
-  if (Array.isArray(value)) return `[${value.map(canonical).join(",")}]`;
-  if (value && typeof value === "object") {
-    const entries = Object.entries(value).filter(([, v]) => v !== undefined);
-    entries.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-    return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonical(v)}`).join(",")}}`;
-  }
-  return JSON.stringify(value);
-}
-
 export const grantDigest = (grant: Grant): string =>
-  `sha256:${createHash("sha256").update(canonical(grant)).digest("hex")}`;
+  `sha256:${createHash("sha256").update(canonicalJson(grant)).digest("hex")}`;
 
 /**
  * The grant resolved now must be the one the intent was recorded for: the Application or the
@@ -83,14 +73,18 @@ export async function mintCredential(
     minted = await provider.mint(facts, grant);
   } catch (err) {
     ctx.metrics?.credentialFailed(provider.name, isRunFailure(err) ? err.reason : "Transient");
+    // The cloud answered that it issued nothing: the ledger says so, and the sweeper denies nothing.
+    if (isRunFailure(err) && err.nothingIssued) {
+      await ctx.ledger.update(run.metadata.uid ?? "", record.attempt, {
+        state: "revoked",
+        revokedAt: ctx.now().toISOString(),
+        revocation: "none: nothing was issued",
+      });
+    }
     throw err;
   }
   ctx.metrics?.credentialMinted(provider.name, (performance.now() - started) / 1000);
   ctx.failpoint?.("after-mint");
-  await ctx.ledger.update(run.metadata.uid ?? "", record.attempt, {
-    state: "minted",
-    ...(minted.expiresAt ? { expiresAt: minted.expiresAt } : {}),
-  });
   const active: CredentialRecord = {
     ...record,
     state: "active",
@@ -98,10 +92,18 @@ export async function mintCredential(
     results: minted.results,
     ...(minted.expiresAt ? { expiresAt: minted.expiresAt } : {}),
   };
-  if (Object.keys(minted.secretData).length > 0) {
-    const secret = credentialSecret(run, active, minted.secretData, minted.mount);
-    if (!(await ctx.cluster.createSecret(secret))) throw secretNotOwned(run, secret.metadata?.name ?? "");
-  }
+  const secret =
+    Object.keys(minted.secretData).length > 0
+      ? credentialSecret(run, active, minted.secretData, minted.mount)
+      : undefined;
+  // The digest before the Secret: a Secret the ledger does not vouch for is never adopted.
+  await ctx.ledger.update(run.metadata.uid ?? "", record.attempt, {
+    state: "minted",
+    ...(minted.expiresAt ? { expiresAt: minted.expiresAt } : {}),
+    secretDigest: secret ? secretDigest(secret) : noSecret,
+  });
+  if (secret && !(await ctx.cluster.createSecret(secret)))
+    throw secretNotOwned(run, secret.metadata?.name ?? "");
   ctx.failpoint?.("after-secret");
   ctx.log.info(
     { ...runLog(run), audit: "mint", provider: provider.name, attempt: record.attempt, ...active.results },
@@ -115,6 +117,26 @@ const ledgerRun = (run: CustomRun) => ({
   name: run.metadata.name ?? "",
   uid: run.metadata.uid ?? "",
 });
+
+/** The ledger's secretDigest when the provider stores nothing in a Secret (token-only and the like). */
+export const noSecret = "none";
+
+/**
+ * sha256 over what the controller writes in a credential Secret, its data and its record, the same
+ * whether the Secret is the one about to be created (stringData) or one read back (data).
+ */
+export function secretDigest(secret: V1Secret): string {
+  const data: Record<string, string> = {};
+  for (const [k, v] of Object.entries(secret.data ?? {})) data[k] = Buffer.from(v, "base64").toString();
+  Object.assign(data, secret.stringData ?? {});
+  const entries = Object.keys(data)
+    .sort()
+    .map((k) => [k, data[k]]);
+  const record = secret.metadata?.annotations?.[recordAnnotation] ?? null;
+  return createHash("sha256")
+    .update(JSON.stringify([entries, record]))
+    .digest("hex");
+}
 
 /** What the controller writes on the Secret beside the secret material: public facts only. */
 export interface StoredCredential {
@@ -218,7 +240,7 @@ export function secretNotOwned(run: CustomRun, secret: string): RunFailure {
   return new RunFailure(
     "CredentialSecretNotOwned",
     `Secret ${secret} in namespace ${run.metadata.namespace ?? ""} was not created for this run (uid ` +
-      `${run.metadata.uid ?? ""}); that name is reserved for the run's credential, so it is neither used nor ` +
+      `${run.metadata.uid ?? ""}), or was changed after it was; that name is reserved for the run's credential, so it is neither used nor ` +
       `deleted: delete it and re-run`,
   );
 }

@@ -16,7 +16,6 @@ export type LifecycleReason =
   | "StepPodMissing"
   | "StepPodNotOwned"
   | "CredentialSecretNotOwned"
-  | "CredentialSecretUnreadable"
   | "GrantChangedBeforeMint"
   | StepFailureReason;
 

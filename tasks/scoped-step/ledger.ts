@@ -18,6 +18,13 @@ export interface LedgerEntry {
   state: "intent" | "minted" | "revoked";
   /** The credential's own expiry, once the mint has answered. */
   expiresAt?: string;
+  /**
+   * sha256 of the credential Secret the controller stores (secretDigest): a Secret at the
+   * credential's name that does not hash to it was not written by the controller, whatever owner
+   * reference it carries (a namespace user can copy the run's UID into one). "none" when the
+   * provider stores no Secret.
+   */
+  secretDigest?: string;
   revokedAt?: string;
   /** How it was revoked (RevocationOutcome.method) and why, when it fell back to expiry. */
   revocation?: string;

@@ -45,7 +45,6 @@ export type Phase =
   | { name: "foreign-pod"; pod: string }
   | { name: "foreign-secret"; secret: string }
   /** The run's own Secret does not say what it holds (edited, or not written by the controller). */
-  | { name: "secret-unreadable"; secret: string }
   /** The intent is recorded and nothing is stored: mint, store, create the pod. */
   | { name: "minting" }
   /** An earlier pass minted and stored the credential, then stopped before recording it. */
@@ -126,12 +125,14 @@ export function phaseOf(o: Observed): Phase {
   if (o.foreignSecret) return { name: "foreign-secret", secret: o.foreignSecret };
   const pod = podName(run.metadata.name ?? "", attemptOf(run));
   const saved = o.secret && storedCredential(o.secret);
-  const unreadable = { name: "secret-unreadable", secret: o.secret?.metadata?.name ?? "" } as const;
-  if (record.state === "minting" && o.secret) return saved ? { name: "stored", saved } : unreadable;
+  // The ledger vouched for the Secret's content (observe), so its record is the controller's own;
+  // one that does not parse is treated like any Secret the controller did not write.
+  const foreign = { name: "foreign-secret", secret: o.secret?.metadata?.name ?? "" } as const;
+  if (record.state === "minting" && o.secret) return saved ? { name: "stored", saved } : foreign;
   if (!o.pod) {
     if (state.pod === pod) return { name: "pod-missing", pod };
     if (record.state === "minting") return { name: "minting" };
-    if (o.secret && !saved) return unreadable;
+    if (o.secret && !saved) return foreign;
     return saved ? { name: "ready", saved } : { name: "ready" };
   }
   const outcome = podOutcome(o.pod, (text) => redact(text, o.secret));
@@ -147,11 +148,18 @@ export function phaseOf(o: Observed): Phase {
   }
 }
 
+/** Someone else's pod holds the name of the run's step pod. */
+export function podNotOwned(run: CustomRun, pod: string): Ending {
+  const message =
+    `pod ${pod} in namespace ${run.metadata.namespace ?? ""} was not created for this run (uid ` +
+    `${run.metadata.uid ?? ""}); that name is reserved for the run's step pod, so it is neither used nor read: ` +
+    `delete it and re-run`;
+  return { kind: "refused", reason: "StepPodNotOwned", message };
+}
+
 export function decide(o: Observed): Action {
   const phase = phaseOf(o);
   const runName = o.run.metadata.name ?? "";
-  const namespace = o.run.metadata.namespace ?? "";
-  const uid = o.run.metadata.uid ?? "";
   switch (phase.name) {
     case "deleting":
       return { kind: "finalize" };
@@ -171,21 +179,11 @@ export function decide(o: Observed): Action {
     }
     case "new":
       return { kind: "record-intent" };
-    case "foreign-pod": {
-      const message =
-        `pod ${phase.pod} in namespace ${namespace} was not created for this run (uid ${uid}); that name is ` +
-        `reserved for the run's step pod, so it is neither used nor read: delete it and re-run`;
-      return { kind: "end", ending: { kind: "refused", reason: "StepPodNotOwned", message } };
-    }
+    case "foreign-pod":
+      return { kind: "end", ending: podNotOwned(o.run, phase.pod) };
     case "foreign-secret": {
       const { reason, message } = secretNotOwned(o.run, phase.secret);
       return { kind: "end", ending: { kind: "refused", reason, message } };
-    }
-    case "secret-unreadable": {
-      const message =
-        `the credential Secret ${phase.secret} no longer says what it holds (its scopedstep.dev/credential ` +
-        `annotation was changed), so it is not used; re-run the step`;
-      return { kind: "end", ending: { kind: "refused", reason: "CredentialSecretUnreadable", message } };
     }
     case "minting":
       return { kind: "start-pod", credential: "mint" };

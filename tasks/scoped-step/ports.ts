@@ -16,6 +16,7 @@ export class ConflictError extends Error {
 }
 
 export interface ClusterPort {
+  /** The run as last seen (a cache that already holds this process's own writes). */
   getRun(namespace: string, name: string): Promise<CustomRun | undefined>;
   /** Replaces status through the status subresource, guarded by the run's resourceVersion. */
   writeStatus(run: CustomRun, status: CustomRunStatus): Promise<CustomRun>;
@@ -23,7 +24,11 @@ export interface ClusterPort {
   getApplication(namespace: string, name: string): Promise<Application | undefined>;
   /** The spec of a ScopedStep object, or undefined when there is none by that name. */
   getScopedStep(namespace: string, name: string): Promise<{ spec?: unknown } | undefined>;
-  getPod(namespace: string, name: string): Promise<V1Pod | undefined>;
+  /**
+   * The step pod as last seen (a cache of the pods the controller labels, which holds its own
+   * creations at once); `live` asks the API server instead, for a pod of any labels.
+   */
+  getPod(namespace: string, name: string, opts?: { live?: boolean }): Promise<V1Pod | undefined>;
   listRunPods(namespace: string, runName: string): Promise<V1Pod[]>;
   /** Creates the pod; false when one by that name already exists. */
   createPod(pod: V1Pod): Promise<boolean>;
@@ -44,8 +49,10 @@ export interface LedgerPort {
   update(
     uid: string,
     attempt: number,
-    change: Partial<Pick<LedgerEntry, "state" | "expiresAt" | "revokedAt" | "revocation">>,
+    change: Partial<Pick<LedgerEntry, "state" | "expiresAt" | "secretDigest" | "revokedAt" | "revocation">>,
   ): Promise<void>;
+  /** The entry of a run attempt, if there is one. */
+  get(uid: string, attempt: number): Promise<LedgerEntry | undefined>;
   /** Every entry, or those of one run (by namespace and name, any UID). */
   list(run?: { namespace: string; name: string }): Promise<LedgerEntry[]>;
   remove(entry: LedgerEntry): Promise<void>;

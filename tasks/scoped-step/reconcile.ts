@@ -9,19 +9,29 @@ import {
   nothingIssued,
   recordIntent,
   revokeCredential,
+  secretDigest,
 } from "./credential.ts";
 import { deletesPod, finishRun, retryAttempt, retryable, type Draft, type Ending } from "./ending.ts";
 import { isRunFailure } from "./failure.ts";
 import { ensureFinalizer, releaseFinalizer } from "./finalizer.ts";
 import { sweepRun } from "./sweep.ts";
 import { podOutcome, stepRunSeconds } from "./outcome.ts";
-import { attemptOf, attemptRecord, decide, timeLeftMs, type Action, type Observed } from "./phase.ts";
+import {
+  attemptOf,
+  attemptRecord,
+  decide,
+  podNotOwned,
+  timeLeftMs,
+  type Action,
+  type Observed,
+} from "./phase.ts";
 import { buildStepPod, credentialSecretName, ownedBy, podName } from "./pod.ts";
 import type { Failpoint, Next, TaskContext } from "./ports.ts";
 import { resolveRun, runFacts, type Resolved } from "./resolve.ts";
 import { isDone, sameStatus, setSucceeded, stepState, withStepState } from "./status.ts";
 import { reportTransition } from "./transitions.ts";
 import { isScopedStepRun, type CustomRun } from "./types.ts";
+import type { V1Secret } from "@kubernetes/client-node";
 
 const done: Next = {};
 const again: Next = { requeueAfterMs: 0 };
@@ -59,10 +69,23 @@ export async function observe(run: CustomRun, ctx: TaskContext): Promise<Observe
     record.state === "minting" || !observed.pod || podOutcome(observed.pod).phase === "failed";
   if (record.state !== "revoked" && needsSecret) {
     const secret = await ctx.cluster.getSecret(namespace, credentialSecretName(name, record.attempt));
-    if (secret && ownedBy(secret, run)) observed.secret = secret;
+    if (secret && ownedBy(secret, run) && (await vouchedFor(secret, run, record.attempt, ctx)))
+      observed.secret = secret;
     else if (secret) observed.foreignSecret = secret.metadata?.name ?? "";
   }
   return observed;
+}
+
+/**
+ * Whether the ledger holds this Secret's digest. An owner reference proves nothing: a namespace
+ * user can copy the run's UID into a Secret of their own before the controller writes the real one.
+ */
+async function vouchedFor(secret: V1Secret, run: CustomRun, attempt: number, ctx: TaskContext) {
+  const entry = await ctx.ledger.get(run.metadata.uid ?? "", attempt);
+  if (!entry) return false;
+  // Minted by a version that recorded no digest: the owner reference is all there is to go on.
+  if (entry.secretDigest === undefined) return entry.state === "minted";
+  return entry.secretDigest === secretDigest(secret);
 }
 
 async function execute(action: Action, o: Observed, ctx: TaskContext): Promise<Next> {
@@ -173,11 +196,17 @@ async function startPod(
     attempt,
     ...(mount ? { credential: { secretName, mount } } : {}),
   });
-  await ctx.cluster.createPod(pod);
-  ctx.failpoint?.("after-pod");
   const name = pod.metadata?.name ?? "";
+  if (!(await ctx.cluster.createPod(pod))) {
+    // The name is taken by a pod the cache of step pods does not show: look at whose it is.
+    const existing = await ctx.cluster.getPod(o.run.metadata.namespace ?? "", name, { live: true });
+    if (existing && !ownedBy(existing, o.run)) return end(podNotOwned(o.run, name), o, draft, ctx);
+  }
+  ctx.failpoint?.("after-pod");
   draft.state.pod = name;
-  draft.status = setSucceeded(draft.status, "Unknown", "Started", `step pod ${name} created`, ctx.now());
+  // Worded as the pod's first sighting will be (outcome.ts), so that sighting writes nothing.
+  const message = `step pod ${name} is not running yet (Pending)`;
+  draft.status = setSucceeded(draft.status, "Unknown", "Started", message, ctx.now());
   return { draft, next: done };
 }
 

@@ -1,4 +1,5 @@
 // Pure helpers for the CustomRun status this task type writes.
+import { canonicalJson } from "./canonical.ts";
 import type { CredentialRecord } from "./credentials/types.ts";
 import type { StepFailureReason } from "./outcome.ts";
 import type { Condition, CustomRun, CustomRunStatus } from "./types.ts";
@@ -63,8 +64,9 @@ export function setSucceeded(
   };
 }
 
+/** Whether writing `b` over `a` would change nothing (whatever the order of their keys). */
 export function sameStatus(a: CustomRunStatus | undefined, b: CustomRunStatus): boolean {
-  return JSON.stringify(a ?? {}) === JSON.stringify(b);
+  return canonicalJson(a ?? {}) === canonicalJson(b);
 }
 
 export const isCancelled = (run: CustomRun): boolean => run.spec.status === "RunCancelled";

@@ -2,7 +2,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { failpoints } from "../../tasks/scoped-step/ports.ts";
 import { stepState } from "../../tasks/scoped-step/status.ts";
-import { deployRole, startIdentityWorld, type IdentityWorld } from "../support/identity-world.ts";
+import { startIdentityWorld, type IdentityWorld } from "../support/identity-world.ts";
 import type { ControllerProcess } from "../support/controller.ts";
 import {
   condition,
@@ -77,31 +77,17 @@ async function diesWithin(
 
 // The same crashes with real AWS credentials: a crash after the Secret is stored makes the next
 // controller adopt it rather than mint again, and every session minted is denied on the role.
-// A world of its own per crash: after one crash test's controllers have come and gone in a shared
-// world, the next controller was seen never to reconcile its run (not yet understood).
-const awsWorld = (): Promise<IdentityWorld> =>
-  startIdentityWorld({
-    aws: { allowedRoleArns: ["arn:aws:iam::111122223333:role/payments-*"], maxSessionDuration: 3600 },
-    revocation: "deny-policy",
-  }).then(async (w) => {
-    await w.createApplication("payments", [
-      {
-        name: "api",
-        type: "webservice",
-        traits: [
-          {
-            type: "scoped-identity",
-            properties: { audience: "sts.amazonaws.com", aws: { roleArn: deployRole, region: "eu-west-1" } },
-          },
-        ],
-      },
-    ]);
-    return w;
-  });
+const awsWorld: Promise<IdentityWorld> = startIdentityWorld({
+  aws: { allowedRoleArns: ["arn:aws:iam::111122223333:role/payments-*"], maxSessionDuration: 3600 },
+  revocation: "deny-policy",
+}).then(async (w) => {
+  await w.createApplication("payments", paymentsApp);
+  return w;
+});
 
 for (const point of successPath) {
   test(`with AWS credentials, a controller killed ${point} converges and revokes every session it minted`, async () => {
-    const w = await awsWorld();
+    const w = await awsWorld;
     const name = `aws-crash-${point}`;
     await w.restartController({ SCOPED_STEP_FAILPOINT: point });
     const doomed = w.controller;

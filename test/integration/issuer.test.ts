@@ -16,6 +16,7 @@ import {
   type IssuerOptions,
   type TokenRequest,
 } from "../../controller/issuer/index.ts";
+import { kubeFromKubeConfig } from "../../controller/kube-client.ts";
 import { testCluster, testNamespace, type TestCluster } from "../support/cluster.ts";
 
 const day = 24 * 3600;
@@ -41,8 +42,9 @@ interface StoredKeys {
 async function setup(prefix: string) {
   const cluster = await testCluster();
   const namespace = await testNamespace(cluster, prefix);
+  const kube = await kubeFromKubeConfig(cluster.kc);
   const options = (extra: Partial<IssuerOptions> = {}): IssuerOptions => ({
-    kc: cluster.kc,
+    kube,
     namespace,
     issuerUrl,
     allowInsecureIssuer: true,

@@ -5,7 +5,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { deployRole, startIdentityWorld } from "../support/identity-world.ts";
 import { eventually } from "../support/wait.ts";
-import { condition } from "../support/world.ts";
+import { condition, paymentsApp } from "../support/world.ts";
 
 const gauges = [
   "scoped_step_active_credentials",
@@ -29,18 +29,7 @@ test("the credential gauges show a live credential, one pending revocation, and 
     aws: { allowedRoleArns: [deployRole], maxSessionDuration: 3600 },
     revocation: "deny-policy",
   });
-  await w.createApplication("payments", [
-    {
-      name: "api",
-      type: "webservice",
-      traits: [
-        {
-          type: "scoped-identity",
-          properties: { audience: "sts.amazonaws.com", aws: { roleArn: deployRole, region: "eu-west-1" } },
-        },
-      ],
-    },
-  ]);
+  await w.createApplication("payments", paymentsApp);
   const scrapeUntil = (what: string, ok: (g: Gauges) => boolean) =>
     eventually(what, async () => {
       const g = await scrape(w.issuer);

@@ -5,6 +5,7 @@ import { after, before, test, type TestContext } from "node:test";
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { ApiException, PatchStrategy, setHeaderOptions } from "@kubernetes/client-node";
+import { kubeFromKubeConfig } from "../../controller/kube-client.ts";
 import { createLogger } from "../../controller/log.ts";
 import { PolicyStore } from "../../controller/policies.ts";
 import type { PolicyDecision, PolicyGrant } from "../../tasks/scoped-step/policy.ts";
@@ -30,7 +31,11 @@ let store: PolicyStore;
 before(async () => {
   cluster = await testCluster();
   // No label cache, so a relabelled namespace counts at the next decision.
-  store = new PolicyStore({ kc: cluster.kc, log: createLogger("silent"), namespaceLabelsTtlMs: 0 });
+  store = new PolicyStore({
+    kube: await kubeFromKubeConfig(cluster.kc),
+    log: createLogger("silent"),
+    namespaceLabelsTtlMs: 0,
+  });
   store.start();
 });
 

@@ -9,6 +9,7 @@ import { stepState } from "../../tasks/scoped-step/status.ts";
 import type { Param } from "../../tasks/scoped-step/types.ts";
 import { createTrustingRole } from "../support/aws/trust.ts";
 import { startIdentityWorld, type IdentityWorld } from "../support/identity-world.ts";
+import { ledgerEntries } from "../support/ledger.ts";
 import { eventually } from "../support/wait.ts";
 import { condition, resultsOf } from "../support/world.ts";
 
@@ -207,4 +208,8 @@ test("a mint STS refused writes no deny", async () => {
     (w.peer.rolePolicies(otherRole)["scoped-step-revocations"] ?? "").includes(intent.sourceIdentity),
     false,
   );
+  // The ledger entry is closed too, so no sweep denies it later.
+  const entry = (await ledgerEntries(w.cluster.kc, w.controllerNs)).find((e) => e.run.name === "refused");
+  assert.equal(entry?.state, "revoked");
+  assert.equal(entry?.revocation, "none: nothing was issued");
 });

@@ -3,7 +3,7 @@
 // intent and its mint.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { CoreV1Api, CustomObjectsApi } from "@kubernetes/client-node";
+import { CoreV1Api, CustomObjectsApi, type V1OwnerReference } from "@kubernetes/client-node";
 import { annotations, labels } from "../../tasks/scoped-step/pod.ts";
 import type { Application } from "../../tasks/scoped-step/types.ts";
 import { deployRole, startIdentityWorld, type IdentityWorld } from "../support/identity-world.ts";
@@ -59,23 +59,34 @@ const forgedRecord = JSON.stringify({
   mount: { secretEnv: { AWS_ACCESS_KEY_ID: "accessKeyId" }, env: {}, files: {} },
 });
 
+/** A Secret at the run's credential name, written by the tenant with tenant keys inside. */
+async function plantSecret(
+  t: Awaited<typeof world>,
+  name: string,
+  record: string,
+  ownerReferences: V1OwnerReference[] = [],
+) {
+  await t.core.createNamespacedSecret({
+    namespace: t.w.ns,
+    body: {
+      metadata: {
+        name: `${name}-credentials-0`,
+        labels: { [labels.customRun]: name, [labels.attempt]: "0" },
+        annotations: { "scopedstep.dev/credential": record },
+        ownerReferences,
+      },
+      stringData: { accessKeyId: "TENANTKEY" },
+    },
+  });
+}
+
 for (const [name, record] of [
   ["planted-secret", forgedRecord],
   ["malformed-secret", "{not json"],
 ] as const) {
   test(`a Secret the tenant plants at a run's credential name (${name}) is never adopted or mounted`, async () => {
     const t = await world;
-    await t.core.createNamespacedSecret({
-      namespace: t.w.ns,
-      body: {
-        metadata: {
-          name: `${name}-credentials-0`,
-          labels: { [labels.customRun]: name, [labels.attempt]: "0" },
-          annotations: { "scopedstep.dev/credential": record },
-        },
-        stringData: { accessKeyId: "TENANTKEY" },
-      },
-    });
+    await plantSecret(t, name, record);
     await tenantRun(t, name);
     const run = await t.w.waitDone(name);
     assert.equal(condition(run)?.reason, "CredentialSecretNotOwned", condition(run)?.message);
@@ -93,6 +104,34 @@ for (const [name, record] of [
     assert.ok(await t.w.secretData(`${name}-credentials-0`), "the tenant's Secret is left alone");
   });
 }
+
+test("a Secret the tenant plants with the run's own UID as its owner is still never adopted or mounted", async () => {
+  const t = await world;
+  const name = "copied-uid";
+  // The controller stops after recording the intent, before it mints: the window a tenant needs.
+  await t.w.restartController({ SCOPED_STEP_FAILPOINT: "after-intent" });
+  const doomed = t.w.controller;
+  await tenantRun(t, name);
+  await doomed?.exited;
+  const run = (await t.objects.getNamespacedCustomObject({ ...runs, namespace: t.w.ns, name })) as {
+    apiVersion: string;
+    kind: string;
+    metadata: { uid: string };
+  };
+  await plantSecret(t, name, forgedRecord, [
+    { apiVersion: run.apiVersion, kind: run.kind, name, uid: run.metadata.uid, controller: true },
+  ]);
+  await t.w.restartController();
+  const ended = await t.w.waitDone(name);
+  assert.equal(condition(ended)?.reason, "CredentialSecretNotOwned", condition(ended)?.message);
+  await t.w.waitForEvents(name, ["Failed"]);
+  const written = await runAndEvents(t.w, name);
+  assert.ok(!written.includes("evil") && !written.includes("arn:forged"), "nothing of it is published");
+  const mounted = (await t.w.pods()).filter((p) => JSON.stringify(p.spec).includes(`${name}-credentials-0`));
+  assert.deepEqual(mounted, [], "no pod mounts it");
+  const minted = t.w.peer.sessions().filter((s) => s.roleSessionName?.includes(run.metadata.uid.slice(0, 8)));
+  assert.deepEqual(minted, [], "nothing is minted for a run whose credential name is taken");
+});
 
 test("a pod the tenant plants at a run's pod name is never read: its output is not the run's", async () => {
   const t = await world;

@@ -322,6 +322,10 @@ export class FakeLedger implements LedgerPort {
     return Promise.resolve();
   }
 
+  get(uid: string, attempt: number): Promise<LedgerEntry | undefined> {
+    return Promise.resolve(structuredClone(this.entries.get(ledgerEntryName(uid, attempt))));
+  }
+
   list(run?: { namespace: string; name: string }): Promise<LedgerEntry[]> {
     const all = [...this.entries.values()];
     return Promise.resolve(

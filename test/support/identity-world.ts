@@ -62,6 +62,13 @@ export async function everythingWritten(w: IdentityWorld): Promise<string> {
   ].join("\n");
 }
 
+// Peers stop when the test file ends. node:test's after() called inside a test would run when that
+// test ends, stopping the peer under a world that outlives it.
+const peers = new Set<AwsPeer>();
+after(async () => {
+  for (const peer of peers) await peer.stop();
+});
+
 export async function startIdentityWorld(
   policy: Record<string, unknown>,
   opts: {
@@ -77,7 +84,7 @@ export async function startIdentityWorld(
     ...(opts.cluster ? { cluster: opts.cluster, kubelet: false } : {}),
   });
   const peer = await startAwsPeer({ accountId: account, host: opts.peerHost });
-  after(() => peer.stop());
+  peers.add(peer);
   const trusted = await registerIssuer(peer);
   const { issuer, host: providerHost, port } = trusted;
   createTrustingRole(peer, trusted, {

@@ -3,14 +3,15 @@
 import { randomUUID } from "node:crypto";
 import { CoreV1Api, type KubeConfig } from "@kubernetes/client-node";
 import { pino } from "pino";
+import { kubeFromKubeConfig } from "../../controller/kube-client.ts";
 import { kubeLedger, ledgerLabels } from "../../controller/ledger.ts";
 import type { LedgerEntry } from "../../tasks/scoped-step/ledger.ts";
 
 export const ledgerSelector = `${ledgerLabels.kind}=credential`;
 
 /** The entries in the controller namespace, as the controller reads them. */
-export function ledgerEntries(kc: KubeConfig, controllerNs: string): Promise<LedgerEntry[]> {
-  return kubeLedger(kc, controllerNs, pino({ level: "silent" })).list();
+export async function ledgerEntries(kc: KubeConfig, controllerNs: string): Promise<LedgerEntry[]> {
+  return kubeLedger(await kubeFromKubeConfig(kc), controllerNs, pino({ level: "silent" })).list();
 }
 
 /** Names of the ledger ConfigMaps in the controller namespace. */
@@ -36,6 +37,6 @@ export async function writeExpiredLedgerEntry(
     state: "minted",
     expiresAt: hourAgo,
   };
-  await kubeLedger(kc, controllerNs, pino({ level: "silent" })).recordIntent(entry);
+  await kubeLedger(await kubeFromKubeConfig(kc), controllerNs, pino({ level: "silent" })).recordIntent(entry);
   return entry;
 }

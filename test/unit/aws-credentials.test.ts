@@ -17,6 +17,10 @@ import {
   isTransientStsError,
 } from "../../tasks/scoped-step/credentials/aws-errors.ts";
 import { updateDenyList } from "../../tasks/scoped-step/credentials/aws-revocation.ts";
+import { stsSdk } from "../../tasks/scoped-step/credentials/aws-sdk.ts";
+
+// The provider loads the SDK when it first calls STS; errors exist only after that.
+await stsSdk();
 
 const facts = {
   namespace: "team-a",

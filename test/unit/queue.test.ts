@@ -92,7 +92,7 @@ test("a pass that loses an optimistic-concurrency race goes again at once, repor
   const q = new WorkQueue({
     concurrency: 1,
     baseBackoffMs: 60_000,
-    isRetryNow: (err) => err instanceof RangeError,
+    isConflict: (err) => err instanceof RangeError,
     process: () => {
       passes++;
       if (passes === 1) return Promise.reject(new RangeError("conflict"));

@@ -7,11 +7,13 @@ import { RunFailure } from "../../tasks/scoped-step/failure.ts";
 import { phaseOf } from "../../tasks/scoped-step/phase.ts";
 import { observe } from "../../tasks/scoped-step/reconcile.ts";
 import { stepState } from "../../tasks/scoped-step/status.ts";
+import { runOwnerReference } from "../../tasks/scoped-step/pod.ts";
 import type { CustomRun, CustomRunSpec } from "../../tasks/scoped-step/types.ts";
 import {
   Crash,
   fakeSecretValues,
   fakeWorld,
+  FakeLedger,
   ns,
   stepParams,
   type FakeWorld,
@@ -226,6 +228,9 @@ test("the revocation method is recorded and published; a mint that issued nothin
   const record = stepState(run?.status ?? {}).credential;
   assert.equal(record?.state, "revoked");
   assert.deepEqual(record?.revocation, { method: "none" });
+  const [entry] = await refused.ctx.ledger.list();
+  assert.equal(entry?.state, "revoked", "the ledger says so too: the sweeper denies nothing");
+  assert.equal(entry?.revocation, "none: nothing was issued");
 });
 
 test("a revocation that falls back to expiry still ends the run, with a Warning that says why", async () => {
@@ -314,7 +319,7 @@ test("a pod or Secret the run does not own is never adopted, mounted or read: th
   }
 });
 
-test("the run's own Secret with an unreadable record is not adopted: the run fails instead of looping", async () => {
+test("the run's own Secret changed after the controller wrote it is not adopted: the run fails instead of looping", async () => {
   const w = fakeWorld();
   start(w, "edited");
   w.crashAt = "after-secret";
@@ -324,8 +329,51 @@ test("the run's own Secret with an unreadable record is not adopted: the run fai
   assert.ok(secret?.metadata?.annotations);
   secret.metadata.annotations["scopedstep.dev/credential"] = "{broken";
   const run = await w.settle("edited", done);
-  assert.equal(cond(run)?.reason, "CredentialSecretUnreadable");
+  assert.equal(cond(run)?.reason, "CredentialSecretNotOwned");
+  assert.match(cond(run)?.message ?? "", /or was changed after it was/);
   assert.equal(w.provider.revoked.length, 1, "the credential minted before the crash is revoked");
+});
+
+test("a Secret carrying the run's UID as its owner but not written by the controller is refused", async () => {
+  const w = fakeWorld();
+  start(w, "copied");
+  w.crashAt = "after-intent";
+  await assert.rejects(w.pass("copied"), Crash);
+  // The tenant reads the run's UID and plants a Secret that names the run as its controller.
+  const run = await w.cluster.getRun(ns, "copied");
+  assert.ok(run);
+  const secret = forged(
+    "copied-credentials-0",
+    JSON.stringify({
+      results: { "identity-subject": "system:scoped-step:kube-system:evil:x" },
+      mount: { secretEnv: { AWS_ACCESS_KEY_ID: "k" }, env: {}, files: {} },
+    }),
+  );
+  await w.cluster.createSecret({
+    ...secret,
+    metadata: { ...secret.metadata, ownerReferences: [runOwnerReference(run)] },
+  });
+  const ended = await w.settle("copied", done);
+  assert.equal(cond(ended)?.reason, "CredentialSecretNotOwned");
+  assert.ok(!JSON.stringify([ended, w.events]).includes("evil"), "nothing of it is published");
+  for (const pod of w.cluster.pods.values())
+    assert.ok(!JSON.stringify(pod.spec ?? {}).includes("copied-credentials-0"), "not mounted");
+  assert.equal(w.provider.minted.length, 0, "nothing was minted for it");
+});
+
+test("a Secret minted by a version that kept no digest in the ledger is still adopted after an upgrade", async () => {
+  const w = fakeWorld();
+  start(w, "upgraded");
+  w.crashAt = "after-secret";
+  await w.pass("upgraded");
+  await assert.rejects(w.pass("upgraded"), Crash);
+  const ledger = w.ctx.ledger as FakeLedger;
+  for (const entry of ledger.entries.values()) delete entry.secretDigest;
+  await untilPod(w, "upgraded");
+  w.cluster.setStepState(ns, "upgraded-pod", exited(0, '[{"key":"out","value":"done"}]'), "Succeeded");
+  const run = await w.settle("upgraded", done);
+  assert.equal(cond(run)?.status, "True", cond(run)?.message);
+  assert.equal(w.provider.minted.length, 1, "adopted, not minted again");
 });
 
 test("a transient mint error is thrown for the queue to retry, and the next pass mints", async () => {

@@ -3,9 +3,10 @@
 // controller assumes the revoker role the operator configured there. Its own credentials act in
 // its own account only. An account with neither has no revoker, and the policy check refuses
 // deny-policy revocation for its roles before anything is minted.
-import { IAMClient } from "@aws-sdk/client-iam";
-import { AssumeRoleCommand, GetCallerIdentityCommand, STSClient } from "@aws-sdk/client-sts";
+import type { IAMClient } from "@aws-sdk/client-iam";
+import type { STSClient } from "@aws-sdk/client-sts";
 import type { Logger } from "pino";
+import { iamSdk, stsSdk } from "./aws-sdk.ts";
 
 const roleArnPattern = /^arn:[\w-]+:iam::(\d{12}):role\/(?:[\x21-\x7e]*\/)?[\w+=,.@-]{1,64}$/;
 
@@ -64,7 +65,12 @@ export function revokerAccounts(opts: RevokerAccountsOptions): RevokerAccounts {
   const endpoint = (url: string | undefined) => (url ? { endpoint: url } : {});
   // The controller's own credentials (the SDK's default chain): for AssumeRole and GetCallerIdentity.
   const own = opts.credentials ? { credentials: opts.credentials } : {};
-  const sts = new STSClient({ region: opts.region, ...endpoint(opts.stsEndpoint), ...own });
+  let stsClient: STSClient | undefined;
+  const sts = async () => {
+    const { STSClient } = await stsSdk();
+    stsClient ??= new STSClient({ region: opts.region, ...endpoint(opts.stsEndpoint), ...own });
+    return stsClient;
+  };
   const clients = new Map<string, IAMClient>();
   let self: { account?: string; noCredentials?: string; at: number } | undefined;
 
@@ -72,7 +78,8 @@ export function revokerAccounts(opts: RevokerAccountsOptions): RevokerAccounts {
   const ownAccount = async (): Promise<{ account?: string; noCredentials?: string }> => {
     if (self && (self.account || Date.now() - self.at < noCredentialsTtlMs)) return self;
     try {
-      const who = await sts.send(new GetCallerIdentityCommand({}));
+      const { GetCallerIdentityCommand } = await stsSdk();
+      const who = await (await sts()).send(new GetCallerIdentityCommand({}));
       self = { account: who.Account ?? "", at: Date.now() };
     } catch (err) {
       // Anything else (network, throttling) is transient: the caller retries.
@@ -83,7 +90,10 @@ export function revokerAccounts(opts: RevokerAccountsOptions): RevokerAccounts {
   };
 
   const assumed = (roleArn: string) => async () => {
-    const got = await sts.send(
+    const { AssumeRoleCommand } = await stsSdk();
+    const got = await (
+      await sts()
+    ).send(
       new AssumeRoleCommand({
         RoleArn: roleArn,
         RoleSessionName: "scoped-step-revoker",
@@ -126,6 +136,7 @@ export function revokerAccounts(opts: RevokerAccountsOptions): RevokerAccounts {
       const revoker = opts.revokerRoles.get(accountId);
       // IAM is global; its endpoint signs in us-east-1. The SDK caches the assumed role's
       // credentials and renews them before they expire.
+      const { IAMClient } = await iamSdk();
       const client = new IAMClient({
         region: "us-east-1",
         ...endpoint(opts.iamEndpoint),

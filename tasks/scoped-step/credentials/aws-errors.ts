@@ -1,6 +1,7 @@
 // STS errors, mapped to failure reasons that name the cause and tell the author what to check.
-import { STSServiceException } from "@aws-sdk/client-sts";
+import type { STSServiceException } from "@aws-sdk/client-sts";
 import { RunFailure } from "../failure.ts";
+import { isStsError } from "./aws-sdk.ts";
 
 export interface StsCallContext {
   roleArn: string;
@@ -15,7 +16,7 @@ export const errorCode = (err: STSServiceException): string => err.name.replace(
 /** AWS could not fetch the issuer's JWKS: transient on AWS's side, worth a bounded retry. */
 export function isKeyFetchFailure(err: unknown): boolean {
   return (
-    err instanceof STSServiceException &&
+    isStsError(err) &&
     errorCode(err) === "InvalidIdentityToken" &&
     /Couldn't retrieve verification key/i.test(err.message)
   );
@@ -36,7 +37,7 @@ const transientCodes = new Set([
  * only the class tells them from STS's own errors.
  */
 export function isTransientStsError(err: unknown): boolean {
-  if (!(err instanceof STSServiceException)) return err instanceof Error;
+  if (!isStsError(err)) return err instanceof Error;
   return (
     isKeyFetchFailure(err) || transientCodes.has(errorCode(err)) || (err.$metadata.httpStatusCode ?? 0) >= 500
   );
@@ -51,7 +52,7 @@ const providerOf = (issuer: string) => issuer.replace(/^https?:\/\//, "");
  * session: `nothingIssued` tells the lifecycle there is nothing to revoke.
  */
 export function describeStsError(err: unknown, ctx: StsCallContext): RunFailure | undefined {
-  if (!(err instanceof STSServiceException)) return undefined;
+  if (!isStsError(err)) return undefined;
   const provider = providerOf(ctx.issuer);
   const aws = `AWS said: ${err.message}`;
   const failure = (reason: string, message: string) =>

@@ -5,17 +5,10 @@
 // limit for as long as revocations come no faster than sessions expire. When the role's budget
 // is spent anyway, or IAM refuses the write for good, the session is left to expire and the
 // caller is told why: a revocation never hangs the run that asked for it.
-import {
-  DeleteRolePolicyCommand,
-  GetRolePolicyCommand,
-  IAMClient,
-  IAMServiceException,
-  NoSuchEntityException,
-  PutRolePolicyCommand,
-} from "@aws-sdk/client-iam";
-import { STSServiceException } from "@aws-sdk/client-sts";
+import type { IAMClient } from "@aws-sdk/client-iam";
 import type { Logger } from "pino";
 import { accountOf, RevokerMissing, type RevokerAccounts } from "./aws-accounts.ts";
+import { iamSdk, isIamError, isNoSuchEntity, isStsError } from "./aws-sdk.ts";
 
 export const revocationPolicyName = "scoped-step-revocations";
 const bucketSeconds = 300;
@@ -84,9 +77,7 @@ export function updateDenyList(
 }
 
 const codeOf = (err: unknown): string | undefined =>
-  err instanceof IAMServiceException || err instanceof STSServiceException
-    ? err.name.replace(/Exception$/, "")
-    : undefined;
+  isIamError(err) || isStsError(err) ? err.name.replace(/Exception$/, "") : undefined;
 
 /**
  * IAM (or STS, assuming the revoker role) refused in a way no retry changes: the session is left
@@ -142,11 +133,13 @@ export function denyListRevoker(opts: {
 }): SessionRevoker {
   const clock = opts.now ?? (() => new Date());
   // IAM is global; its endpoint signs in us-east-1.
-  const single =
-    opts.client ??
-    new IAMClient({ region: "us-east-1", ...(opts.endpoint ? { endpoint: opts.endpoint } : {}) });
-  const iamIn = (account: string): Promise<IAMClient> =>
-    opts.accounts ? opts.accounts.iam(account) : Promise.resolve(single);
+  let single = opts.client;
+  const iamIn = async (account: string): Promise<IAMClient> => {
+    if (opts.accounts) return opts.accounts.iam(account);
+    const { IAMClient } = await iamSdk();
+    single ??= new IAMClient({ region: "us-east-1", ...(opts.endpoint ? { endpoint: opts.endpoint } : {}) });
+    return single;
+  };
 
   // Read-modify-write of one document per role: one write at a time, and revocations that arrive
   // while a write is in flight are applied together by the next one (100 runs ending at once cost
@@ -228,23 +221,25 @@ export function denyListRevoker(opts: {
 
   const read = async (iam: IAMClient, role: string): Promise<PolicyDocument | undefined> => {
     try {
+      const { GetRolePolicyCommand } = await iamSdk();
       const got = await iam.send(
         new GetRolePolicyCommand({ RoleName: role, PolicyName: revocationPolicyName }),
       );
       return JSON.parse(decodeURIComponent(got.PolicyDocument ?? "")) as PolicyDocument;
     } catch (err) {
       // The policy is missing (or the role: the write that follows says which).
-      if (err instanceof NoSuchEntityException) return undefined;
+      if (isNoSuchEntity(err)) return undefined;
       throw err;
     }
   };
 
   const write = async (iam: IAMClient, role: string, doc: PolicyDocument): Promise<void> => {
+    const { DeleteRolePolicyCommand, PutRolePolicyCommand } = await iamSdk();
     if (doc.Statement.length === 0) {
       try {
         await iam.send(new DeleteRolePolicyCommand({ RoleName: role, PolicyName: revocationPolicyName }));
       } catch (err) {
-        if (!(err instanceof NoSuchEntityException)) throw err;
+        if (!isNoSuchEntity(err)) throw err;
       }
       return;
     }

@@ -3,12 +3,13 @@
 // policy, and revocation deletes the Secret and, in deny-policy mode, denies the session on the
 // role by its source identity until the session has expired.
 import { createHash } from "node:crypto";
-import { AssumeRoleWithWebIdentityCommand, STSClient, STSServiceException } from "@aws-sdk/client-sts";
+import type { STSClient } from "@aws-sdk/client-sts";
 import type { Logger } from "pino";
 import { RunFailure } from "../failure.ts";
 import { accountOf, type RevokerAccounts } from "./aws-accounts.ts";
 import { denyListRevoker, type FallbackCause, type SessionRevoker } from "./aws-revocation.ts";
 import { describeStsError, errorCode, isTransientStsError } from "./aws-errors.ts";
+import { isStsError, stsSdk } from "./aws-sdk.ts";
 import {
   credentialsMountPath,
   type CredentialProvider,
@@ -113,7 +114,8 @@ export function denyUntil(record: CredentialRecord, now: Date): Date {
 
 export function awsProvider(opts: AwsProviderOptions): CredentialProvider {
   const clients = new Map<string, STSClient>();
-  const sts = (region: string) => {
+  const sts = async (region: string) => {
+    const { STSClient } = await stsSdk();
     let client = clients.get(region);
     if (!client) {
       client = new STSClient({
@@ -219,6 +221,7 @@ export function awsProvider(opts: AwsProviderOptions): CredentialProvider {
 
       const region = aws.region ?? opts.defaultRegion;
       const policy = packSessionPolicy(aws.sessionPolicy);
+      const { AssumeRoleWithWebIdentityCommand } = await stsSdk();
       const command = new AssumeRoleWithWebIdentityCommand({
         RoleArn: aws.roleArn,
         RoleSessionName: session,
@@ -232,11 +235,11 @@ export function awsProvider(opts: AwsProviderOptions): CredentialProvider {
       for (let attempt = 1; ; attempt++) {
         const started = performance.now();
         try {
-          response = await sts(region).send(command);
+          response = await (await sts(region)).send(command);
           opts.onStsCall?.((performance.now() - started) / 1000, "ok");
           break;
         } catch (err) {
-          const code = err instanceof STSServiceException ? errorCode(err) : "NetworkError";
+          const code = isStsError(err) ? errorCode(err) : "NetworkError";
           opts.onStsCall?.((performance.now() - started) / 1000, code);
           if (isTransientStsError(err) && attempt < attempts) {
             opts.log.warn({ attempt, code, roleArn: aws.roleArn }, "transient STS failure; retrying");

@@ -96,6 +96,36 @@ function trustDenied(action: string): AwsError {
   return new AwsError("AccessDenied", `Not authorized to perform ${action}`, 403);
 }
 
+/** RoleArn, RoleSessionName and DurationSeconds, checked as both AssumeRole calls check them. */
+function roleParams(v: Validation, params: URLSearchParams, record: Partial<CallRecord>) {
+  const roleArn = params.get("RoleArn");
+  const roleSessionName = params.get("RoleSessionName");
+  const durationText = params.get("DurationSeconds");
+  if (roleArn !== null) record.roleArn = roleArn;
+  if (roleSessionName !== null) record.roleSessionName = roleSessionName;
+  if (v.required(roleArn, "roleArn")) v.length(roleArn, "roleArn", 20, 2048);
+  if (v.required(roleSessionName, "roleSessionName")) {
+    v.length(roleSessionName, "roleSessionName", 2, 64);
+    v.check(
+      /^[\w+=,.@-]*$/.test(roleSessionName),
+      "roleSessionName",
+      roleSessionName,
+      "satisfy regular expression pattern: [\\w+=,.@-]*",
+    );
+  }
+  const duration = durationText === null ? 3600 : Number(durationText);
+  if (durationText !== null) {
+    v.check(
+      Number.isInteger(duration) && duration >= 900,
+      "durationSeconds",
+      durationText,
+      "have value greater than or equal to 900",
+    );
+    v.check(duration <= 43200, "durationSeconds", durationText, "have value less than or equal to 43200");
+  }
+  return { roleArn, roleSessionName, duration };
+}
+
 /** Evaluates the role's trust policy for every action the call implies, as STS does. */
 function checkTrust(
   role: Role,
@@ -144,36 +174,11 @@ export async function assumeRoleWithWebIdentity(
   record: Partial<CallRecord>,
 ): Promise<string> {
   const v = new Validation();
-  const roleArn = params.get("RoleArn");
-  const roleSessionName = params.get("RoleSessionName");
+  const { roleArn, roleSessionName, duration } = roleParams(v, params, record);
   const token = params.get("WebIdentityToken");
-  const durationText = params.get("DurationSeconds");
   const policy = params.get("Policy") ?? undefined;
   const policyArns = policyArnsOf(params);
-  if (roleArn !== null) record.roleArn = roleArn;
-  if (roleSessionName !== null) record.roleSessionName = roleSessionName;
-
-  if (v.required(roleArn, "roleArn")) v.length(roleArn, "roleArn", 20, 2048);
-  if (v.required(roleSessionName, "roleSessionName")) {
-    v.length(roleSessionName, "roleSessionName", 2, 64);
-    v.check(
-      /^[\w+=,.@-]*$/.test(roleSessionName),
-      "roleSessionName",
-      roleSessionName,
-      "satisfy regular expression pattern: [\\w+=,.@-]*",
-    );
-  }
   if (v.required(token, "webIdentityToken")) v.length(token, "webIdentityToken", 4, 20000, false);
-  const duration = durationText === null ? 3600 : Number(durationText);
-  if (durationText !== null) {
-    v.check(
-      Number.isInteger(duration) && duration >= 900,
-      "durationSeconds",
-      durationText,
-      "have value greater than or equal to 900",
-    );
-    v.check(duration <= 43200, "durationSeconds", durationText, "have value less than or equal to 43200");
-  }
   if (policy !== undefined) v.length(policy, "policy", 1, 2048, false);
   const minimumText = params.get("MinimumSessionTokenSize");
   const minimumTokenSize = minimumText === null ? 0 : Number(minimumText);
@@ -325,31 +330,7 @@ export function assumeRole(
   record: Partial<CallRecord>,
 ): string {
   const v = new Validation();
-  const roleArn = params.get("RoleArn");
-  const roleSessionName = params.get("RoleSessionName");
-  const durationText = params.get("DurationSeconds");
-  if (roleArn !== null) record.roleArn = roleArn;
-  if (roleSessionName !== null) record.roleSessionName = roleSessionName;
-  if (v.required(roleArn, "roleArn")) v.length(roleArn, "roleArn", 20, 2048);
-  if (v.required(roleSessionName, "roleSessionName")) {
-    v.length(roleSessionName, "roleSessionName", 2, 64);
-    v.check(
-      /^[\w+=,.@-]*$/.test(roleSessionName),
-      "roleSessionName",
-      roleSessionName,
-      "satisfy regular expression pattern: [\\w+=,.@-]*",
-    );
-  }
-  const duration = durationText === null ? 3600 : Number(durationText);
-  if (durationText !== null) {
-    v.check(
-      Number.isInteger(duration) && duration >= 900,
-      "durationSeconds",
-      durationText,
-      "have value greater than or equal to 900",
-    );
-    v.check(duration <= 43200, "durationSeconds", durationText, "have value less than or equal to 43200");
-  }
+  const { roleArn, roleSessionName, duration } = roleParams(v, params, record);
   for (const unsupported of ["Policy", "PolicyArns.member.1.arn", "SourceIdentity", "Tags.member.1.Key"]) {
     if (params.has(unsupported))
       throw new Error(`aws peer: AssumeRole with ${unsupported} is not implemented`);
