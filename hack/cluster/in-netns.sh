@@ -8,8 +8,20 @@ node_ip="${SCOPED_STEP_NODE_IP:-10.200.0.2}"
 service_cidr="${SCOPED_STEP_SERVICE_CIDR:-10.0.0.0/24}"
 
 mount -t proc proc /proc
+# The working directory (a checkout under /tmp, say) stays reachable at its path: held open across
+# the fresh mounts, then bound back where it was.
+exec {cwd}<.
+here="$PWD"
 for dir in /run /tmp /var/log; do mount -t tmpfs -o mode=0755 tmpfs "$dir"; done
 chmod 1777 /tmp
+case "$here/" in
+/run/* | /tmp/* | /var/log/*)
+  mkdir -p "$here"
+  mount --no-canonicalize --bind "/proc/self/fd/$cwd" "$here"
+  cd "$here"
+  ;;
+esac
+exec {cwd}<&-
 mkdir -p /run/lock
 ln -s /dev/shm /run/shm
 
