@@ -33,11 +33,15 @@ interface Footprint {
   chains: string[];
 }
 
-/** Where a kubelet, containerd and the CNI plugins write by default, outside their own folders. */
+/**
+ * Where a kubelet, containerd and the CNI plugins write by default, outside their own folders. Not
+ * /run/containerd: /run is a fresh tmpfs in every namespace a run makes, so what containerd puts
+ * there (its shim sockets, always under /run/containerd/s) goes with the namespace, and the
+ * enclosing test run's own node writes there whenever it starts a container.
+ */
 const defaultPaths = [
   "/var/lib/kubelet",
   "/var/lib/containerd",
-  "/run/containerd",
   "/var/log/containers",
   "/var/log/pods",
   "/etc/cni/net.d",
