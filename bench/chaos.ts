@@ -23,7 +23,7 @@ import type { CustomRun } from "../tasks/scoped-step/types.ts";
 import { createScopedStepPolicy } from "../test/support/policy.ts";
 import { createApplication, identityComponent } from "../test/support/application.ts";
 import { startAwsPeer } from "../test/support/aws/server.ts";
-import { createTrustingRole, registerIssuer } from "../test/support/aws/trust.ts";
+import { controllerAwsSettings, createTrustingRole, registerIssuer } from "../test/support/aws/trust.ts";
 import { startTestKubelet } from "../test/support/kubelet.ts";
 import { pino } from "pino";
 import { benchControlPlane, follow, namespaces, startControllerProcess, type Seen } from "./support.ts";
@@ -92,6 +92,7 @@ async function chaos(): Promise<void> {
   );
 
   // The controller, killed and restarted until every run has ended.
+  const aws = controllerAwsSettings(peer, trusted);
   const args = [
     `--namespace=${ctl}`,
     `--watch-namespaces=${ns}`,
@@ -100,18 +101,9 @@ async function chaos(): Promise<void> {
     "--lease-duration-seconds=4",
     "--renew-deadline-seconds=3",
     "--retry-period-seconds=1",
-    "--credentials=aws",
-    `--issuer-url=${trusted.issuer}`,
-    "--allow-insecure-issuer=true",
-    `--http-port=${trusted.port}`,
-    `--sts-endpoint=${peer.endpoint}`,
-    `--iam-endpoint=${peer.endpoint}`,
+    ...aws.flags,
   ];
-  const env = {
-    AWS_ACCESS_KEY_ID: peer.adminCredentials.accessKeyId,
-    AWS_SECRET_ACCESS_KEY: peer.adminCredentials.secretAccessKey,
-    AWS_EC2_METADATA_DISABLED: "true",
-  };
+  const env = aws.env;
   let generation = 0;
   const start = (extraEnv: Record<string, string> = {}) => {
     const identity = `chaos-${generation++}`;

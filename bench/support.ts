@@ -9,7 +9,7 @@ import { CoordinationV1Api, CoreV1Api, type KubeConfig, type Watch } from "@kube
 import { startControlPlane, type ControlPlane } from "../hack/cluster/control-plane.ts";
 import { stripTypes } from "../hack/strip-types.ts";
 import { startAwsPeer } from "../test/support/aws/server.ts";
-import { createTrustingRole, registerIssuer } from "../test/support/aws/trust.ts";
+import { controllerAwsSettings, createTrustingRole, registerIssuer } from "../test/support/aws/trust.ts";
 import { ownCrdFiles } from "../test/support/cluster.ts";
 
 export function percentile(values: number[], p: number): number {
@@ -154,25 +154,9 @@ export function scopedRun(name: string, script: string, results: string[] = []) 
 export async function awsFor(ns: string, roleArn: string) {
   const peer = await startAwsPeer();
   const trusted = await registerIssuer(peer);
-  const { issuer, port } = trusted;
   createTrustingRole(peer, trusted, {
     arn: roleArn,
     subjectLike: `system:scoped-step:${ns}:*`,
   });
-  return {
-    peer,
-    flags: [
-      "--credentials=aws",
-      `--issuer-url=${issuer}`,
-      "--allow-insecure-issuer=true",
-      `--http-port=${port}`,
-      `--sts-endpoint=${peer.endpoint}`,
-      `--iam-endpoint=${peer.endpoint}`,
-    ],
-    env: {
-      AWS_ACCESS_KEY_ID: peer.adminCredentials.accessKeyId,
-      AWS_SECRET_ACCESS_KEY: peer.adminCredentials.secretAccessKey,
-      AWS_EC2_METADATA_DISABLED: "true",
-    },
-  };
+  return { peer, ...controllerAwsSettings(peer, trusted) };
 }

@@ -4,9 +4,8 @@
 // is killed at any failpoint.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { CoreV1Api } from "@kubernetes/client-node";
 import { failpoints } from "../../tasks/scoped-step/ports.ts";
-import { deployRole, startIdentityWorld, type IdentityWorld } from "../support/identity-world.ts";
+import { deployRole, published, startIdentityWorld, type IdentityWorld } from "../support/identity-world.ts";
 import { condition } from "../support/world.ts";
 
 const delivery = { env: "payments-env", file: "payments-file", "token-only": "payments-token" } as const;
@@ -53,19 +52,6 @@ function printedSecrets(output: string): string[] {
 }
 
 const jwt = /eyJ[\w-]{10,}\.[\w-]{10,}/;
-
-/** Controller logs, Events, and every CustomRun's status and results, as one text. */
-async function published(w: IdentityWorld): Promise<string> {
-  const core = w.cluster.kc.makeApiClient(CoreV1Api);
-  const runs: unknown = await w.cluster.objects.listNamespacedCustomObject({
-    group: "tekton.dev",
-    version: "v1beta1",
-    namespace: w.ns,
-    plural: "customruns",
-  });
-  const events = await core.listNamespacedEvent({ namespace: w.ns });
-  return [w.controller?.output() ?? "", JSON.stringify(runs), JSON.stringify(events.items)].join("\n");
-}
 
 async function leakCheck(
   w: IdentityWorld,

@@ -3,7 +3,12 @@
 import { after } from "node:test";
 import { CoreV1Api } from "@kubernetes/client-node";
 import { startAwsPeer, type AwsPeer } from "./aws/server.ts";
-import { createTrustingRole, registerIssuer, type TrustedIssuer } from "./aws/trust.ts";
+import {
+  controllerAwsSettings,
+  createTrustingRole,
+  registerIssuer,
+  type TrustedIssuer,
+} from "./aws/trust.ts";
 import type { Param } from "../../tasks/scoped-step/types.ts";
 import { startWorld, type World, type WorldOptions } from "./world.ts";
 
@@ -41,8 +46,8 @@ export const stepParams = (
   { name: "component", value: "api" },
 ];
 
-/** Every place a secret could leak to, as one text: controller logs, run, events, pods, step output. */
-export async function everythingWritten(w: IdentityWorld): Promise<string> {
+/** Controller logs, Events, and every CustomRun's status and results, as one text. */
+export async function published(w: IdentityWorld): Promise<string> {
   const core = w.cluster.kc.makeApiClient(CoreV1Api);
   const runs: unknown = await w.cluster.objects.listNamespacedCustomObject({
     group: "tekton.dev",
@@ -51,15 +56,15 @@ export async function everythingWritten(w: IdentityWorld): Promise<string> {
     plural: "customruns",
   });
   const events = await core.listNamespacedEvent({ namespace: w.ns });
+  return [w.controller?.output() ?? "", JSON.stringify(runs), JSON.stringify(events)].join("\n");
+}
+
+/** Every place a secret could leak to, as one text: what is published, pods and step output. */
+export async function everythingWritten(w: IdentityWorld): Promise<string> {
+  const core = w.cluster.kc.makeApiClient(CoreV1Api);
   const pods = await core.listNamespacedPod({ namespace: w.ns });
   const stepOutput = pods.items.map((p) => w.kubelet?.output(w.ns, p.metadata?.name ?? "") ?? "").join("\n");
-  return [
-    w.controller?.output() ?? "",
-    JSON.stringify(runs),
-    JSON.stringify(events),
-    JSON.stringify(pods),
-    stepOutput,
-  ].join("\n");
+  return [await published(w), JSON.stringify(pods), stepOutput].join("\n");
 }
 
 // Peers stop when the test file ends. node:test's after() called inside a test would run when that
@@ -86,7 +91,7 @@ export async function startIdentityWorld(
   const peer = await startAwsPeer({ accountId: account, host: opts.peerHost });
   peers.add(peer);
   const trusted = await registerIssuer(peer);
-  const { issuer, host: providerHost, port } = trusted;
+  const { issuer, host: providerHost } = trusted;
   createTrustingRole(peer, trusted, {
     arn: deployRole,
     maxSessionDuration: 3600,
@@ -108,22 +113,9 @@ export async function startIdentityWorld(
   peer.putObject("private", "keys.txt", "not for this step");
   await base.createPolicy("identity", policy);
 
-  const controllerFlags = [
-    "--credentials=aws",
-    `--issuer-url=${issuer}`,
-    "--allow-insecure-issuer=true",
-    `--http-port=${port}`,
-    `--sts-endpoint=${peer.endpoint}`,
-    `--iam-endpoint=${peer.endpoint}`,
-    "--aws-region=eu-west-1",
-    ...(opts.flags ?? []),
-  ];
-  // The controller's own AWS credentials are used only for IAM (deny-policy revocation).
-  const controllerEnv = {
-    AWS_ACCESS_KEY_ID: peer.adminCredentials.accessKeyId,
-    AWS_SECRET_ACCESS_KEY: peer.adminCredentials.secretAccessKey,
-    AWS_EC2_METADATA_DISABLED: "true",
-  };
+  const settings = controllerAwsSettings(peer, trusted);
+  const controllerFlags = [...settings.flags, "--aws-region=eu-west-1", ...(opts.flags ?? [])];
+  const controllerEnv = settings.env;
   const core = base.cluster.kc.makeApiClient(CoreV1Api);
   const w: IdentityWorld = Object.assign(base, {
     peer,

@@ -60,3 +60,25 @@ export function createTrustingRole(
     ...(role.maxSessionDuration ? { maxSessionDuration: role.maxSessionDuration } : {}),
   });
 }
+
+/**
+ * What points a controller at the peer: its issuer served on the trusted port, STS and IAM at the
+ * peer, and the admin credentials it uses only for IAM (deny-policy revocation).
+ */
+export function controllerAwsSettings(peer: AwsPeer, trusted: TrustedIssuer) {
+  return {
+    flags: [
+      "--credentials=aws",
+      `--issuer-url=${trusted.issuer}`,
+      "--allow-insecure-issuer=true",
+      `--http-port=${trusted.port}`,
+      `--sts-endpoint=${peer.endpoint}`,
+      `--iam-endpoint=${peer.endpoint}`,
+    ],
+    env: {
+      AWS_ACCESS_KEY_ID: peer.adminCredentials.accessKeyId,
+      AWS_SECRET_ACCESS_KEY: peer.adminCredentials.secretAccessKey,
+      AWS_EC2_METADATA_DISABLED: "true",
+    },
+  };
+}
