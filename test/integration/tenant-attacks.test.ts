@@ -28,7 +28,12 @@ const world = startIdentityWorld({
 
 const runs = { group: "tekton.dev", version: "v1beta1", plural: "customruns" } as const;
 
-async function tenantRun(t: Awaited<typeof world>, name: string, application = "payments") {
+async function tenantRun(
+  t: Awaited<typeof world>,
+  name: string,
+  application = "payments",
+  workspaces: unknown[] = [],
+) {
   await t.objects.createNamespacedCustomObject({
     ...runs,
     namespace: t.w.ns,
@@ -45,6 +50,7 @@ async function tenantRun(t: Awaited<typeof world>, name: string, application = "
           { name: "application", value: application },
           { name: "component", value: "api" },
         ],
+        workspaces,
       },
     },
   });
@@ -185,4 +191,49 @@ test("the mint uses the grant the intent recorded: an Application edited in betw
     [],
     "no session was minted, on either role",
   );
+});
+
+test("a workspace the tenant binds to another run's credential Secret is refused: no pod mounts it", async () => {
+  const t = await world;
+  // A victim run holding its credentials while the attack runs.
+  await t.objects.createNamespacedCustomObject({
+    ...runs,
+    namespace: t.w.ns,
+    body: {
+      apiVersion: "tekton.dev/v1beta1",
+      kind: "CustomRun",
+      metadata: { name: "victim" },
+      spec: {
+        customRef: { apiVersion: "scopedstep.dev/v1alpha1", kind: "ScopedStep" },
+        params: [
+          { name: "image", value: "alpine" },
+          { name: "script", value: "sleep 300" },
+          { name: "application", value: "payments" },
+          { name: "component", value: "api" },
+        ],
+      },
+    },
+  });
+  await t.w.waitForRun("victim", "to run with its credentials", (r) => condition(r)?.reason === "Running");
+  const attacks = {
+    "steal-secret": [{ name: "loot", secret: { secretName: "victim-credentials-0" } }],
+    "steal-projected": [
+      { name: "loot", projected: { sources: [{ secret: { name: "victim-credentials-0" } }] } },
+    ],
+  };
+  for (const [name, workspaces] of Object.entries(attacks)) await tenantRun(t, name, "payments", workspaces);
+  for (const name of Object.keys(attacks)) {
+    const run = await t.w.waitDone(name);
+    assert.equal(condition(run)?.reason, "WorkspaceNotAllowed", condition(run)?.message);
+    assert.match(
+      condition(run)?.message ?? "",
+      /Secret victim-credentials-0, which is named as a run's credential Secret/,
+    );
+  }
+  const mounting = (await t.w.pods()).filter(
+    (p) => p.metadata?.name !== "victim-pod" && JSON.stringify(p.spec).includes("victim-credentials-0"),
+  );
+  assert.deepEqual(mounting, [], "no pod but the victim's own mounts its credentials");
+  await t.w.patchRunSpec("victim", { status: "RunCancelled" });
+  await t.w.waitDone("victim");
 });
