@@ -33,6 +33,7 @@ async function tenantRun(
   name: string,
   application = "payments",
   workspaces: unknown[] = [],
+  script = "echo real > $(results.out.path)",
 ) {
   await t.objects.createNamespacedCustomObject({
     ...runs,
@@ -45,7 +46,7 @@ async function tenantRun(
         customRef: { apiVersion: "scopedstep.dev/v1alpha1", kind: "ScopedStep" },
         params: [
           { name: "image", value: "alpine" },
-          { name: "script", value: "echo real > $(results.out.path)" },
+          { name: "script", value: script },
           { name: "results", value: ["out"] },
           { name: "application", value: application },
           { name: "component", value: "api" },
@@ -196,24 +197,7 @@ test("the mint uses the grant the intent recorded: an Application edited in betw
 test("a workspace the tenant binds to another run's credential Secret is refused: no pod mounts it", async () => {
   const t = await world;
   // A victim run holding its credentials while the attack runs.
-  await t.objects.createNamespacedCustomObject({
-    ...runs,
-    namespace: t.w.ns,
-    body: {
-      apiVersion: "tekton.dev/v1beta1",
-      kind: "CustomRun",
-      metadata: { name: "victim" },
-      spec: {
-        customRef: { apiVersion: "scopedstep.dev/v1alpha1", kind: "ScopedStep" },
-        params: [
-          { name: "image", value: "alpine" },
-          { name: "script", value: "sleep 300" },
-          { name: "application", value: "payments" },
-          { name: "component", value: "api" },
-        ],
-      },
-    },
-  });
+  await tenantRun(t, "victim", "payments", [], "sleep 300");
   await t.w.waitForRun("victim", "to run with its credentials", (r) => condition(r)?.reason === "Running");
   const attacks = {
     "steal-secret": [{ name: "loot", secret: { secretName: "victim-credentials-0" } }],
