@@ -24,6 +24,8 @@ export const managedByValue = "scoped-step";
 export const annotations = {
   results: "scopedstep.dev/declared-results",
   arrayResults: "scopedstep.dev/array-results",
+  /** JSON: each object result's name and the keys it declares. */
+  objectResults: "scopedstep.dev/object-results",
   source: "scopedstep.dev/step-source",
 } as const;
 export const stepUid = 65532;
@@ -54,6 +56,16 @@ export function runOwnerReference(run: CustomRun, blockOwnerDeletion = false): V
 export function ownedBy(obj: { metadata?: V1ObjectMeta }, run: CustomRun): boolean {
   const owner = obj.metadata?.ownerReferences?.find((r) => r.controller === true);
   return owner !== undefined && owner.uid === run.metadata.uid && owner.kind === run.kind;
+}
+
+function objectResults(results: NonNullable<ResolvedStep["spec"]["results"]>): Record<string, string> {
+  const objects = results.filter((r) => r.type === "object");
+  if (!objects.length) return {};
+  return {
+    [annotations.objectResults]: JSON.stringify(
+      Object.fromEntries(objects.map((r) => [r.name, Object.keys(r.properties ?? {})])),
+    ),
+  };
 }
 
 /** The annotation Tekton puts on a run whose workspaces live on one node's claim. */
@@ -154,6 +166,7 @@ export function buildStepPod({ run, step, attempt, credential }: PodInputs): V1P
           .filter((r) => r.type === "array")
           .map((r) => r.name)
           .join(","),
+        ...objectResults(results),
         [annotations.source]: step.source,
       },
       ownerReferences: [runOwnerReference(run, true)],
