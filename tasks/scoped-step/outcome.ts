@@ -176,6 +176,15 @@ export function podOutcome(pod: V1Pod, clean: (text: string) => string = (text) 
       message: `step pod failed: ${pod.status.reason ?? ""} ${pod.status.message ?? ""}`.trim(),
     };
   }
+  const unscheduled = pod.status?.conditions?.find((c) => c.type === "PodScheduled" && c.status === "False");
+  if (unscheduled) {
+    return {
+      phase: "pending",
+      message:
+        `step pod ${pod.metadata?.name ?? ""} cannot be scheduled yet (${unscheduled.reason ?? "Unschedulable"}` +
+        `${unscheduled.message ? `: ${unscheduled.message}` : ""}); check the step's podTemplate (nodeSelector, tolerations, affinity) and its resources`,
+    };
+  }
   const why = waiting?.reason
     ? `${waiting.reason}${waiting.message ? `: ${waiting.message}` : ""}`
     : (pod.status?.phase ?? "Pending");

@@ -732,3 +732,46 @@ for (const binding of ["persistentVolumeClaim", "volumeClaimTemplate"] as const)
     }
   });
 }
+
+test("the pod template places the step on the real scheduler; a step it cannot place says why, then times out", async () => {
+  const w = await world;
+  const step = (name: string, nodeSelector: Record<string, string>) =>
+    w.createRun(name, {
+      customRef: undefined,
+      customSpec: {
+        ...scopedStep,
+        spec: {
+          image: images.busybox,
+          script: "id -u > $(results.uid.path)",
+          results: [{ name: "uid" }],
+          application: "payments",
+          component: "api",
+          podTemplate: {
+            nodeSelector,
+            tolerations: [{ key: "dedicated", operator: "Equal", value: "ci", effect: "NoSchedule" }],
+            securityContext: { runAsUser: 4242 },
+          },
+        },
+      },
+      timeout: "60s",
+    });
+  await step("placed", { "kubernetes.io/os": "linux" });
+  await step("nowhere", { "scopedstep.dev/pool": "gpu" });
+
+  const placed = await w.waitDone("placed");
+  assert.equal(condition(placed)?.reason, "Succeeded", condition(placed)?.message);
+  assert.equal(resultsOf(placed).uid, "4242", "the template's securityContext took effect in the container");
+
+  const waiting = await w.waitForRun("nowhere", "to say why its pod waits", (r) =>
+    /cannot be scheduled yet/.test(condition(r)?.message ?? ""),
+  );
+  assert.equal(condition(waiting)?.status, "Unknown");
+  assert.match(
+    condition(waiting)?.message ?? "",
+    /step pod nowhere-pod cannot be scheduled yet \(Unschedulable: 0\/1 nodes are available: 1 node\(s\) didn't match Pod's node affinity\/selector/,
+  );
+  const ended = await w.waitDone("nowhere", 120_000);
+  assert.equal(condition(ended)?.reason, "CustomRunTimedOut");
+  await podGone(w, ended);
+  await credentialsGone(w, ended);
+});
