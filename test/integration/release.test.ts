@@ -153,6 +153,38 @@ async function leaseHolder(c: NodeTestCluster): Promise<string> {
   return lease.spec?.holderIdentity ?? "";
 }
 
+/** The controller container's process, as containerd started it on the node. */
+async function controllerPid(c: NodeTestCluster, pod: V1Pod): Promise<string> {
+  const status = pod.status?.containerStatuses?.find((s) => s.name === "controller");
+  const id = (status?.containerID ?? "").replace(/^containerd:\/\//, "");
+  const ctr = path.join(await buildTool("containerd"), "ctr");
+  const { stdout } = await run(ctr, ["--address", c.containerdSocket, "-n", "k8s.io", "tasks", "ls"]);
+  const pid = stdout
+    .split("\n")
+    .map((l) => l.trim().split(/\s+/))
+    .find(([task]) => task === id)?.[1];
+  assert.ok(pid, `containerd runs ${pod.metadata?.name}'s controller (${id})`);
+  return pid;
+}
+
+/**
+ * What a container uses: resident memory (VmRSS), the cgroup's working set (usage less inactive
+ * file pages, as the kubelet counts it; file pages first read elsewhere are charged elsewhere) and
+ * CPU seconds.
+ */
+async function usage(pid: string): Promise<{ rssMiB: number; workingSetMiB: number; cpuSeconds: number }> {
+  const status = await readFile(`/proc/${pid}/status`, "utf8");
+  const rssKiB = Number(/^VmRSS:\s*(\d+) kB$/m.exec(status)?.[1] ?? NaN);
+  const cgroups = (await readFile(`/proc/${pid}/cgroup`, "utf8")).split("\n").map((l) => l.split(":"));
+  const dir = (controller: string) =>
+    `/sys/fs/cgroup/${controller}${cgroups.find((g) => g[1]?.split(",").includes(controller))?.[2] ?? ""}`;
+  const bytes = Number(await readFile(`${dir("memory")}/memory.usage_in_bytes`, "utf8"));
+  const stat = await readFile(`${dir("memory")}/memory.stat`, "utf8");
+  const inactive = Number(/^total_inactive_file (\d+)$/m.exec(stat)?.[1] ?? 0);
+  const cpu = Number(await readFile(`${dir("cpuacct")}/cpuacct.usage`, "utf8"));
+  return { rssMiB: rssKiB / 1024, workingSetMiB: (bytes - inactive) / 2 ** 20, cpuSeconds: cpu / 1e9 };
+}
+
 async function keepLogs(install: Install, pods: V1Pod[]): Promise<void> {
   for (const p of pods) {
     const pod = p.metadata?.name ?? "";
@@ -241,14 +273,6 @@ test("release.yaml applied verbatim runs the controller as its Deployment: secur
   const { c } = await installed;
   const pods = await controllerPods(c);
   assert.equal(pods.length, 2);
-  const { stdout: tasks } = await run(path.join(await buildTool("containerd"), "ctr"), [
-    "--address",
-    c.containerdSocket,
-    "-n",
-    "k8s.io",
-    "tasks",
-    "ls",
-  ]);
   for (const pod of pods) {
     assert.equal(pod.spec?.serviceAccountName, name);
     const status = pod.status?.containerStatuses?.find((s) => s.name === "controller");
@@ -256,12 +280,7 @@ test("release.yaml applied verbatim runs the controller as its Deployment: secur
     assert.equal(pod.spec?.containers[0]?.image, c.images.controller);
     assert.ok(!pod.spec?.containers[0]?.env?.some((e) => e.name === "KUBECONFIG"), "in-cluster config only");
     // The kernel's view of the container's process, not the spec's.
-    const id = (status?.containerID ?? "").replace(/^containerd:\/\//, "");
-    const pid = tasks
-      .split("\n")
-      .map((l) => l.trim().split(/\s+/))
-      .find(([task]) => task === id)?.[1];
-    assert.ok(pid, `containerd runs ${id}`);
+    const pid = await controllerPid(c, pod);
     const proc = await readFile(`/proc/${pid}/status`, "utf8");
     const field = (key: string) => new RegExp(`^${key}:\\s*(.*)$`, "m").exec(proc)?.[1]?.split(/\s+/) ?? [];
     assert.deepEqual(field("Uid"), ["65532", "65532", "65532", "65532"], "runs as the non-root user");
@@ -372,5 +391,28 @@ test("the controller needed nothing the release does not grant", async () => {
   assert.ok(install.logs.size >= 5, "the logs of every replica so far: two, the replacement, two more");
   for (const [pod, log] of install.logs) {
     assert.doesNotMatch(log, /forbidden|\b403\b/i, `${pod} was refused a request`);
+  }
+});
+
+test("each replica uses no more memory than the Deployment requests for it", async (t) => {
+  const { c } = await installed;
+  const leader = await leaseHolder(c);
+  for (const pod of await controllerPods(c)) {
+    const request = pod.spec?.containers[0]?.resources?.requests?.memory ?? "";
+    const [, amount, unit] = /^(\d+)(Mi|Gi)$/.exec(request) ?? [];
+    const requestMiB = Number(amount) * (unit === "Gi" ? 1024 : 1);
+    const { rssMiB, workingSetMiB, cpuSeconds } = await usage(await controllerPid(c, pod));
+    const started = Date.parse(String(pod.status?.containerStatuses?.[0]?.state?.running?.startedAt ?? ""));
+    const millicores = (1000 * cpuSeconds) / ((Date.now() - started) / 1000);
+    const role = pod.metadata?.name === leader ? "leader, after a run" : "standby";
+    t.diagnostic(
+      `${pod.metadata?.name} (${role}): resident ${rssMiB.toFixed(0)} MiB, working set ${workingSetMiB.toFixed(0)} MiB, ${request} requested; ${millicores.toFixed(0)}m CPU on average since start`,
+    );
+    assert.ok(requestMiB > 0, `a memory request in Mi or Gi: ${request}`);
+    const used = Math.max(rssMiB, workingSetMiB);
+    assert.ok(
+      used <= requestMiB,
+      `${pod.metadata?.name} uses ${used.toFixed(0)} MiB, above its request ${request}`,
+    );
   }
 });
