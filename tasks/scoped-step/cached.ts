@@ -57,7 +57,7 @@ export function keepPod(pod: V1Pod): V1Pod {
   const step = status.containerStatuses?.find((c) => c.name === "step");
   const image = pod.spec?.containers.find((c) => c.name === "step")?.image ?? pod.spec?.containers[0]?.image;
   const declared = Object.entries(pod.metadata?.annotations ?? {}).filter(
-    ([k]) => k === annotations.results || k === annotations.arrayResults,
+    ([k]) => k === annotations.results || k === annotations.arrayResults || k === annotations.objectResults,
   );
   return {
     metadata: Object.assign(
