@@ -230,17 +230,36 @@ export const reloadable = ["logLevel", "concurrency", "defaultTimeoutMs"] as con
  * Flags win over environment variables, which win over the ConfigMap (keys are flag names,
  * e.g. `log-level: debug`), which wins over defaults.
  */
-export function loadConfig(
-  argv: string[],
-  env: NodeJS.ProcessEnv,
-  configMap: Record<string, string> = {},
-): Config {
+function parseFlags(argv: string[]): Map<string, string> {
   const flags = new Map<string, string>();
   for (const arg of argv) {
     const m = /^--([a-z-]+)=(.*)$/s.exec(arg);
     if (!m) throw new ConfigError(`unexpected argument "${arg}"; flags are --name=value`);
     flags.set(m[1] ?? "", m[2] ?? "");
   }
+  return flags;
+}
+
+/**
+ * Where the configuration ConfigMap is, from flags and environment alone. Nothing else is checked
+ * yet: settings a release requires, such as issuer-url, may come from that ConfigMap.
+ */
+export function configMapLocation(
+  argv: string[],
+  env: NodeJS.ProcessEnv,
+): { namespace: string; configMap: string } {
+  const flags = parseFlags(argv);
+  const raw = (k: "namespace" | "configMap") =>
+    flags.get(options[k].flag) ?? env[options[k].env] ?? options[k].default;
+  return { namespace: raw("namespace"), configMap: raw("configMap") };
+}
+
+export function loadConfig(
+  argv: string[],
+  env: NodeJS.ProcessEnv,
+  configMap: Record<string, string> = {},
+): Config {
+  const flags = parseFlags(argv);
   const known = new Set(Object.values(options).map((o) => o.flag));
   for (const f of flags.keys()) if (!known.has(f)) throw new ConfigError(`unknown flag --${f}`);
   for (const key of Object.keys(configMap)) {

@@ -8,7 +8,7 @@ import { labels, managedByValue } from "../tasks/scoped-step/pod.ts";
 import { ConflictError, type TaskContext } from "../tasks/scoped-step/ports.ts";
 import { sweepLedger } from "../tasks/scoped-step/sweep.ts";
 import type { CustomRun } from "../tasks/scoped-step/types.ts";
-import { ConfigError, loadConfig, type Config } from "./config.ts";
+import { ConfigError, configMapLocation, loadConfig, type Config } from "./config.ts";
 import { startEngine, type Engine } from "./engine.ts";
 import { Metrics } from "./metrics.ts";
 import { kubeEvents } from "./events.ts";
@@ -37,7 +37,7 @@ const kube = await loadKube();
 let config: Config;
 try {
   // Flags and environment first: they say where the configuration ConfigMap is.
-  const bootstrap = loadConfig(argv, process.env);
+  const bootstrap = configMapLocation(argv, process.env);
   const data = await readConfigMap(kube, bootstrap.namespace, bootstrap.configMap).catch((err: unknown) => {
     throw new ConfigError(
       `cannot read ConfigMap ${bootstrap.namespace}/${bootstrap.configMap} (check the API server and RBAC): ${apiErrorMessage(err)}`,

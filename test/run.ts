@@ -46,6 +46,7 @@ if (cluster) {
     etcdUrl: cluster.etcdUrl,
     kubeconfig: cluster.kubeconfigPath,
     nodeIp: cluster.node.ip,
+    containerdSocket: cluster.node.containerdSocket,
     images: cluster.node.images,
     dir: cluster.dir,
   };

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs the Debian packages a real node needs when any is missing: runc, the CNI plugins,
-# iptables and conntrack for kube-proxy, podman to build images, busybox-static and awscli for
-# the images' contents. apt-get update runs once, only when something is missing.
+# iptables and conntrack for kube-proxy, podman to build images (with runc: Debian's default crun
+# cannot run containers here), busybox-static and awscli for the images' contents. apt-get update
+# runs once, only when something is missing. Exits non-zero, naming what is missing, when any of
+# them cannot be installed: the real cluster and the controller image need every one.
 set -euo pipefail
 
 # package:file-it-provides
@@ -24,5 +26,12 @@ sudo=""
 ((EUID == 0)) || sudo="sudo"
 echo "installing ${missing[*]} with apt-get" >&2
 export DEBIAN_FRONTEND=noninteractive
-$sudo apt-get update -qq >&2
-$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+fail() {
+  echo "ensure-packages: could not install ${missing[*]} with apt-get (see above): $1" >&2
+  exit 1
+}
+$sudo apt-get update -qq >&2 || fail "apt-get update failed"
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2 || fail "apt-get install failed"
+for entry in "${wanted[@]}"; do
+  [[ -e "${entry#*:}" ]] || fail "${entry#*:} is still missing"
+done

@@ -36,6 +36,8 @@ export interface NodeImages {
   static: string;
   /** Tekton's own images, each with its program at /ko-app/<name> as ko builds them. */
   tekton: { entrypoint: string; nop: string; workingdirinit: string; sidecarlogresults: string };
+  /** The controller, built from the Dockerfile, under the reference catalog/release.yaml names. */
+  controller: string;
   /** The docker archives, one per image. */
   archives: string[];
 }
@@ -45,30 +47,32 @@ export interface Recipe {
   /** What the image is made of: goes into the cache key with the files' contents. */
   inputs: string[];
   entrypoint: string[];
+  /** Environment of the image's processes (and of RUN steps when it is a build stage's base). */
+  env?: string[];
   /** Fills the root filesystem. */
   fill(root: string): Promise<void>;
 }
 
-const cacheDir = path.join(
+export const cacheDir = path.join(
   process.env.SCOPED_STEP_CACHE ?? path.join(os.homedir(), ".cache", "scoped-step"),
   "images",
 );
 const registry = "scoped-step.local";
 
-async function hashFiles(files: string[]): Promise<string> {
+export async function hashFiles(files: string[]): Promise<string> {
   const h = createHash("sha256");
   for (const f of files) h.update(f).update(await readFile(f));
   return h.digest("hex");
 }
 
-async function addFile(root: string, from: string, to = from, mode = 0o755): Promise<void> {
+export async function addFile(root: string, from: string, to = from, mode = 0o755): Promise<void> {
   await mkdir(path.join(root, path.dirname(to)), { recursive: true });
   await copyFile(from, path.join(root, to));
   await chmod(path.join(root, to), mode);
 }
 
 /** /etc/passwd and /etc/group with root and nobody, and a world-writable /tmp. */
-async function baseFiles(root: string): Promise<void> {
+export async function baseFiles(root: string): Promise<void> {
   await mkdir(path.join(root, "etc"), { recursive: true });
   await writeFile(
     path.join(root, "etc/passwd"),
@@ -80,7 +84,7 @@ async function baseFiles(root: string): Promise<void> {
   await mkdir(path.join(root, "root"), { recursive: true });
 }
 
-async function addBusybox(root: string): Promise<void> {
+export async function addBusybox(root: string): Promise<void> {
   await addFile(root, "/bin/busybox");
   const { stdout } = await run("/bin/busybox", ["--list-full"]);
   for (const applet of stdout.split("\n").filter(Boolean)) {
@@ -95,7 +99,7 @@ async function addBusybox(root: string): Promise<void> {
  * The installed Debian packages `roots` needs, with their versions (for the cache key). Pre-Depends
  * count: python3-minimal, which holds /usr/bin/python3, is one of python3's.
  */
-async function packageClosure(roots: string[]): Promise<string[]> {
+export async function packageClosure(roots: string[]): Promise<string[]> {
   // prettier-ignore
   const { stdout } = await run("apt-cache", [
     "depends", "--recurse", "--no-recommends", "--no-suggests", "--no-conflicts", "--no-breaks",
@@ -118,7 +122,7 @@ async function packageClosure(roots: string[]): Promise<string[]> {
     .sort();
 }
 
-async function addPackages(root: string, packages: string[]): Promise<void> {
+export async function addPackages(root: string, packages: string[]): Promise<void> {
   const files = new Set<string>();
   for (const p of packages) {
     const { stdout } = await run("dpkg", ["-L", p.split("=")[0] ?? ""], big);
@@ -191,6 +195,12 @@ async function tektonRecipes(): Promise<Recipe[]> {
   );
 }
 
+/** podman's global flags for a storage of its own under `work`, removed afterwards: nothing is left in /var/lib/containers. */
+export function podmanStorage(work: string): string[] {
+  // prettier-ignore
+  return ["--root", path.join(work, "storage"), "--runroot", path.join(work, "run"), "--storage-driver", "vfs"];
+}
+
 export async function buildImage(
   recipe: Recipe,
   log: (l: string) => void,
@@ -211,17 +221,13 @@ export async function buildImage(
     await mkdir(root);
     await recipe.fill(root);
     await run("tar", ["-C", root, "-cf", path.join(work, "rootfs.tar"), "."], big);
-    // A storage of its own, removed afterwards: nothing is left in /var/lib/containers.
-    const podman = [
-      "--root",
-      path.join(work, "storage"),
-      "--runroot",
-      path.join(work, "run"),
-      "--storage-driver",
-      "vfs",
+    const podman = podmanStorage(work);
+    const changes = [
+      `ENTRYPOINT ${JSON.stringify(recipe.entrypoint)}`,
+      ...(recipe.env ?? []).map((e) => `ENV ${e}`),
     ];
     // prettier-ignore
-    await run("podman", [...podman, "import", "--change", `ENTRYPOINT ${JSON.stringify(recipe.entrypoint)}`,
+    await run("podman", [...podman, "import", ...changes.flatMap((c) => ["--change", c]),
       path.join(work, "rootfs.tar"), ref], big);
     await mkdir(cacheDir, { recursive: true });
     await run("podman", [...podman, "save", "--format", "docker-archive", "-o", `${archive}.tmp`, ref], big);
@@ -234,7 +240,9 @@ export async function buildImage(
 }
 
 /** Builds the images not yet cached; outside the node's namespace, before it starts. */
-export async function buildImages(log: (l: string) => void = () => undefined): Promise<NodeImages> {
+export async function buildImages(
+  log: (l: string) => void = () => undefined,
+): Promise<Omit<NodeImages, "controller">> {
   const built = new Map<string, { ref: string; archive: string }>();
   for (const r of [...(await nodeRecipes()), ...(await tektonRecipes())])
     built.set(r.name, await buildImage(r, log));

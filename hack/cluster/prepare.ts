@@ -4,6 +4,7 @@
 import { execFile } from "node:child_process";
 import path from "node:path";
 import { promisify } from "node:util";
+import { buildControllerImage } from "./controller-image.ts";
 import { buildImages, type NodeImages } from "./images.ts";
 import { buildTool, hackDir } from "./upstream.ts";
 
@@ -15,5 +16,7 @@ export async function prepareNode(log: (l: string) => void = () => undefined): P
   await packages;
   for (const tool of ["etcd", "kube-apiserver", "kubernetes", "containerd", "tekton-controller"] as const)
     await buildTool(tool);
-  return buildImages(log);
+  const images = await buildImages(log);
+  const controller = await buildControllerImage(log);
+  return { ...images, controller: controller.ref, archives: [...images.archives, controller.archive] };
 }

@@ -10,6 +10,7 @@ import type { CustomRun } from "../../tasks/scoped-step/types.ts";
 import { realCluster } from "../support/cluster.ts";
 import { account, deployRole } from "../support/identity-world.ts";
 import {
+  callerPipeline,
   pipelineCondition,
   pipelineResults,
   pipelineTask,
@@ -501,48 +502,7 @@ test("Tekton's own TaskRun pods: scripts, task and step results, a failing step 
 
 test("a PipelineRun's scoped-step task and TaskRun run as containers from locally built images", async () => {
   const w = await world;
-  await w.createPipelineRun("on-node", {
-    pipelineSpec: {
-      tasks: [
-        {
-          name: "deploy",
-          taskSpec: {
-            ...scopedStep,
-            spec: {
-              results: [{ name: "caller" }],
-              image: images.awscli,
-              env: [{ name: "AWS_ENDPOINT_URL", value: w.peer.endpoint }],
-              // Debian's aws CLI signs the call with the credentials the controller minted.
-              script: [
-                "set -e",
-                // Debian's aws CLI (1.x) reads no AWS_ENDPOINT_URL: the flag names the peer.
-                'arn=$(aws --endpoint-url "$AWS_ENDPOINT_URL" sts get-caller-identity --query Arn --output text)',
-                'printf %s "$arn" > $(results.caller.path)',
-              ].join("\n"),
-              application: "payments",
-              component: "api",
-            },
-          },
-        },
-        {
-          name: "report",
-          params: [{ name: "caller", value: "$(tasks.deploy.results.caller)" }],
-          taskSpec: {
-            params: [{ name: "caller" }],
-            results: [{ name: "seen" }],
-            steps: [
-              {
-                name: "report",
-                image: images.busybox,
-                script: 'printf "%s as %s" "$(params.caller)" "$(id -u)" > $(results.seen.path)',
-              },
-            ],
-          },
-        },
-      ],
-      results: [{ name: "seen", value: "$(tasks.report.results.seen)" }],
-    },
-  });
+  await w.createPipelineRun("on-node", callerPipeline(w, images));
   const pr = await w.waitPipelineRunDone("on-node", 300_000);
   const pods = await w.pods();
   const step = pods.find((p) => p.spec?.containers[0]?.image === images.awscli);

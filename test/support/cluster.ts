@@ -29,6 +29,8 @@ export interface TestCluster extends SharedCluster {
 /** The cluster with a real node (hack/cluster/cluster.ts) that test/run.ts starts on demand. */
 export interface SharedNodeCluster extends SharedCluster {
   nodeIp: string;
+  /** The node's containerd, for `ctr --address`. */
+  containerdSocket: string;
   images: NodeImages;
   dir: string;
 }

@@ -7,6 +7,7 @@ import {
   controllerAwsSettings,
   createTrustingRole,
   registerIssuer,
+  registerIssuerUrl,
   type TrustedIssuer,
 } from "./aws/trust.ts";
 import type { Param } from "../../tasks/scoped-step/types.ts";
@@ -81,6 +82,10 @@ export async function startIdentityWorld(
     flags?: string[];
     cluster?: WorldOptions["cluster"];
     peerHost?: string;
+    /** The issuer URL the peer trusts; default a loopback port this world's controller serves. */
+    issuer?: string;
+    /** false: no controller process; one runs elsewhere with `controllerFlags` as its settings. */
+    controller?: boolean;
   } = {},
 ): Promise<IdentityWorld> {
   const base = await startWorld({
@@ -90,7 +95,7 @@ export async function startIdentityWorld(
   });
   const peer = await startAwsPeer({ accountId: account, host: opts.peerHost });
   peers.add(peer);
-  const trusted = await registerIssuer(peer);
+  const trusted = opts.issuer ? registerIssuerUrl(peer, opts.issuer) : await registerIssuer(peer);
   const { issuer, host: providerHost } = trusted;
   createTrustingRole(peer, trusted, {
     arn: deployRole,
@@ -139,6 +144,6 @@ export async function startIdentityWorld(
       }
     },
   });
-  await w.startController(controllerFlags, controllerEnv);
+  if (opts.controller !== false) await w.startController(controllerFlags, controllerEnv);
   return w;
 }

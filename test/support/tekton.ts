@@ -5,6 +5,7 @@ import path from "node:path";
 import { after } from "node:test";
 import { PatchStrategy, setHeaderOptions } from "@kubernetes/client-node";
 import { startTektonController, type TektonController } from "../../hack/cluster/tekton.ts";
+import type { NodeImages } from "../../hack/cluster/images.ts";
 import type { Condition, CustomRun } from "../../tasks/scoped-step/types.ts";
 import { realCluster } from "./cluster.ts";
 import { startIdentityWorld, type IdentityWorld } from "./identity-world.ts";
@@ -56,6 +57,59 @@ export interface TektonWorld extends IdentityWorld {
   taskRuns(pipelineRun: string): Promise<TaskRun[]>;
 }
 
+const scopedStep = { apiVersion: "scopedstep.dev/v1alpha1", kind: "ScopedStep" } as const;
+
+/**
+ * A PipelineRun's spec for the real node: a scoped-step task whose step, in Debian's aws CLI image,
+ * runs `before` and then reports the caller STS sees with the credentials the controller minted
+ * (Application payments, component api); a Tekton task passes it on with its own uid, in result
+ * `seen` ("<arn> as <uid>").
+ */
+export function callerPipeline(w: TektonWorld, images: NodeImages, before = "true"): Record<string, unknown> {
+  return {
+    pipelineSpec: {
+      tasks: [
+        {
+          name: "deploy",
+          taskSpec: {
+            ...scopedStep,
+            spec: {
+              results: [{ name: "caller" }],
+              image: images.awscli,
+              env: [{ name: "AWS_ENDPOINT_URL", value: w.peer.endpoint }],
+              script: [
+                "set -e",
+                before,
+                // Debian's aws CLI (1.x) reads no AWS_ENDPOINT_URL: the flag names the peer.
+                'arn=$(aws --endpoint-url "$AWS_ENDPOINT_URL" sts get-caller-identity --query Arn --output text)',
+                'printf %s "$arn" > $(results.caller.path)',
+              ].join("\n"),
+              application: "payments",
+              component: "api",
+            },
+          },
+        },
+        {
+          name: "report",
+          params: [{ name: "caller", value: "$(tasks.deploy.results.caller)" }],
+          taskSpec: {
+            params: [{ name: "caller" }],
+            results: [{ name: "seen" }],
+            steps: [
+              {
+                name: "report",
+                image: images.busybox,
+                script: 'printf "%s as %s" "$(params.caller)" "$(id -u)" > $(results.seen.path)',
+              },
+            ],
+          },
+        },
+      ],
+      results: [{ name: "seen", value: "$(tasks.report.results.seen)" }],
+    },
+  };
+}
+
 export const pipelineCondition = (pr: { status?: { conditions?: Condition[] } }) =>
   pr.status?.conditions?.find((c) => c.type === "Succeeded");
 export const pipelineResults = (pr: PipelineRun) =>
@@ -68,17 +122,20 @@ const mergePatch = setHeaderOptions("Content-Type", PatchStrategy.MergePatch);
 
 /**
  * `realNode`: on the cluster with a real node (`realCluster()`), where TaskRun pods run Tekton's own
- * images and the AWS peer listens on the node's address, so step pods reach it.
+ * images and the AWS peer listens on the node's address, so step pods reach it. `issuer` and
+ * `controller: false`: the controller runs elsewhere (e.g. as the release's Deployment) and serves
+ * the issuer there.
  */
 export async function startTektonWorld(
   policy: Record<string, unknown>,
-  opts: { realNode?: boolean } = {},
+  opts: { realNode?: boolean; issuer?: string; controller?: boolean } = {},
 ): Promise<TektonWorld> {
   const node = opts.realNode ? await realCluster() : undefined;
-  const base = await startIdentityWorld(
-    policy,
-    node ? { cluster: realCluster(), peerHost: node.nodeIp } : {},
-  );
+  const base = await startIdentityWorld(policy, {
+    ...(node ? { cluster: realCluster(), peerHost: node.nodeIp } : {}),
+    ...(opts.issuer ? { issuer: opts.issuer } : {}),
+    ...(opts.controller === false ? { controller: false } : {}),
+  });
   const { objects, kubeconfig, kc } = base.cluster;
   const ns = base.ns;
   const tekton = await startTektonController(

@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { loadConfig } from "../../controller/config.ts";
+import { configMapLocation, loadConfig } from "../../controller/config.ts";
 import { scopedStepCrdYaml } from "../../tasks/scoped-step/crd.ts";
 import { readFile } from "node:fs/promises";
 
@@ -13,6 +13,21 @@ test("configuration comes from flags over environment over defaults", () => {
   assert.equal(c.concurrency, 3);
   assert.deepEqual(c.watchNamespaces, ["a", "b"]);
   assert.equal(c.defaultTimeoutMs, 3_600_000);
+});
+
+test("the ConfigMap is found from flags and environment alone, before what it must provide is checked", () => {
+  // As the release runs it: the namespace from the pod, issuer-url only in the ConfigMap.
+  const argv = ["--http-port=8080"];
+  const env = { SCOPED_STEP_NAMESPACE: "ops" };
+  assert.throws(() => loadConfig(argv, env), /--issuer-url .* is required/);
+  assert.deepEqual(configMapLocation(argv, env), { namespace: "ops", configMap: "scoped-step-config" });
+  assert.deepEqual(configMapLocation(["--config-map=mine"], {}), {
+    namespace: "scoped-step",
+    configMap: "mine",
+  });
+  assert.throws(() => configMapLocation(["stray"], {}), /unexpected argument "stray"/);
+  const c = loadConfig(argv, env, { "issuer-url": "https://oidc.example.com/scoped-step" });
+  assert.equal(c.issuerUrl, "https://oidc.example.com/scoped-step");
 });
 
 test("bad configuration is refused with a message naming the setting", () => {

@@ -16,9 +16,18 @@ export interface TrustedIssuer {
 
 export async function registerIssuer(peer: AwsPeer, audience = "sts.amazonaws.com"): Promise<TrustedIssuer> {
   const [port] = (await freePorts(1)) as [number];
-  const issuer = `http://127.0.0.1:${port}`;
+  return registerIssuerUrl(peer, `http://127.0.0.1:${port}`, audience);
+}
+
+/** An issuer served elsewhere, e.g. by the controller's Service: `http://<host>:<port>`. */
+export function registerIssuerUrl(
+  peer: AwsPeer,
+  issuer: string,
+  audience = "sts.amazonaws.com",
+): TrustedIssuer {
+  const url = new URL(issuer);
   const { arn: provider } = peer.registerOidcProvider({ url: issuer, audiences: [audience] });
-  return { port, issuer, host: `127.0.0.1:${port}`, provider };
+  return { port: Number(url.port), issuer, host: url.host, provider };
 }
 
 /** The recommended trust policy: the federated principal, the three actions, aud and sub conditions. */
