@@ -155,9 +155,13 @@ export async function startTektonController(
 
 /**
  * Ready means reconciling: a PipelineRun created cancelled gets Tekton's status (no TaskRun, no
- * pod), then is deleted again.
+ * pod), then is deleted again. `proc`: the controller's process, when it runs as one.
  */
-async function waitUntilReconciling(kc: KubeConfig, namespace: string, proc: Supervised): Promise<void> {
+export async function waitUntilReconciling(
+  kc: KubeConfig,
+  namespace: string,
+  proc?: Supervised,
+): Promise<void> {
   const objects = kc.makeApiClient(CustomObjectsApi);
   const ref = { group: "tekton.dev", version: "v1", namespace, plural: "pipelineruns" };
   const name = `tekton-ready-probe-${process.pid}-${Date.now().toString(36)}`;
@@ -183,7 +187,7 @@ async function waitUntilReconciling(kc: KubeConfig, namespace: string, proc: Sup
       };
       return (pr.status?.conditions ?? []).some((c) => c.type === "Succeeded");
     },
-    { timeoutMs: 60_000, intervalMs: 200, alive: proc },
+    { timeoutMs: 60_000, intervalMs: 200, ...(proc ? { alive: proc } : {}) },
   );
   await objects.deleteNamespacedCustomObject({ ...ref, name }).catch(() => undefined);
 }
