@@ -1,19 +1,25 @@
-// Our overhead against plain Tekton, end to end: on one control plane with Tekton's own controller,
-// our controller (minting against the loopback AWS peer, deny-policy revocation) and the test
-// kubelet, alternating batches of PipelineRuns with one Tekton TaskRun (one step, a taskSpec
+// Our overhead against plain Tekton, end to end: on a cluster with a real node (containerd and a
+// kubelet, inside namespaces of its own, as `make demo` runs) with Tekton's own controller and our
+// controller (minting against the loopback AWS peer, deny-policy revocation), alternating batches of PipelineRuns with one Tekton TaskRun (one step, a taskSpec
 // script) and PipelineRuns with one scoped-step task running the same script. Prints latency
 // percentiles, each controller's CPU and peak RSS per kind, where the time goes, and the figures
 // of a lean controller side by side with Tekton's as ratios: CPU per run, creation -> step pod,
 // peak RSS; and our own idle RSS, RSS after the runs, API requests per run by verb (counted by the
-// controller's scoped_step_kube_requests_total) and cold start -> ready.
+// controller's scoped_step_kube_requests_total) and cold start -> ready. Both kinds run the same
+// busybox image built here. With --test-kubelet the pods run on the test kubelet (host processes,
+// no images) instead: no kubelet or container start-up in the figures, only the controllers.
 //
-//   node bench/pipelines.ts [N] [batch]    (default: N = 100 of each kind, in batches of 25)
+//   node bench/pipelines.ts [N] [batch] [--test-kubelet]    (default: N = 100 of each kind, in batches of 25)
 import { spawn } from "node:child_process";
 import { createWriteStream } from "node:fs";
 import { readFile, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { CoreV1Api, CustomObjectsApi, Watch, type KubeConfig } from "@kubernetes/client-node";
+import { startCluster } from "../hack/cluster/cluster.ts";
 import type { ControlPlane } from "../hack/cluster/control-plane.ts";
+import { inOwnNamespaces } from "../hack/cluster/enter.ts";
+import type { NodeImages } from "../hack/cluster/images.ts";
+import { waitFor } from "../hack/cluster/processes.ts";
 import { startTektonController } from "../hack/cluster/tekton.ts";
 import { startAwsPeer } from "../test/support/aws/server.ts";
 import { createTrustingRole, registerIssuer } from "../test/support/aws/trust.ts";
@@ -30,9 +36,19 @@ import {
 } from "./support.ts";
 import { createScopedStepPolicy } from "../test/support/policy.ts";
 import { createApplication, identityComponent } from "../test/support/application.ts";
+import { ownCrdFiles } from "../test/support/cluster.ts";
 
 type Kind = "taskrun" | "scoped";
-const [n = 100, batchSize = 25] = process.argv.slice(2).map(Number);
+const testKubelet = process.argv.includes("--test-kubelet");
+const [n = 100, batchSize = 25] = process.argv
+  .slice(2)
+  .filter((a) => !a.startsWith("--"))
+  .map(Number);
+/** The real node's images; undefined on the test kubelet, which runs any image name. */
+const images: NodeImages | undefined = testKubelet
+  ? undefined
+  : await inOwnNamespaces({ node: true, log: (l) => console.log(l) });
+const stepImage = () => images?.busybox ?? "alpine:3";
 const ns = "bench";
 const account = "111122223333";
 const roleArn = `arn:aws:iam::${account}:role/bench-deployer`;
@@ -50,16 +66,26 @@ const mark = (pipelineRun: string | undefined, what: string, at = Date.now()) =>
 
 const stops: (() => Promise<unknown>)[] = [];
 
-async function main(cp: ControlPlane): Promise<void> {
+async function main(cp: ControlPlane, nodeIp?: string): Promise<void> {
   const kc = cp.kubeConfig;
   const ctl = "bench-ctl";
   await namespaces(kc, ns, ctl);
   const core = kc.makeApiClient(CoreV1Api);
   const objects = kc.makeApiClient(CustomObjectsApi);
-  await core.createNamespacedServiceAccount({ namespace: ns, body: { metadata: { name: "default" } } });
+  if (nodeIp) {
+    // The controller-manager gives the namespace its default ServiceAccount.
+    await waitFor(
+      "the bench namespace's default ServiceAccount",
+      () => core.readNamespacedServiceAccount({ namespace: ns, name: "default" }).then(() => true),
+      { timeoutMs: 120_000 },
+    );
+  } else {
+    await core.createNamespacedServiceAccount({ namespace: ns, body: { metadata: { name: "default" } } });
+  }
 
-  // The loopback AWS peer trusts our controller's issuer for this namespace's subjects.
-  const peer = await startAwsPeer({ accountId: account });
+  // The loopback AWS peer trusts our controller's issuer for this namespace's subjects. On the
+  // node's address, where pods reach it.
+  const peer = await startAwsPeer({ accountId: account, host: nodeIp });
   stops.push(() => peer.stop());
   const trusted = await registerIssuer(peer);
   const { issuer, port } = trusted;
@@ -74,9 +100,15 @@ async function main(cp: ControlPlane): Promise<void> {
     revocation: "deny-policy",
   });
 
-  const kubelet = await startTestKubelet(kc, { namespace: ns });
-  stops.push(() => kubelet.stop());
-  const tekton = await startTektonController(cp, { watchNamespace: ns, logDir: cp.dir });
+  if (!nodeIp) {
+    const kubelet = await startTestKubelet(kc, { namespace: ns });
+    stops.push(() => kubelet.stop());
+  }
+  const tekton = await startTektonController(cp, {
+    ...(images ? { images: { ...images.tekton, shell: images.busybox } } : {}),
+    watchNamespace: ns,
+    logDir: cp.dir,
+  });
   stops.push(() => tekton.stop());
 
   // Our controller at info level, as it runs in production (Tekton's runs at its default too).
@@ -129,7 +161,10 @@ async function main(cp: ControlPlane): Promise<void> {
   stops.push(() => Promise.resolve(watches.abort()));
   const pids = { tekton: tekton.pid, scoped: controller.pid ?? -1 };
 
-  console.log(`warming up (5 PipelineRuns of each kind), then ${n} of each in batches of ${batchSize}`);
+  console.log(
+    `on ${nodeIp ? `a real node (${nodeIp})` : "the test kubelet"}: warming up (5 PipelineRuns of each kind), ` +
+      `then ${n} of each in batches of ${batchSize}`,
+  );
   await runBatch(objects, "taskrun", "warm-t", 5);
   await runBatch(objects, "scoped", "warm-s", 5);
   const usage: Record<Kind, { tekton: Usage; scoped: Usage }> = {
@@ -267,14 +302,14 @@ async function sample(pid: number): Promise<Usage> {
 
 const pipelineSpec = (kind: Kind) =>
   kind === "taskrun"
-    ? { tasks: [{ name: "step", taskSpec: { steps: [{ name: "run", image: "alpine:3", script }] } }] }
+    ? { tasks: [{ name: "step", taskSpec: { steps: [{ name: "run", image: stepImage(), script }] } }] }
     : {
         tasks: [
           {
             name: "step",
             taskRef: { apiVersion: "scopedstep.dev/v1alpha1", kind: "ScopedStep" },
             params: [
-              { name: "image", value: "alpine:3" },
+              { name: "image", value: stepImage() },
               { name: "script", value: script },
               { name: "application", value: "payments" },
               { name: "component", value: "api" },
@@ -326,6 +361,7 @@ interface Obj {
     startTime?: string;
     conditions?: { type: string; status: string; reason?: string }[];
     extraFields?: { scopedStep?: { credential?: unknown } };
+    containerStatuses?: { state?: { terminated?: { exitCode: number } } }[];
   };
 }
 const succeeded = (o: Obj) => o.status?.conditions?.find((c) => c.type === "Succeeded");
@@ -357,7 +393,11 @@ function startWatches(kc: KubeConfig): { abort: () => void } {
       mark(ofRun(pod), "pod created");
       if (pod.status?.phase === "Running") mark(ofRun(pod), "pod running");
       if (pod.metadata.annotations?.["tekton.dev/ready"] === "READY") mark(ofRun(pod), "ready annotation");
-      if (pod.status?.phase === "Succeeded") mark(ofRun(pod), "pod succeeded");
+      // A real kubelet reports the containers terminated before the pod's phase: the task
+      // controllers act on the former.
+      const containers = pod.status?.containerStatuses ?? [];
+      const stepsDone = containers.length > 0 && containers.every((c) => c.state?.terminated?.exitCode === 0);
+      if (stepsDone || pod.status?.phase === "Succeeded") mark(ofRun(pod), "pod succeeded");
     }),
     follow(`/api/v1/namespaces/${ns}/secrets`, (type, secret) => {
       const run = secret.metadata.labels?.["tekton.dev/customRun"];
@@ -405,7 +445,7 @@ const phases: Record<Kind, [string, string][]> = {
     ["child created", "-> pod created (Tekton's TaskRun reconciler)"],
     ["pod created", "-> pod Running (kubelet: init containers)"],
     ["pod running", "-> ready annotation set (Tekton sees the pod Running)"],
-    ["ready annotation", "-> pod Succeeded (downward volume, 1 s entrypoint poll, step)"],
+    ["ready annotation", "-> step container terminated (downward volume, 1 s entrypoint poll, step)"],
     ["pod succeeded", "-> TaskRun Succeeded (Tekton)"],
     ["child succeeded", "-> PipelineRun Succeeded (Tekton)"],
     ["done", ""],
@@ -417,7 +457,7 @@ const phases: Record<Kind, [string, string][]> = {
     ["sts called", "-> credential Secret created (STS answer, Secret)"],
     ["secret created", "-> pod created (pod, status)"],
     ["pod created", "-> pod Running (kubelet)"],
-    ["pod running", "-> pod Succeeded (step)"],
+    ["pod running", "-> step container terminated (step)"],
     ["pod succeeded", "-> CustomRun Succeeded (deny-policy revocation, status)"],
     ["child succeeded", "-> PipelineRun Succeeded (Tekton)"],
     ["done", ""],
@@ -477,7 +517,7 @@ function report(
   console.log("\nThe task controller's own share (Tekton's TaskRun reconciler; ours for scoped-step):");
   for (const [from, to, label] of [
     ["child created", "pod created", "run created -> step pod created"],
-    ["pod succeeded", "child succeeded", "pod Succeeded -> run Succeeded"],
+    ["pod succeeded", "child succeeded", "step ended -> run Succeeded"],
   ] as const) {
     const [a, b] = [between("taskrun", from, to), between("scoped", from, to)];
     console.log(
@@ -503,9 +543,12 @@ function report(
 }
 
 // Last, so that every declaration above is initialized when it runs.
-const cp = await benchControlPlane();
+const cluster = images
+  ? await startCluster({ extraCrdFiles: ownCrdFiles, images, log: (l) => console.log(l) })
+  : undefined;
+const cp = cluster ?? (await benchControlPlane());
 try {
-  await main(cp);
+  await main(cp, cluster?.node.ip);
 } finally {
   for (const stop of stops.reverse()) await stop().catch(() => undefined);
   await cp.stop();

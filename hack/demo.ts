@@ -1,16 +1,19 @@
-// make demo: the main job end to end on a local control plane. It starts etcd and kube-apiserver,
-// Tekton's own controller, the loopback AWS peer (STS, IAM, S3), the test kubelet and the
-// scoped-step controller; applies a policy, an Application with a scoped-identity trait, a
-// ScopedStep, a Pipeline and a PipelineRun, as a user would; follows the CustomRun Tekton creates;
-// prints the identity it had and a few metrics; and tears everything down.
+// make demo: the main job end to end on a local cluster with a real node. Inside namespaces of its
+// own (hack/cluster/netns.sh) it starts etcd, the Kubernetes control plane, containerd and a
+// kubelet, Tekton's own controller, the loopback AWS peer (STS, IAM, S3) and the scoped-step
+// controller; applies a policy, an Application with a scoped-identity trait, a ScopedStep, a
+// Pipeline and a PipelineRun, as a user would; follows the CustomRun Tekton creates (its step runs
+// Debian's aws CLI in a real container) and the TaskRun after it; prints the identity the step had
+// and a few metrics; and tears everything down.
 import { spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
-import { CoreV1Api, CustomObjectsApi, Watch } from "@kubernetes/client-node";
-import { startControlPlane } from "./cluster/control-plane.ts";
+import { CoreV1Api, CustomObjectsApi, Watch, type V1Pod } from "@kubernetes/client-node";
+import { startCluster } from "./cluster/cluster.ts";
+import { inOwnNamespaces } from "./cluster/enter.ts";
 import { startTektonController } from "./cluster/tekton.ts";
+import { waitFor } from "./cluster/processes.ts";
 import { startAwsPeer } from "../test/support/aws/server.ts";
 import { createTrustingRole, registerIssuer } from "../test/support/aws/trust.ts";
-import { startTestKubelet } from "../test/support/kubelet.ts";
 import type { CustomRun } from "../tasks/scoped-step/types.ts";
 import { createApplication, identityComponent } from "../test/support/application.ts";
 
@@ -23,18 +26,26 @@ const ownCrds = ["scopedstep.yaml", "scopedsteppolicy.yaml"].map((f) =>
 const team = "team-payments";
 const roleArn = "arn:aws:iam::111122223333:role/payments-deployer";
 
-say("starting a local control plane: etcd + kube-apiserver built from the Go module proxy");
-const cp = await startControlPlane({ extraCrdFiles: ownCrds });
+const images = await inOwnNamespaces({ node: true, log: (l) => say(`[node] ${l}`) });
+if (!images) throw new Error("the node's images were not built");
+say("starting a cluster with a real node: etcd, the Kubernetes control plane, containerd and a kubelet");
+const cp = await startCluster({ extraCrdFiles: ownCrds, images, log: (l) => say(`[cluster] ${l}`) });
+say(`node ${cp.node.ip} is Ready`);
 const cleanups: (() => Promise<unknown>)[] = [() => cp.stop()];
 try {
   const kc = cp.kubeConfig;
   const core = kc.makeApiClient(CoreV1Api);
   const objects = kc.makeApiClient(CustomObjectsApi);
   for (const name of ["scoped-step", team]) await core.createNamespace({ body: { metadata: { name } } });
-  await core.createNamespacedServiceAccount({ namespace: team, body: { metadata: { name: "default" } } });
+  // The controller-manager gives each namespace its default ServiceAccount, which pods run as.
+  await waitFor(
+    `the default ServiceAccount of ${team}`,
+    () => core.readNamespacedServiceAccount({ namespace: team, name: "default" }).then(() => true),
+    { timeoutMs: 120_000 },
+  );
 
-  say("starting the loopback AWS peer (STS, IAM, S3) and registering the controller as an OIDC provider");
-  const peer = await startAwsPeer();
+  say("starting the loopback AWS peer (STS, IAM, S3) on the node's address, where pods reach it");
+  const peer = await startAwsPeer({ host: cp.node.ip });
   cleanups.unshift(() => peer.stop());
   const trusted = await registerIssuer(peer);
   const { issuer, port } = trusted;
@@ -104,12 +115,13 @@ try {
       spec: {
         params: [{ name: "version" }, { name: "endpoint" }],
         results: [{ name: "uri" }, { name: "caller" }, { name: "outside-scope" }],
-        image: "amazon/aws-cli",
+        // Debian's aws CLI, in an image built here; curl signs the S3 calls (SigV4) itself.
+        image: images.awscli,
         application: "payments",
         component: "api",
         script: [
           "set -e",
-          `${sigv4.replace("SERVICE", "sts")} -d "Action=GetCallerIdentity&Version=2011-06-15" $(params.endpoint) | sed -n 's:.*<Arn>\\(.*\\)</Arn>.*:\\1:p' > $(results.caller.path)`,
+          'aws --endpoint-url "$(params.endpoint)" sts get-caller-identity --query Arn --output text > $(results.caller.path)',
           "echo 'payments $(params.version)' > /tmp/notes",
           `${sigv4.replace("SERVICE", "s3")} -H "x-amz-content-sha256: UNSIGNED-PAYLOAD" -T /tmp/notes "$(params.endpoint)/payments-artifacts/releases/$(params.version)/notes.txt"`,
           "echo s3://payments-artifacts/releases/$(params.version)/notes.txt > $(results.uri.path)",
@@ -119,9 +131,7 @@ try {
     },
   });
 
-  say("starting the test kubelet (it runs step pods as local processes) and the controller");
-  const kubelet = await startTestKubelet(kc, { namespace: team });
-  cleanups.unshift(() => kubelet.stop());
+  say("starting the scoped-step controller");
   const controller = spawn(
     process.execPath,
     [
@@ -153,10 +163,16 @@ try {
   });
 
   say("starting Tekton Pipelines' own controller (built from its Go module)");
-  const tekton = await startTektonController(cp, { watchNamespace: team, logDir: cp.dir });
+  const tekton = await startTektonController(cp, {
+    images: { ...images.tekton, shell: images.busybox },
+    watchNamespace: team,
+    logDir: cp.dir,
+  });
   cleanups.unshift(() => tekton.stop());
 
-  say("creating a Pipeline whose task is ScopedStep publish-release, and a PipelineRun of it");
+  say(
+    "creating a Pipeline: ScopedStep publish-release, then a Tekton Task that announces it; and a PipelineRun",
+  );
   await objects.createNamespacedCustomObject({
     group: "tekton.dev",
     version: "v1",
@@ -178,10 +194,34 @@ try {
             ],
             timeout: "5m",
           },
+          {
+            // A plain Tekton Task: its pod runs Tekton's own entrypoint, with no AWS credentials.
+            name: "announce",
+            params: [
+              { name: "uri", value: "$(tasks.publish.results.uri)" },
+              { name: "role", value: "$(tasks.publish.results.aws-assumed-role-arn)" },
+            ],
+            taskSpec: {
+              params: [{ name: "uri" }, { name: "role" }],
+              results: [{ name: "announcement" }, { name: "aws-variables" }],
+              steps: [
+                {
+                  name: "announce",
+                  image: images.busybox,
+                  script: [
+                    'printf "%s published by %s" "$(params.uri)" "$(params.role)" > $(results.announcement.path)',
+                    "env | grep -c '^AWS_' > $(results.aws-variables.path) || true",
+                  ].join("\n"),
+                },
+              ],
+            },
+          },
         ],
         results: [
           { name: "assumed-role", value: "$(tasks.publish.results.aws-assumed-role-arn)" },
           { name: "uri", value: "$(tasks.publish.results.uri)" },
+          { name: "announcement", value: "$(tasks.announce.results.announcement)" },
+          { name: "announce-aws-variables", value: "$(tasks.announce.results.aws-variables)" },
         ],
       },
     },
@@ -207,7 +247,7 @@ try {
 
   const run = await new Promise<CustomRun>((resolve, reject) => {
     let last = "";
-    const deadline = setTimeout(() => reject(new Error("the run did not finish within 2 minutes")), 120_000);
+    const deadline = setTimeout(() => reject(new Error("the run did not finish within 5 minutes")), 300_000);
     void new Watch(kc).watch(
       `/apis/tekton.dev/v1beta1/namespaces/${team}/customruns`,
       {},
@@ -249,7 +289,7 @@ try {
     );
   type PipelineRun = CustomRun & { status?: { results?: { name: string; value: string }[] } };
   let pipelineRun: PipelineRun | undefined;
-  for (let i = 0; i < 300; i++) {
+  for (let i = 0; i < 1200; i++) {
     pipelineRun = (await objects.getNamespacedCustomObject({
       group: "tekton.dev",
       version: "v1",
@@ -294,6 +334,18 @@ try {
   );
   row("finalizer", (settled.metadata.finalizers ?? []).length ? "still there" : "removed");
   for (const r of pipelineRun?.status?.results ?? []) row(`pipeline result ${r.name}`, r.value);
+  console.log("  -- the pods, as the kubelet ran them --");
+  const pods: V1Pod[] = (await core.listNamespacedPod({ namespace: team })).items;
+  for (const pod of pods) {
+    console.log(`  ${pod.metadata?.name ?? ""} on ${pod.spec?.nodeName ?? "no node"}`);
+    for (const c of [
+      ...(pod.status?.initContainerStatuses ?? []),
+      ...(pod.status?.containerStatuses ?? []),
+    ]) {
+      const exit = c.state?.terminated?.exitCode;
+      row(`  ${c.name}`, `${c.image} ${c.containerID?.slice(0, 24) ?? "not started"}… exit ${exit ?? "-"}`);
+    }
+  }
 
   console.log("\n  -- a few metrics from /metrics --");
   const metrics = await (await fetch(`${issuer}/metrics`)).text();

@@ -5,15 +5,12 @@
 // script first builds what the cluster needs (packages, Go programs, images; the only steps that
 // reach outside), then starts itself again in there. When a selected file uses the real cluster
 // (`realCluster()`), that cluster, with a node running real containers, starts too.
-import { spawn } from "node:child_process";
 import { globSync, readFileSync } from "node:fs";
 import { writeFile } from "node:fs/promises";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 import { startCluster } from "../hack/cluster/cluster.ts";
 import { startControlPlane } from "../hack/cluster/control-plane.ts";
-import type { NodeImages } from "../hack/cluster/images.ts";
-import { prepareNode } from "../hack/cluster/prepare.ts";
+import { inOwnNamespaces, runChild } from "../hack/cluster/enter.ts";
 import { ownCrdFiles, type SharedCluster, type SharedNodeCluster } from "./support/cluster.ts";
 
 const args = process.argv.slice(2);
@@ -22,27 +19,7 @@ const files = named.length ? [] : ["test/**/*.test.ts"];
 const selected = named.length ? named : globSync(files[0] ?? "");
 const needsNode = selected.some((f) => readFileSync(f, "utf8").includes("realCluster("));
 
-function runChild(command: string, argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
-  const child = spawn(command, argv, { stdio: "inherit", env });
-  const stop = () => child.kill("SIGTERM");
-  process.once("SIGINT", stop);
-  process.once("SIGTERM", stop);
-  return new Promise<number>((resolve) => child.once("exit", (c, sig) => resolve(c ?? (sig ? 1 : 0))));
-}
-
-if (!process.env.SCOPED_STEP_IN_NETNS) {
-  const images = needsNode ? await prepareNode((l) => console.log(`[node] ${l}`)) : undefined;
-  const netns = fileURLToPath(new URL("../hack/cluster/netns.sh", import.meta.url));
-  const code = await runChild(
-    netns,
-    ["--watch", String(process.pid), process.execPath, ...process.argv.slice(1)],
-    {
-      ...process.env,
-      SCOPED_STEP_NODE_IMAGES: images ? JSON.stringify(images) : "",
-    },
-  );
-  process.exit(code);
-}
+const nodeImages = await inOwnNamespaces({ node: needsNode, log: (l) => console.log(`[node] ${l}`) });
 
 const started = Date.now();
 const cp = await startControlPlane({
@@ -55,15 +32,13 @@ const infoPath = path.join(cp.dir, "cluster.json");
 await writeFile(infoPath, JSON.stringify(info));
 
 const env: NodeJS.ProcessEnv = { ...process.env, SCOPED_STEP_TEST_CLUSTER: infoPath };
-const images = process.env.SCOPED_STEP_NODE_IMAGES;
-const cluster =
-  needsNode && images
-    ? await startCluster({
-        extraCrdFiles: ownCrdFiles,
-        images: JSON.parse(images) as NodeImages,
-        log: (l) => console.log(`[cluster] ${l}`),
-      })
-    : undefined;
+const cluster = nodeImages
+  ? await startCluster({
+      extraCrdFiles: ownCrdFiles,
+      images: nodeImages,
+      log: (l) => console.log(`[cluster] ${l}`),
+    })
+  : undefined;
 if (cluster) {
   console.log(`[cluster] node Ready ${((Date.now() - started) / 1000).toFixed(1)} s after start`);
   const nodeInfo: SharedNodeCluster = {

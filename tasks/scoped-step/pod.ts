@@ -1,14 +1,15 @@
 // The step pod for one attempt of a run. Pure: the same run and attempt always give the same pod.
-import { createHash } from "node:crypto";
 import type {
   V1EnvVar,
   V1ObjectMeta,
   V1OwnerReference,
   V1Pod,
+  V1PodSpec,
   V1Volume,
   V1VolumeMount,
 } from "@kubernetes/client-node";
 import { credentialsMountPath, type CredentialMount } from "./credentials/types.ts";
+import { boundedName } from "./names.ts";
 import type { ResolvedStep } from "./step.ts";
 import { resultsDir } from "./step.ts";
 import type { CustomRun } from "./types.ts";
@@ -27,12 +28,7 @@ export const annotations = {
 } as const;
 export const stepUid = 65532;
 
-/** A DNS label no longer than max: the text itself, or a readable prefix and a short hash. */
-export function boundedName(text: string, max: number): string {
-  if (text.length <= max) return text;
-  const hash = createHash("sha256").update(text).digest("hex").slice(0, 8);
-  return `${text.slice(0, max - 9).replace(/-+$/, "")}-${hash}`;
-}
+export { boundedName };
 
 export function podName(runName: string, attempt: number): string {
   return boundedName(attempt === 0 ? `${runName}-pod` : `${runName}-pod-retry${attempt}`, 63);
@@ -58,6 +54,35 @@ export function runOwnerReference(run: CustomRun, blockOwnerDeletion = false): V
 export function ownedBy(obj: { metadata?: V1ObjectMeta }, run: CustomRun): boolean {
   const owner = obj.metadata?.ownerReferences?.find((r) => r.controller === true);
   return owner !== undefined && owner.uid === run.metadata.uid && owner.kind === run.kind;
+}
+
+/** The annotation Tekton puts on a run whose workspaces live on one node's claim. */
+export const affinityAssistantAnnotation = "pipeline.tekton.dev/affinity-assistant";
+
+/**
+ * Beside the PipelineRun's affinity assistant, as Tekton places a TaskRun pod that shares its
+ * claims: required pod affinity to the assistant's pod, on the same node.
+ */
+function affinityAssistant(run: CustomRun): Pick<V1PodSpec, "affinity"> {
+  const name = run.metadata.annotations?.[affinityAssistantAnnotation];
+  if (!name) return {};
+  return {
+    affinity: {
+      podAffinity: {
+        requiredDuringSchedulingIgnoredDuringExecution: [
+          {
+            labelSelector: {
+              matchLabels: {
+                "app.kubernetes.io/instance": name,
+                "app.kubernetes.io/component": "affinity-assistant",
+              },
+            },
+            topologyKey: "kubernetes.io/hostname",
+          },
+        ],
+      },
+    },
+  };
 }
 
 // Labels Tekton's pipeline controller puts on a CustomRun, passed on to the step pod.
@@ -87,6 +112,8 @@ export function buildStepPod({ run, step, attempt, credential }: PodInputs): V1P
     { name: "tmp", mountPath: "/tmp" },
     { name: "workspace", mountPath: "/workspace" },
   ];
+  volumes.push(...step.workspaces.volumes);
+  mounts.push(...step.workspaces.mounts);
   if (credential) {
     for (const [envName, key] of Object.entries(credential.mount.secretEnv)) {
       env.push({ name: envName, valueFrom: { secretKeyRef: { name: credential.secretName, key } } });
@@ -143,6 +170,7 @@ export function buildStepPod({ run, step, attempt, credential }: PodInputs): V1P
         fsGroup: stepUid,
         seccompProfile: { type: "RuntimeDefault" },
       },
+      ...affinityAssistant(run),
       volumes,
       containers: [
         {

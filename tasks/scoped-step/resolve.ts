@@ -3,7 +3,14 @@
 import type { Grant, RunFacts } from "./credentials/types.ts";
 import { RunFailure } from "./failure.ts";
 import type { ClusterPort, PolicyPort } from "./ports.ts";
-import { stepFromDefinition, stepFromParams, stepSource, type ResolvedStep } from "./step.ts";
+import { attemptOf } from "./phase.ts";
+import {
+  stepFromDefinition,
+  stepFromParams,
+  stepSource,
+  type ResolvedStep,
+  type RunContext,
+} from "./step.ts";
 import { applicationNotFound, resolveTrait } from "./trait.ts";
 import type { CustomRun } from "./types.ts";
 
@@ -20,11 +27,16 @@ export async function resolveRun(
   const namespace = run.metadata.namespace ?? "";
   const source = stepSource(run);
   const params = run.spec.params ?? [];
+  const ctx: RunContext = {
+    workspaces: (run.spec.workspaces ?? []) as RunContext["workspaces"],
+    run: { name: run.metadata.name ?? "", namespace, uid: run.metadata.uid ?? "" },
+    retryCount: attemptOf(run),
+  };
   let step: ResolvedStep;
   if (source.kind === "params") {
-    step = stepFromParams(params);
+    step = stepFromParams(params, ctx);
   } else if (source.kind === "customSpec") {
-    step = stepFromDefinition(source.spec, params, "customSpec");
+    step = stepFromDefinition(source.spec, params, "customSpec", ctx);
   } else {
     const definition = await ports.cluster.getScopedStep(namespace, source.name);
     if (!definition) {
@@ -33,7 +45,7 @@ export async function resolveRun(
         `ScopedStep ${source.name} not found in namespace ${namespace}; create it there or fix customRef.name`,
       );
     }
-    step = stepFromDefinition(definition.spec, params, `ScopedStep ${source.name}`);
+    step = stepFromDefinition(definition.spec, params, `ScopedStep ${source.name}`, ctx, source.name);
   }
   const ref = {
     namespace,

@@ -15,9 +15,11 @@ const stringMap = { type: "object", additionalProperties: { type: "string" } } a
 const paramValue = {
   anyOf: [{ type: "string" }, { type: "array", items: { type: "string" } }, stringMap],
 } as const;
+/** A resource quantity; one holding a $(...) variable is checked again once it is substituted. */
+export const quantity = /^[0-9.]+([a-zA-Z]{1,2})?$/;
 const quantityMap = {
   type: "object",
-  additionalProperties: { type: "string", pattern: "^[0-9.]+([a-zA-Z]{1,2})?$" },
+  additionalProperties: { type: "string", pattern: "^([0-9.]+([a-zA-Z]{1,2})?|.*\\$\\(.+\\).*)$" },
 } as const;
 
 export const stepSpecSchema = {
@@ -38,6 +40,21 @@ export const stepSpecSchema = {
           type: { type: "string", enum: ["string", "array", "object"] },
           description: { type: "string" },
           default: paramValue,
+          enum: {
+            type: "array",
+            items: { type: "string" },
+            minItems: 1,
+            description: "The values a string param may take.",
+          },
+          properties: {
+            type: "object",
+            description: "The keys of an object param, each a string.",
+            additionalProperties: {
+              type: "object",
+              additionalProperties: false,
+              properties: { type: { type: "string", enum: ["string"] } },
+            },
+          },
         },
       },
     },
@@ -50,8 +67,17 @@ export const stepSpecSchema = {
         required: ["name"],
         properties: {
           name: resultName,
-          type: { type: "string", enum: ["string", "array"] },
+          type: { type: "string", enum: ["string", "array", "object"] },
           description: { type: "string" },
+          properties: {
+            type: "object",
+            description: "The keys of an object result, each a string.",
+            additionalProperties: {
+              type: "object",
+              additionalProperties: false,
+              properties: { type: { type: "string", enum: ["string"] } },
+            },
+          },
         },
       },
     },
@@ -80,6 +106,23 @@ export const stepSpecSchema = {
       },
     },
     workingDir: { type: "string" },
+    workspaces: {
+      type: "array",
+      description:
+        "Workspaces the step declares, as a Tekton Task does; the run's bindings are mounted at /workspace/<name> or mountPath.",
+      items: {
+        type: "object",
+        additionalProperties: false,
+        required: ["name"],
+        properties: {
+          name: { type: "string", pattern: "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", maxLength: 63 },
+          description: { type: "string" },
+          mountPath: { type: "string", minLength: 1 },
+          readOnly: { type: "boolean" },
+          optional: { type: "boolean" },
+        },
+      },
+    },
     resources: {
       type: "object",
       additionalProperties: false,

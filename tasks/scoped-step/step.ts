@@ -1,8 +1,9 @@
 // Working out what the step is, from any of the three ways a CustomRun can say it: params on the
 // run itself, an inline customSpec.spec, or customRef.name naming a ScopedStep. Pure functions.
 import { RunFailure } from "./failure.ts";
-import { checkStepSpec, dnsSubdomain, type StepSpec } from "./schema.ts";
+import { checkStepSpec, dnsSubdomain, quantity, type StepSpec } from "./schema.ts";
 import type { CustomRun, Param, ParamValue } from "./types.ts";
+import { runWorkspaces, type RunWorkspaces, type WorkspaceBinding } from "./workspaces.ts";
 
 export const resultsDir = "/tekton/results";
 
@@ -29,6 +30,35 @@ export interface ResolvedStep {
   spec: StepSpec & { image: string; application: string; component: string; trait: string };
   /** Where it came from, for messages: "params", "customSpec" or "ScopedStep <name>". */
   source: string;
+  /** The run's workspaces: volumes and where the step sees them. */
+  workspaces: Pick<RunWorkspaces, "volumes" | "mounts">;
+}
+
+/** What a step may refer to besides its params and results: Tekton's context and workspaces. */
+export interface RunContext {
+  /** The CustomRun's spec.workspaces. */
+  workspaces: WorkspaceBinding[];
+  run: { name: string; namespace: string; uid: string };
+  /** $(context.task.retry-count): the attempt, 0 for the first. */
+  retryCount: number;
+}
+
+/** A run with nothing bound and no name, for tests of pure logic. */
+export const emptyContext: RunContext = {
+  workspaces: [],
+  run: { name: "", namespace: "", uid: "" },
+  retryCount: 0,
+};
+
+/** The values of $(context.*), as Tekton gives a TaskRun's steps. */
+function contextVariables(ctx: RunContext, taskName: string): Map<string, string> {
+  return new Map([
+    ["context.taskRun.name", ctx.run.name],
+    ["context.taskRun.namespace", ctx.run.namespace],
+    ["context.taskRun.uid", ctx.run.uid],
+    ["context.task.name", taskName],
+    ["context.task.retry-count", String(ctx.retryCount)],
+  ]);
 }
 
 type ParamKind = "string" | "array" | "object";
@@ -76,7 +106,7 @@ function duplicateCheck(params: Param[]): void {
   }
 }
 
-export function stepFromParams(params: Param[]): ResolvedStep {
+export function stepFromParams(params: Param[], ctx: RunContext = emptyContext): ResolvedStep {
   duplicateCheck(params);
   crossNamespaceCheck(params);
   const raw: Record<string, unknown> = {};
@@ -112,10 +142,24 @@ export function stepFromParams(params: Param[]): ResolvedStep {
   }
   const checked = checkStepSpec(raw, "params");
   if (!checked.ok) throw new RunFailure("InvalidParams", checked.message);
-  return runnable(substitute(checked.value, new Map()), "params");
+  // Nowhere to declare workspaces: what the run binds is mounted, as Tekton propagates a
+  // pipeline's workspaces into an embedded task. An embedded task is named after its run.
+  const ws = runWorkspaces(ctx.workspaces, undefined, "the run");
+  const variables = new Map([...contextVariables(ctx, ctx.run.name), ...ws.variables]);
+  return runnable(substitute(checked.value, new Map(), variables), "params", ws);
 }
 
-export function stepFromDefinition(definition: unknown, params: Param[], source: string): ResolvedStep {
+/**
+ * `taskName`: $(context.task.name), the ScopedStep's name, or for a step given inline, the run's
+ * name (as Tekton names an embedded task after its TaskRun).
+ */
+export function stepFromDefinition(
+  definition: unknown,
+  params: Param[],
+  source: string,
+  ctx: RunContext = emptyContext,
+  taskName = ctx.run.name,
+): ResolvedStep {
   if (
     definition === undefined ||
     definition === null ||
@@ -152,19 +196,72 @@ export function stepFromDefinition(definition: unknown, params: Param[], source:
     values.set(p.name, p.value);
   }
   for (const decl of declared.values()) {
-    if (values.has(decl.name)) continue;
-    if (decl.default === undefined) {
-      throw new RunFailure("MissingParam", `param ${decl.name} is required by ${source} and has no default`);
+    if (!values.has(decl.name)) {
+      if (decl.default === undefined) {
+        throw new RunFailure(
+          "MissingParam",
+          `param ${decl.name} is required by ${source} and has no default`,
+        );
+      }
+      values.set(decl.name, decl.default);
     }
-    values.set(decl.name, decl.default);
+    values.set(decl.name, checkDeclared(decl, values.get(decl.name) as ParamValue, source));
   }
-  return runnable(substitute(spec, values), source);
+  const ws = runWorkspaces(ctx.workspaces, spec.workspaces ?? [], source);
+  const variables = new Map([...contextVariables(ctx, taskName), ...ws.variables]);
+  return runnable(substitute(spec, values, variables), source, ws);
+}
+
+type ParamDeclaration = NonNullable<StepSpec["params"]>[number];
+
+/** A value against its declaration's enum (strings) or properties (objects, defaults filling gaps). */
+function checkDeclared(decl: ParamDeclaration, value: ParamValue, source: string): ParamValue {
+  if (decl.enum && typeof value === "string" && !decl.enum.includes(value)) {
+    throw new RunFailure(
+      "InvalidParamValue",
+      `param ${decl.name} of ${source} is "${value}", which is not one of ${decl.enum.join(", ")}`,
+    );
+  }
+  if (decl.properties && typeof value === "object" && !Array.isArray(value)) {
+    const defaults =
+      decl.default && typeof decl.default === "object" && !Array.isArray(decl.default) ? decl.default : {};
+    const merged = { ...defaults, ...value };
+    const missing = Object.keys(decl.properties).filter((k) => merged[k] === undefined);
+    if (missing.length) {
+      throw new RunFailure(
+        "InvalidParamValue",
+        `object param ${decl.name} of ${source} lacks key${missing.length > 1 ? "s" : ""} ${missing.join(", ")}`,
+      );
+    }
+    return merged;
+  }
+  return value;
 }
 
 const variable =
-  /\$\(\s*(params|results)(?:\.([A-Za-z0-9_.-]+?)|\[["']([^"']+)["']\])((?:\.[A-Za-z0-9_-]+)|\[\*\])?\s*\)/g;
+  /\$\(\s*(params|results)(?:\.([A-Za-z0-9_.-]+?)|\[["']([^"']+)["']\])((?:\.[A-Za-z0-9_-]+)|\[\*\]|\[\d+\])?\s*\)/g;
+/** Tekton's other namespaces: $(workspaces.<name>.<what>) and $(context.<...>). */
+const tektonVariable = /\$\(\s*(workspaces|context)\.([A-Za-z0-9_.-]+)\s*\)/g;
 
-function substituteString(text: string, values: Map<string, ParamValue>, spec: StepSpec): string {
+/** Params and results first, then workspaces and context (which a param's value may hold), as Tekton does. */
+function substituteString(
+  text: string,
+  values: Map<string, ParamValue>,
+  spec: StepSpec,
+  variables: Map<string, string>,
+): string {
+  return substituteParams(text, values, spec).replace(tektonVariable, (whole, kind: string, rest: string) => {
+    const value = variables.get(`${kind}.${rest}`);
+    if (value !== undefined) return value;
+    const known = [...variables.keys()].filter((k) => k.startsWith(`${kind}.`));
+    throw new RunFailure(
+      kind === "workspaces" ? "UnknownWorkspaceReference" : "UnknownContextReference",
+      `${whole} names nothing: ${known.length ? `known here are ${known.map((k) => `$(${k})`).join(", ")}` : `the step has no ${kind}`}`,
+    );
+  });
+}
+
+function substituteParams(text: string, values: Map<string, ParamValue>, spec: StepSpec): string {
   return text.replace(variable, (whole, kind: string, dotted?: string, quoted?: string, tail?: string) => {
     const ref = dotted ?? quoted ?? "";
     if (kind === "results") {
@@ -188,6 +285,20 @@ function substituteString(text: string, values: Map<string, ParamValue>, spec: S
         `${whole} refers to param ${paramName}, which is not declared`,
       );
     }
+    const index = /^\[(\d+)\]$/.exec(tail ?? "")?.[1];
+    if (index !== undefined) {
+      if (!Array.isArray(value)) {
+        throw new RunFailure("WrongParamType", `${whole}: param ${paramName} is not an array`);
+      }
+      const item = value[Number(index)];
+      if (item === undefined) {
+        throw new RunFailure(
+          "ParamIndexOutOfRange",
+          `${whole}: array param ${paramName} has ${value.length} item${value.length === 1 ? "" : "s"}`,
+        );
+      }
+      return item;
+    }
     if (typeof value === "string" && key === undefined && tail !== "[*]") return value;
     if (typeof value === "object" && !Array.isArray(value) && key !== undefined) {
       const v = value[key];
@@ -210,30 +321,48 @@ function splitLast(ref: string): [string, string] {
   return i < 0 ? [ref, ""] : [ref.slice(0, i), ref.slice(i + 1)];
 }
 
-function substituteList(items: string[], values: Map<string, ParamValue>, spec: StepSpec): string[] {
+function substituteList(
+  items: string[],
+  values: Map<string, ParamValue>,
+  spec: StepSpec,
+  variables: Map<string, string>,
+): string[] {
   return items.flatMap((item) => {
     const whole = /^\$\(\s*params(?:\.([A-Za-z0-9_-]+)|\[["']([^"']+)["']\])\[\*\]\s*\)$/.exec(item);
     const value = whole ? values.get(whole[1] ?? whole[2] ?? "") : undefined;
     if (Array.isArray(value)) return value;
-    return [substituteString(item, values, spec)];
+    return [substituteString(item, values, spec, variables)];
   });
 }
 
-function substitute(spec: StepSpec, values: Map<string, ParamValue>): StepSpec {
-  const s = (t: string | undefined) => (t === undefined ? undefined : substituteString(t, values, spec));
+function substitute(
+  spec: StepSpec,
+  values: Map<string, ParamValue>,
+  variables: Map<string, string>,
+): StepSpec {
+  const s = (t: string | undefined) =>
+    t === undefined ? undefined : substituteString(t, values, spec, variables);
   const out: StepSpec = { ...spec };
   for (const field of ["image", "script", "workingDir", "application", "component", "trait"] as const) {
     const v = s(spec[field]);
     if (v !== undefined) out[field] = v;
   }
-  if (spec.command) out.command = substituteList(spec.command, values, spec);
-  if (spec.args) out.args = substituteList(spec.args, values, spec);
+  if (spec.command) out.command = substituteList(spec.command, values, spec, variables);
+  if (spec.args) out.args = substituteList(spec.args, values, spec, variables);
   if (spec.env)
     out.env = spec.env.map((e) => (e.value === undefined ? e : { ...e, value: s(e.value) ?? "" }));
+  if (spec.resources) {
+    const quantities = (m: Record<string, string> | undefined) =>
+      m && Object.fromEntries(Object.entries(m).map(([k, v]) => [k, s(v) ?? ""]));
+    out.resources = {
+      ...(spec.resources.requests ? { requests: quantities(spec.resources.requests) } : {}),
+      ...(spec.resources.limits ? { limits: quantities(spec.resources.limits) } : {}),
+    };
+  }
   return out;
 }
 
-function runnable(spec: StepSpec, source: string): ResolvedStep {
+function runnable(spec: StepSpec, source: string, workspaces: RunWorkspaces): ResolvedStep {
   const missing = (field: string) =>
     new RunFailure(
       "MissingParam",
@@ -273,6 +402,17 @@ function runnable(spec: StepSpec, source: string): ResolvedStep {
     }
     names.add(r.name);
   }
+  // Checked again now that params are substituted: $(params.cpu) may stand for a quantity.
+  for (const [kind, m] of Object.entries(spec.resources ?? {})) {
+    for (const [k, v] of Object.entries(m ?? {})) {
+      if (!quantity.test(v)) {
+        throw new RunFailure(
+          "InvalidStepSpec",
+          `${source}: resources.${kind}.${k} is "${v}", which is not a quantity (e.g. 500m, 256Mi)`,
+        );
+      }
+    }
+  }
   return {
     spec: {
       ...spec,
@@ -282,6 +422,7 @@ function runnable(spec: StepSpec, source: string): ResolvedStep {
       trait: spec.trait ?? defaultTrait,
     },
     source,
+    workspaces: { volumes: workspaces.volumes, mounts: workspaces.mounts },
   };
 }
 

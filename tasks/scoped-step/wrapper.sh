@@ -3,17 +3,31 @@
 # termination message as JSON, as Tekton's entrypoint does. Needs /bin/sh and awk in the image.
 # On failure the message stays empty, so FallbackToLogsOnError shows the log tail instead.
 set -u
-if [ -n "${SCOPED_STEP_SCRIPT:-}" ]; then
-  printf '%s\n' "$SCOPED_STEP_SCRIPT" > /tekton/scripts/step
-  chmod 0755 /tekton/scripts/step
-  case "$SCOPED_STEP_SCRIPT" in
-    '#!'*) /tekton/scripts/step "$@" ;;
-    *) /bin/sh /tekton/scripts/step "$@" ;;
-  esac
-else
-  "$@"
-fi
-code=$?
+step() {
+  if [ -n "${SCOPED_STEP_SCRIPT:-}" ]; then
+    printf '%s\n' "$SCOPED_STEP_SCRIPT" > /tekton/scripts/step
+    chmod 0755 /tekton/scripts/step
+    case "$SCOPED_STEP_SCRIPT" in
+      '#!'*) exec /tekton/scripts/step "$@" ;;
+      *) exec /bin/sh /tekton/scripts/step "$@" ;;
+    esac
+  else
+    exec "$@"
+  fi
+}
+# The step runs as a child: as the container's first process this shell would ignore SIGTERM
+# (nothing else handles it), so a deleted pod would only stop after its grace period. It passes
+# SIGTERM on and waits for the step to end.
+step "$@" &
+child=$!
+trap 'kill -TERM "$child" 2>/dev/null' TERM
+code=0
+wait "$child" || code=$?
+# A trapped signal interrupts wait (status > 128): wait again until the step itself has ended.
+while kill -0 "$child" 2>/dev/null; do
+  code=0
+  wait "$child" || code=$?
+done
 [ "$code" -eq 0 ] || exit "$code"
 out=/tekton/scripts/results.json
 {
