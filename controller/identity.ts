@@ -83,7 +83,9 @@ export async function buildIdentity(
   const policy: PolicyPort = {
     async decide(namespace: string, trait: ResolvedTrait, run = {}): Promise<Grant> {
       const ref = `trait ${trait.type} on ${describeRef(trait.ref)}`;
-      const grant = requireGrant(await policies.decide(namespace, trait.properties, ref, run.retries));
+      const grant = requireGrant(
+        await policies.decide(namespace, trait.properties, ref, run.retries, run.podTemplateFields),
+      );
       return {
         trait,
         policy: grant.policy,

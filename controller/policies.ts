@@ -109,6 +109,7 @@ export class PolicyStore {
     trait: TraitProperties,
     traitRef: string,
     retries = 0,
+    podTemplateFields: string[] = [],
   ): Promise<PolicyDecision> {
     await this.whenSynced();
     const policies = this.policies();
@@ -116,7 +117,14 @@ export class PolicyStore {
       (p) => p.spec.namespaceSelector && (p.spec.namespaces ?? [namespace]).includes(namespace),
     );
     const namespaceLabels = needsLabels ? await this.namespaceLabels(namespace) : { [nameLabel]: namespace };
-    const decision = evaluatePolicy(policies, { namespace, namespaceLabels, trait, traitRef, retries });
+    const decision = evaluatePolicy(policies, {
+      namespace,
+      namespaceLabels,
+      trait,
+      traitRef,
+      retries,
+      podTemplateFields,
+    });
     if (decision.allowed || decision.reason !== "PolicyNotFound") return decision;
     // The operator meant to select this namespace, but the policy is ignored: say why.
     const ignored = [...this.invalid].filter(([, p]) => p.namespaces.includes(namespace));

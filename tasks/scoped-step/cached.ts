@@ -56,8 +56,10 @@ export function keepPod(pod: V1Pod): V1Pod {
   const status = pod.status ?? {};
   const step = status.containerStatuses?.find((c) => c.name === "step");
   const image = pod.spec?.containers.find((c) => c.name === "step")?.image ?? pod.spec?.containers[0]?.image;
+  // Why a pod waits for a node: the run's message says it.
+  const unscheduled = status.conditions?.find((c) => c.type === "PodScheduled" && c.status === "False");
   const declared = Object.entries(pod.metadata?.annotations ?? {}).filter(
-    ([k]) => k === annotations.results || k === annotations.arrayResults,
+    ([k]) => k === annotations.results || k === annotations.arrayResults || k === annotations.objectResults,
   );
   return {
     metadata: Object.assign(
@@ -70,6 +72,7 @@ export function keepPod(pod: V1Pod): V1Pod {
       ...(status.reason ? { reason: status.reason } : {}),
       ...(status.message ? { message: status.message } : {}),
       ...(step ? { containerStatuses: [step] } : {}),
+      ...(unscheduled ? { conditions: [unscheduled] } : {}),
     },
   };
 }

@@ -27,6 +27,10 @@ export function structural(schema: Schema): Schema {
       out[key] = value;
     }
   }
+  // A Kubernetes object passed on as written (affinity, tolerations): kept whole.
+  if (out.type === "object" && !out.properties && !out.additionalProperties) {
+    out["x-kubernetes-preserve-unknown-fields"] = true;
+  }
   return out;
 }
 

@@ -40,6 +40,18 @@ export function lastLines(text: string, lines = 10, maxChars = 1024): string {
 const isStringArray = (v: unknown): v is string[] =>
   Array.isArray(v) && v.every((x) => typeof x === "string");
 
+/** The object results the pod's annotation declares, with their keys; none when it is unreadable. */
+function objectDeclarations(pod: V1Pod): Record<string, string[]> {
+  try {
+    return JSON.parse(pod.metadata?.annotations?.[annotations.objectResults] ?? "{}") as Record<
+      string,
+      string[]
+    >;
+  } catch {
+    return {};
+  }
+}
+
 export function parseResults(pod: V1Pod, message: string): StepOutcome {
   const declared = new Set(
     (pod.metadata?.annotations?.[annotations.results] ?? "").split(",").filter(Boolean),
@@ -47,6 +59,7 @@ export function parseResults(pod: V1Pod, message: string): StepOutcome {
   const arrays = new Set(
     (pod.metadata?.annotations?.[annotations.arrayResults] ?? "").split(",").filter(Boolean),
   );
+  const objects = objectDeclarations(pod);
   const fail = (reason: StepFailureReason, msg: string): StepOutcome => ({
     phase: "failed",
     reason,
@@ -101,6 +114,21 @@ export function parseResults(pod: V1Pod, message: string): StepOutcome {
         `result ${key} is declared as an array but its value is not a JSON array of strings`,
       );
     }
+    const keys = objects[key];
+    if (keys) {
+      const object =
+        parsed !== null && typeof parsed === "object" && !Array.isArray(parsed) ? parsed : undefined;
+      const missing = keys.filter(
+        (k) => typeof (object as Record<string, unknown> | undefined)?.[k] !== "string",
+      );
+      if (!object || !Object.values(object).every((v) => typeof v === "string") || missing.length) {
+        return fail(
+          "ResultTypeMismatch",
+          `result ${key} is declared as an object but its value is not a JSON object of strings` +
+            (object && missing.length ? ` with keys ${missing.join(", ")}` : ""),
+        );
+      }
+    }
     if (!arrays.has(key) && isStringArray(parsed)) {
       return fail(
         "ResultTypeMismatch",
@@ -146,6 +174,15 @@ export function podOutcome(pod: V1Pod, clean: (text: string) => string = (text) 
       phase: "failed",
       reason: "Failed",
       message: `step pod failed: ${pod.status.reason ?? ""} ${pod.status.message ?? ""}`.trim(),
+    };
+  }
+  const unscheduled = pod.status?.conditions?.find((c) => c.type === "PodScheduled" && c.status === "False");
+  if (unscheduled) {
+    return {
+      phase: "pending",
+      message:
+        `step pod ${pod.metadata?.name ?? ""} cannot be scheduled yet (${unscheduled.reason ?? "Unschedulable"}` +
+        `${unscheduled.message ? `: ${unscheduled.message}` : ""}); check the step's podTemplate (nodeSelector, tolerations, affinity) and its resources`,
     };
   }
   const why = waiting?.reason

@@ -3,6 +3,7 @@ import type {
   V1EnvVar,
   V1ObjectMeta,
   V1OwnerReference,
+  V1Affinity,
   V1Pod,
   V1PodSpec,
   V1Volume,
@@ -24,6 +25,8 @@ export const managedByValue = "scoped-step";
 export const annotations = {
   results: "scopedstep.dev/declared-results",
   arrayResults: "scopedstep.dev/array-results",
+  /** JSON: each object result's name and the keys it declares. */
+  objectResults: "scopedstep.dev/object-results",
   source: "scopedstep.dev/step-source",
 } as const;
 export const stepUid = 65532;
@@ -56,6 +59,22 @@ export function ownedBy(obj: { metadata?: V1ObjectMeta }, run: CustomRun): boole
   return owner !== undefined && owner.uid === run.metadata.uid && owner.kind === run.kind;
 }
 
+function objectResults(results: NonNullable<ResolvedStep["spec"]["results"]>): Record<string, string> {
+  const objects = results.filter((r) => r.type === "object");
+  if (!objects.length) return {};
+  return {
+    [annotations.objectResults]: JSON.stringify(
+      Object.fromEntries(objects.map((r) => [r.name, Object.keys(r.properties ?? {})])),
+    ),
+  };
+}
+
+/** The step's pod template, but for securityContext and affinity, which are merged with ours. */
+function placement(template: ResolvedStep["spec"]["podTemplate"]): Partial<V1PodSpec> {
+  const { securityContext: _own, affinity: _merged, ...rest } = template ?? {};
+  return rest as Partial<V1PodSpec>;
+}
+
 /** The annotation Tekton puts on a run whose workspaces live on one node's claim. */
 export const affinityAssistantAnnotation = "pipeline.tekton.dev/affinity-assistant";
 
@@ -63,26 +82,34 @@ export const affinityAssistantAnnotation = "pipeline.tekton.dev/affinity-assista
  * Beside the PipelineRun's affinity assistant, as Tekton places a TaskRun pod that shares its
  * claims: required pod affinity to the assistant's pod, on the same node.
  */
-function affinityAssistant(run: CustomRun): Pick<V1PodSpec, "affinity"> {
+interface Affinity {
+  podAffinity?: { requiredDuringSchedulingIgnoredDuringExecution?: unknown[]; [k: string]: unknown };
+  [k: string]: unknown;
+}
+
+function withAffinityAssistant(template: Affinity | undefined, run: CustomRun): Pick<V1PodSpec, "affinity"> {
   const name = run.metadata.annotations?.[affinityAssistantAnnotation];
-  if (!name) return {};
-  return {
-    affinity: {
-      podAffinity: {
-        requiredDuringSchedulingIgnoredDuringExecution: [
-          {
-            labelSelector: {
-              matchLabels: {
-                "app.kubernetes.io/instance": name,
-                "app.kubernetes.io/component": "affinity-assistant",
-              },
-            },
-            topologyKey: "kubernetes.io/hostname",
-          },
-        ],
+  if (!name) return template ? { affinity: template as V1Affinity } : {};
+  const beside = {
+    labelSelector: {
+      matchLabels: {
+        "app.kubernetes.io/instance": name,
+        "app.kubernetes.io/component": "affinity-assistant",
       },
     },
+    topologyKey: "kubernetes.io/hostname",
   };
+  const affinity: Affinity = {
+    ...template,
+    podAffinity: {
+      ...template?.podAffinity,
+      requiredDuringSchedulingIgnoredDuringExecution: [
+        ...(template?.podAffinity?.requiredDuringSchedulingIgnoredDuringExecution ?? []),
+        beside,
+      ],
+    },
+  };
+  return { affinity: affinity as V1Affinity };
 }
 
 // Labels Tekton's pipeline controller puts on a CustomRun, passed on to the step pod.
@@ -154,6 +181,7 @@ export function buildStepPod({ run, step, attempt, credential }: PodInputs): V1P
           .filter((r) => r.type === "array")
           .map((r) => r.name)
           .join(","),
+        ...objectResults(results),
         [annotations.source]: step.source,
       },
       ownerReferences: [runOwnerReference(run, true)],
@@ -163,14 +191,17 @@ export function buildStepPod({ run, step, attempt, credential }: PodInputs): V1P
       serviceAccountName: run.spec.serviceAccountName ?? "default",
       automountServiceAccountToken: spec.automountServiceAccountToken ?? false,
       enableServiceLinks: false,
+      ...placement(spec.podTemplate),
       securityContext: {
-        runAsNonRoot: true,
         runAsUser: stepUid,
         runAsGroup: stepUid,
         fsGroup: stepUid,
         seccompProfile: { type: "RuntimeDefault" },
+        ...spec.podTemplate?.securityContext,
+        // Whatever the template says, never root.
+        runAsNonRoot: true,
       },
-      ...affinityAssistant(run),
+      ...withAffinityAssistant(spec.podTemplate?.affinity, run),
       volumes,
       containers: [
         {

@@ -5,7 +5,7 @@
 import { Ajv } from "ajv";
 import type { FromSchema } from "json-schema-to-ts";
 import type { V1ObjectMeta } from "@kubernetes/client-node";
-import { describeErrors, type Validation } from "./schema.ts";
+import { describeErrors, podTemplateFields, type Validation } from "./schema.ts";
 
 export const policyApi = {
   group: "scopedstep.dev",
@@ -230,6 +230,14 @@ export const policySpecSchema = {
         "serviceAccountName. Whoever creates a CustomRun in the namespace writes those freely, so a trust policy " +
         "matching them trusts that person's choice, not the platform.",
       default: false,
+    },
+    forbiddenPodTemplateFields: {
+      type: "array",
+      description:
+        "podTemplate fields a ScopedStep may not set in the selected namespaces (e.g. nodeSelector, tolerations to keep " +
+        "steps off special nodes). Host namespaces and privileged mode are never settable.",
+      items: { type: "string", enum: podTemplateFields },
+      default: [],
     },
     maxRetries: {
       type: "integer",

@@ -31,6 +31,8 @@ export interface PolicyRequest {
   traitRef: string;
   /** The run's spec.retries; 0 when unset. */
   retries?: number;
+  /** The podTemplate fields the step sets. */
+  podTemplateFields?: string[];
 }
 
 /** What the step may have: the allowing policy's settings and the trait's (now allowed) requests. */
@@ -64,7 +66,8 @@ export type PolicyDenialReason =
   | "SessionPolicyRequired"
   | "SessionTagNotAllowed"
   | "TransitiveTagKeyNotAllowed"
-  | "RetriesNotAllowed";
+  | "RetriesNotAllowed"
+  | "PodTemplateFieldNotAllowed";
 
 export interface PolicyDenial {
   allowed: false;
@@ -169,6 +172,7 @@ const checkOrder = [
   "SessionTagNotAllowed",
   "TransitiveTagKeyNotAllowed",
   "RetriesNotAllowed",
+  "PodTemplateFieldNotAllowed",
 ] as const satisfies readonly PolicyDenialReason[];
 
 type Check = (typeof checkOrder)[number];
@@ -208,6 +212,9 @@ function refusedTransitiveKeys(spec: PolicySpec, trait: TraitProperties): string
   return (trait.aws?.transitiveTagKeys ?? []).filter((k) => !allowed.has(k.toLowerCase()));
 }
 
+const forbiddenFields = (spec: PolicySpec, request: PolicyRequest): string[] =>
+  (request.podTemplateFields ?? []).filter((f) => (spec.forbiddenPodTemplateFields as string[]).includes(f));
+
 /** The first rule of `policy` the request breaks, or undefined when the policy allows it all. */
 function firstBrokenRule(policy: ScopedStepPolicy, request: PolicyRequest): Check | undefined {
   const spec = policy.spec;
@@ -239,6 +246,7 @@ function firstBrokenRule(policy: ScopedStepPolicy, request: PolicyRequest): Chec
     if (refusedTransitiveKeys(spec, trait).length > 0) return "TransitiveTagKeyNotAllowed";
   }
   if ((request.retries ?? 0) > spec.maxRetries) return "RetriesNotAllowed";
+  if (forbiddenFields(spec, request).length > 0) return "PodTemplateFieldNotAllowed";
   return undefined;
 }
 
@@ -371,6 +379,10 @@ function denialMessage(reason: Check, blocked: ScopedStepPolicy[], request: Poli
     case "RetriesNotAllowed": {
       const max = Math.max(...specs.map((s) => s.maxRetries));
       return `retries ${request.retries ?? 0} is more than the ${max} allowed ${by}: each attempt mints a credential of its own. Lower the task's retries ${ask}`;
+    }
+    case "PodTemplateFieldNotAllowed": {
+      const refused = [...new Set(specs.flatMap((s) => forbiddenFields(s, request)))];
+      return `podTemplate.${refused.join(", podTemplate.")} may not be set ${by}: remove ${refused.length === 1 ? "it" : "them"} from the step ${ask}`;
     }
   }
 }

@@ -64,8 +64,15 @@ export interface EventPort {
 
 /** The operator's policy: grants the trait for the namespace, or throws a RunFailure naming the rule. */
 export interface PolicyPort {
-  /** `run.retries` is the run's spec.retries, which the policy caps. */
-  decide(namespace: string, trait: ResolvedTrait, run?: { retries?: number }): Promise<Grant>;
+  /**
+   * `run.retries` is the run's spec.retries, which the policy caps; `run.podTemplateFields` the
+   * podTemplate fields its step sets, which the policy may forbid.
+   */
+  decide(
+    namespace: string,
+    trait: ResolvedTrait,
+    run?: { retries?: number; podTemplateFields?: string[] },
+  ): Promise<Grant>;
 }
 
 export interface RunMetricsPort {

@@ -58,7 +58,8 @@ export async function resolveRun(
   const trait = resolveTrait(app, ref);
   // The policy caps spec.retries too: every attempt mints a credential of its own.
   const retries = run.spec.retries ?? 0;
-  return { step, grant: await ports.policy.decide(namespace, trait, { retries }) };
+  const podTemplateFields = Object.keys(step.spec.podTemplate ?? {});
+  return { step, grant: await ports.policy.decide(namespace, trait, { retries, podTemplateFields }) };
 }
 
 /** Facts about the run a credential is minted for; all from the API server, none from the step. */

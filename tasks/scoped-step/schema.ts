@@ -22,6 +22,69 @@ const quantityMap = {
   additionalProperties: { type: "string", pattern: "^([0-9.]+([a-zA-Z]{1,2})?|.*\\$\\(.+\\).*)$" },
 } as const;
 
+/** A Kubernetes object passed on as written; the API server validates it when the pod is created. */
+const kubeObject = { type: "object" } as const;
+
+/** The pod fields a step may set, as a Tekton pod template (host namespaces and privilege never). */
+export const podTemplateFields = [
+  "nodeSelector",
+  "tolerations",
+  "affinity",
+  "imagePullSecrets",
+  "priorityClassName",
+  "runtimeClassName",
+  "topologySpreadConstraints",
+  "schedulerName",
+  "securityContext",
+] as const;
+
+export const podTemplateSchema = {
+  type: "object",
+  additionalProperties: false,
+  description:
+    "Where and how the step pod runs, as in a Tekton pod template: nodeSelector, tolerations, affinity, imagePullSecrets, " +
+    "priorityClassName, runtimeClassName, topologySpreadConstraints, schedulerName and a restricted securityContext.",
+  properties: {
+    nodeSelector: { type: "object", additionalProperties: { type: "string" } },
+    tolerations: { type: "array", items: kubeObject },
+    affinity: kubeObject,
+    imagePullSecrets: {
+      type: "array",
+      items: {
+        type: "object",
+        additionalProperties: false,
+        required: ["name"],
+        properties: { name: { type: "string", minLength: 1 } },
+      },
+    },
+    priorityClassName: { type: "string", minLength: 1 },
+    runtimeClassName: { type: "string", minLength: 1 },
+    topologySpreadConstraints: { type: "array", items: kubeObject },
+    schedulerName: { type: "string", minLength: 1 },
+    securityContext: {
+      type: "object",
+      additionalProperties: false,
+      description: "Non-root only: the user and groups the step runs as, and its seccomp profile.",
+      properties: {
+        runAsUser: { type: "integer", minimum: 1 },
+        runAsGroup: { type: "integer", minimum: 0 },
+        fsGroup: { type: "integer", minimum: 0 },
+        supplementalGroups: { type: "array", items: { type: "integer", minimum: 0 } },
+        fsGroupChangePolicy: { type: "string", enum: ["OnRootMismatch", "Always"] },
+        seccompProfile: {
+          type: "object",
+          additionalProperties: false,
+          required: ["type"],
+          properties: {
+            type: { type: "string", enum: ["RuntimeDefault", "Localhost"] },
+            localhostProfile: { type: "string" },
+          },
+        },
+      },
+    },
+  },
+} as const;
+
 export const stepSpecSchema = {
   type: "object",
   description: "A reusable step that runs with its own short-lived cloud identity.",
@@ -142,6 +205,7 @@ export const stepSpecSchema = {
     },
     trait: { type: "string", minLength: 1, description: "Trait type to read; default scoped-identity." },
     automountServiceAccountToken: { type: "boolean" },
+    podTemplate: podTemplateSchema,
   },
 } as const;
 

@@ -19,6 +19,87 @@ const trait = (properties: unknown) => [
   { name: "api", type: "webservice", traits: [{ type: "scoped-identity", properties }] },
 ];
 
+/** A step given inline (customSpec) with these fields, as the payments api component. */
+const inline = (
+  spec: Record<string, unknown>,
+  params: Param[] = [],
+  workspaces?: unknown[],
+): Partial<CustomRunSpec> => ({
+  customRef: undefined,
+  customSpec: {
+    apiVersion: "scopedstep.dev/v1alpha1",
+    kind: "ScopedStep",
+    spec: { image: "alpine", application: "payments", component: "api", ...spec },
+  },
+  params,
+  ...(workspaces ? { workspaces } : {}),
+});
+
+/** Each workspace mistake, on a step declaring one writable workspace `site`. */
+function workspaceCases(): Case[] {
+  const declares = (extra: Record<string, unknown> = {}) => ({
+    workspaces: [{ name: "site" }],
+    script: "ls $(workspaces.site.path)",
+    ...extra,
+  });
+  const ws = (name: string, workspaces: unknown[], reason: string, message: RegExp, extra = {}): Case => ({
+    name,
+    spec: inline(declares(extra), [], workspaces),
+    reason,
+    message,
+  });
+  return [
+    ws(
+      "workspace-missing",
+      [],
+      "MissingWorkspace",
+      /customSpec needs workspace site, and the run binds none/,
+    ),
+    ws(
+      "workspace-unknown",
+      [
+        { name: "site", emptyDir: {} },
+        { name: "cache", emptyDir: {} },
+      ],
+      "UnknownWorkspace",
+      /workspace cache is bound but customSpec declares only site/,
+    ),
+    ws(
+      "workspace-read-only",
+      [{ name: "site", configMap: { name: "site" } }],
+      "WorkspaceReadOnly",
+      /bound to a configMap, which is mounted read-only, but customSpec declares it writable/,
+    ),
+    ws(
+      "workspace-template",
+      [{ name: "site", volumeClaimTemplate: { spec: {} } }],
+      "UnsupportedWorkspaceBinding",
+      /volumeClaimTemplate/,
+    ),
+    ws("workspace-no-source", [{ name: "site" }], "InvalidWorkspaceBinding", /exactly one of/),
+    ws(
+      "workspace-escapes",
+      [{ name: "site", emptyDir: {}, subPath: "../../etc" }],
+      "InvalidWorkspaceBinding",
+      /subPath "\.\.\/\.\.\/etc"/,
+    ),
+    ws(
+      "workspace-credentials",
+      [{ name: "site", secret: { secretName: "other-run-credentials-0" } }],
+      "WorkspaceNotAllowed",
+      /Secret other-run-credentials-0, which is named as a run's credential Secret/,
+      { workspaces: [{ name: "site", readOnly: true }] },
+    ),
+    ws(
+      "workspace-reference",
+      [{ name: "site", emptyDir: {} }],
+      "UnknownWorkspaceReference",
+      /\$\(workspaces\.sight\.path\) names nothing/,
+      { script: "ls $(workspaces.sight.path)" },
+    ),
+  ];
+}
+
 interface Case {
   name: string;
   spec: Partial<CustomRunSpec>;
@@ -308,6 +389,46 @@ const cases: Case[] = [
     spec: { retries: 4, params: withIdentity("payments") },
     reason: "RetriesNotAllowed",
     message: /retries 4 is more than the 3 allowed .*Lower the task's retries/,
+  },
+  ...workspaceCases(),
+  {
+    name: "unknown-context",
+    spec: {
+      params: [
+        ...withIdentity("payments").filter((p) => p.name !== "script"),
+        { name: "script", value: "echo $(context.pipeline.name)" },
+      ],
+    },
+    reason: "UnknownContextReference",
+    message: /\$\(context\.pipeline\.name\) names nothing: known here are .*\$\(context\.taskRun\.name\)/,
+  },
+  {
+    name: "array-index-out-of-range",
+    spec: inline({ params: [{ name: "files", type: "array" }], script: "cat $(params.files[2])" }, [
+      { name: "files", value: ["a", "b"] },
+    ]),
+    reason: "ParamIndexOutOfRange",
+    message: /\$\(params\.files\[2\]\): array param files has 2 items/,
+  },
+  {
+    name: "enum",
+    spec: inline({ params: [{ name: "stage", enum: ["dev", "prod"] }], script: "echo $(params.stage)" }, [
+      { name: "stage", value: "qa" },
+    ]),
+    reason: "InvalidParamValue",
+    message: /param stage of customSpec is "qa", which is not one of dev, prod/,
+  },
+  {
+    name: "object-missing-key",
+    spec: inline(
+      {
+        params: [{ name: "target", type: "object", properties: { bucket: {} } }],
+        script: "echo $(params.target.bucket)",
+      },
+      [{ name: "target", value: { prefix: "x" } }],
+    ),
+    reason: "InvalidParamValue",
+    message: /object param target of customSpec lacks key bucket/,
   },
 ];
 

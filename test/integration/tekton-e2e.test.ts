@@ -16,6 +16,7 @@ import {
   startTektonWorld,
   type TektonWorld,
 } from "../support/tekton.ts";
+import { hostStorageClass, provisionHostPathClaims } from "../support/volumes.ts";
 import { eventually } from "../support/wait.ts";
 import { condition, resultsOf } from "../support/world.ts";
 
@@ -569,4 +570,208 @@ test("a PipelineRun's scoped-step task and TaskRun run as containers from locall
     [images.tekton.entrypoint],
     "Tekton's own entrypoint image prepared the TaskRun pod",
   );
+});
+
+/** A build (Tekton Task) writes a site into the shared workspace; a scoped step uploads it. */
+const buildAndPublish = (endpoint: string) => {
+  const sigv4 = `curl -sf -m 10 --aws-sigv4 "aws:amz:eu-west-1:s3" --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" -H "x-amz-security-token: $AWS_SESSION_TOKEN" -H "x-amz-content-sha256: UNSIGNED-PAYLOAD"`;
+  return {
+    workspaces: [{ name: "shared" }],
+    params: [{ name: "version" }],
+    tasks: [
+      {
+        name: "build",
+        workspaces: [{ name: "output", workspace: "shared" }],
+        params: [{ name: "version", value: "$(params.version)" }],
+        taskSpec: {
+          params: [{ name: "version" }],
+          workspaces: [{ name: "output" }],
+          steps: [
+            {
+              name: "build",
+              image: images.busybox,
+              script: [
+                "set -e",
+                "cd $(workspaces.output.path)",
+                "mkdir -p site/css site/img",
+                "printf '<h1>release $(params.version)</h1>' > site/index.html",
+                "printf 'body { margin: 0 }' > site/css/main.css",
+                "printf 'not a real png' > site/img/logo.png",
+                "printf 'kept out of the site' > notes.txt",
+              ].join("\n"),
+            },
+          ],
+        },
+      },
+      {
+        name: "publish",
+        runAfter: ["build"],
+        workspaces: [{ name: "site", workspace: "shared", subPath: "site" }],
+        params: [{ name: "version", value: "$(params.version)" }],
+        taskSpec: {
+          ...scopedStep,
+          spec: {
+            params: [{ name: "version" }],
+            workspaces: [{ name: "site", readOnly: true, description: "the built site" }],
+            results: [{ name: "uploaded" }, { name: "claim" }],
+            image: images.awscli,
+            application: "payments",
+            component: "api",
+            script: [
+              "set -e",
+              "cd $(workspaces.site.path)",
+              "n=0",
+              "for f in $(find . -type f | sort); do",
+              `  ${sigv4} -T "$f" "${endpoint}/artifacts/site/$(params.version)/\${f#./}"`,
+              "  n=$((n + 1))",
+              "done",
+              "printf %s $n > $(results.uploaded.path)",
+              "printf %s '$(workspaces.site.claim)' > $(results.claim.path)",
+              // The workspace is read-only here: the step cannot change what the build wrote.
+              "! touch index.html 2>/dev/null",
+            ].join("\n"),
+          },
+        },
+      },
+    ],
+    results: [
+      { name: "uploaded", value: "$(tasks.publish.results.uploaded)" },
+      { name: "claim", value: "$(tasks.publish.results.claim)" },
+    ],
+  };
+};
+
+const siteFiles = {
+  "index.html": (version: string) => `<h1>release ${version}</h1>`,
+  "css/main.css": () => "body { margin: 0 }",
+  "img/logo.png": () => "not a real png",
+};
+
+for (const binding of ["persistentVolumeClaim", "volumeClaimTemplate"] as const) {
+  test(`a build TaskRun and our publish step share a ${binding} workspace: the bucket holds exactly the files the build wrote`, async () => {
+    const w = await world;
+    const c = await realCluster();
+    const provisioner = provisionHostPathClaims(c, w.ns);
+    try {
+      const claimSpec = {
+        accessModes: ["ReadWriteOnce"],
+        storageClassName: hostStorageClass,
+        resources: { requests: { storage: "64Mi" } },
+      };
+      const version = binding === "persistentVolumeClaim" ? "1.0.0" : "2.0.0";
+      if (binding === "persistentVolumeClaim") {
+        await c.core.createNamespacedPersistentVolumeClaim({
+          namespace: w.ns,
+          body: { metadata: { name: "site-source" }, spec: claimSpec },
+        });
+      }
+      const name = `site-${binding.toLowerCase()}`;
+      await w.createPipelineRun(name, {
+        pipelineSpec: buildAndPublish(w.peer.endpoint),
+        params: [{ name: "version", value: version }],
+        workspaces: [
+          binding === "persistentVolumeClaim"
+            ? { name: "shared", persistentVolumeClaim: { claimName: "site-source" } }
+            : { name: "shared", volumeClaimTemplate: { metadata: { name: "site" }, spec: claimSpec } },
+        ],
+      });
+      const pr = await w.waitPipelineRunDone(name, 300_000);
+      const [run] = await w.customRuns(name);
+      assert.equal(
+        pipelineCondition(pr)?.status,
+        "True",
+        `${pipelineCondition(pr)?.message}; run: ${condition(run ?? ({} as CustomRun))?.message}`,
+      );
+
+      // What Tekton passed on: a claim in both cases (it makes the claim of a template itself),
+      // and the affinity assistant our pod was placed beside.
+      assert.ok(run);
+      const bound = (run.spec.workspaces ?? []) as {
+        name: string;
+        subPath?: string;
+        persistentVolumeClaim?: { claimName: string };
+      }[];
+      assert.equal(bound.length, 1);
+      assert.equal(bound[0]?.subPath, "site");
+      const claim = bound[0]?.persistentVolumeClaim?.claimName ?? "";
+      if (binding === "persistentVolumeClaim") assert.equal(claim, "site-source");
+      else assert.notEqual(claim, "", "Tekton bound the claim it made from the template");
+      assert.equal(pipelineResults(pr).claim, claim, "$(workspaces.site.claim) is the claim Tekton passed");
+      assert.match(
+        run.metadata.annotations?.["pipeline.tekton.dev/affinity-assistant"] ?? "",
+        /^affinity-assistant-/,
+      );
+
+      assert.equal(pipelineResults(pr).uploaded, String(Object.keys(siteFiles).length));
+      for (const [file, content] of Object.entries(siteFiles)) {
+        assert.equal(
+          w.peer.getObject("artifacts", `site/${version}/${file}`)?.toString(),
+          content(version),
+          file,
+        );
+      }
+      const put = w.peer
+        .calls()
+        .filter(
+          (call) =>
+            call.action === "PutObject" &&
+            call.outcome === "ok" &&
+            call.resource?.includes(`/site/${version}/`),
+        )
+        .map((call) => call.resource)
+        .sort();
+      assert.deepEqual(
+        put,
+        Object.keys(siteFiles)
+          .map((f) => `arn:aws:s3:::artifacts/site/${version}/${f}`)
+          .sort(),
+        "nothing outside the build's site was uploaded",
+      );
+    } finally {
+      provisioner.stop();
+    }
+  });
+}
+
+test("the pod template places the step on the real scheduler; a step it cannot place says why, then times out", async () => {
+  const w = await world;
+  const step = (name: string, nodeSelector: Record<string, string>) =>
+    w.createRun(name, {
+      customRef: undefined,
+      customSpec: {
+        ...scopedStep,
+        spec: {
+          image: images.busybox,
+          script: "id -u > $(results.uid.path)",
+          results: [{ name: "uid" }],
+          application: "payments",
+          component: "api",
+          podTemplate: {
+            nodeSelector,
+            tolerations: [{ key: "dedicated", operator: "Equal", value: "ci", effect: "NoSchedule" }],
+            securityContext: { runAsUser: 4242 },
+          },
+        },
+      },
+      timeout: "60s",
+    });
+  await step("placed", { "kubernetes.io/os": "linux" });
+  await step("nowhere", { "scopedstep.dev/pool": "gpu" });
+
+  const placed = await w.waitDone("placed");
+  assert.equal(condition(placed)?.reason, "Succeeded", condition(placed)?.message);
+  assert.equal(resultsOf(placed).uid, "4242", "the template's securityContext took effect in the container");
+
+  const waiting = await w.waitForRun("nowhere", "to say why its pod waits", (r) =>
+    /cannot be scheduled yet/.test(condition(r)?.message ?? ""),
+  );
+  assert.equal(condition(waiting)?.status, "Unknown");
+  assert.match(
+    condition(waiting)?.message ?? "",
+    /step pod nowhere-pod cannot be scheduled yet \(Unschedulable: 0\/1 nodes are available: 1 node\(s\) didn't match Pod's node affinity\/selector/,
+  );
+  const ended = await w.waitDone("nowhere", 120_000);
+  assert.equal(condition(ended)?.reason, "CustomRunTimedOut");
+  await podGone(w, ended);
+  await credentialsGone(w, ended);
 });

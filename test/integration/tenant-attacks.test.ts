@@ -28,7 +28,13 @@ const world = startIdentityWorld({
 
 const runs = { group: "tekton.dev", version: "v1beta1", plural: "customruns" } as const;
 
-async function tenantRun(t: Awaited<typeof world>, name: string, application = "payments") {
+async function tenantRun(
+  t: Awaited<typeof world>,
+  name: string,
+  application = "payments",
+  workspaces: unknown[] = [],
+  script = "echo real > $(results.out.path)",
+) {
   await t.objects.createNamespacedCustomObject({
     ...runs,
     namespace: t.w.ns,
@@ -40,11 +46,12 @@ async function tenantRun(t: Awaited<typeof world>, name: string, application = "
         customRef: { apiVersion: "scopedstep.dev/v1alpha1", kind: "ScopedStep" },
         params: [
           { name: "image", value: "alpine" },
-          { name: "script", value: "echo real > $(results.out.path)" },
+          { name: "script", value: script },
           { name: "results", value: ["out"] },
           { name: "application", value: application },
           { name: "component", value: "api" },
         ],
+        workspaces,
       },
     },
   });
@@ -185,4 +192,32 @@ test("the mint uses the grant the intent recorded: an Application edited in betw
     [],
     "no session was minted, on either role",
   );
+});
+
+test("a workspace the tenant binds to another run's credential Secret is refused: no pod mounts it", async () => {
+  const t = await world;
+  // A victim run holding its credentials while the attack runs.
+  await tenantRun(t, "victim", "payments", [], "sleep 300");
+  await t.w.waitForRun("victim", "to run with its credentials", (r) => condition(r)?.reason === "Running");
+  const attacks = {
+    "steal-secret": [{ name: "loot", secret: { secretName: "victim-credentials-0" } }],
+    "steal-projected": [
+      { name: "loot", projected: { sources: [{ secret: { name: "victim-credentials-0" } }] } },
+    ],
+  };
+  for (const [name, workspaces] of Object.entries(attacks)) await tenantRun(t, name, "payments", workspaces);
+  for (const name of Object.keys(attacks)) {
+    const run = await t.w.waitDone(name);
+    assert.equal(condition(run)?.reason, "WorkspaceNotAllowed", condition(run)?.message);
+    assert.match(
+      condition(run)?.message ?? "",
+      /Secret victim-credentials-0, which is named as a run's credential Secret/,
+    );
+  }
+  const mounting = (await t.w.pods()).filter(
+    (p) => p.metadata?.name !== "victim-pod" && JSON.stringify(p.spec).includes("victim-credentials-0"),
+  );
+  assert.deepEqual(mounting, [], "no pod but the victim's own mounts its credentials");
+  await t.w.patchRunSpec("victim", { status: "RunCancelled" });
+  await t.w.waitDone("victim");
 });

@@ -78,3 +78,33 @@ test("a pod still creating its container is pending, a running one running", () 
   assert.equal(podOutcome(pod({ waiting: { reason: "ContainerCreating" } })).phase, "pending");
   assert.equal(podOutcome(pod({ running: {} })).phase, "running");
 });
+
+test("an object result must be a JSON object of strings holding every declared key", () => {
+  const withObject = (value: string): V1Pod => {
+    const p = terminated(0, JSON.stringify([{ key: "target", value, type: 1 }]));
+    p.metadata = {
+      name: "r-pod",
+      annotations: {
+        [annotations.results]: "target",
+        [annotations.objectResults]: JSON.stringify({ target: ["bucket", "key"] }),
+      },
+    };
+    return p;
+  };
+  const ok = '{"bucket":"artifacts","key":"site/index.html","extra":"kept"}';
+  assert.deepEqual(podOutcome(withObject(ok)), {
+    phase: "succeeded",
+    results: [{ name: "target", value: ok }],
+  });
+  for (const [value, message] of [
+    ['{"bucket":"artifacts"}', /declared as an object .* with keys key$/],
+    ['{"bucket":"a","key":1}', /not a JSON object of strings/],
+    ['["a","b"]', /not a JSON object of strings/],
+    ["plain text", /not a JSON object of strings/],
+  ] as const) {
+    const out = podOutcome(withObject(value));
+    assert.equal(out.phase, "failed", value);
+    assert.equal(out.phase === "failed" && out.reason, "ResultTypeMismatch", value);
+    assert.match(out.phase === "failed" ? out.message : "", message, value);
+  }
+});

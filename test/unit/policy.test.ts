@@ -305,6 +305,26 @@ describe("evaluatePolicy", () => {
     denied(retrying([teamA("none", { maxRetries: 0 })], 1), "RetriesNotAllowed");
   });
 
+  test("may forbid podTemplate fields; a step setting none or others is granted", () => {
+    const t = trait({ aws: { roleArn: deployer } });
+    const placing = (p: ScopedStepPolicy[], podTemplateFields: string[]) =>
+      evaluatePolicy(p, { namespace: "team-a", namespaceLabels: {}, trait: t, traitRef, podTemplateFields });
+    const strict = teamA("strict", { forbiddenPodTemplateFields: ["nodeSelector", "tolerations"] });
+    granted(placing([strict], []));
+    granted(placing([strict], ["affinity", "securityContext"]));
+    granted(placing([teamA()], ["nodeSelector", "tolerations"])); // nothing is forbidden by default
+    const d = denied(placing([strict], ["tolerations", "priorityClassName"]), "PodTemplateFieldNotAllowed");
+    assert.match(
+      d.message,
+      /^podTemplate\.tolerations may not be set for namespace team-a .*remove it from the step/,
+    );
+    const bad = checkPolicy({
+      metadata: { name: "bad" },
+      spec: { forbiddenPodTemplateFields: ["hostNetwork"] },
+    });
+    assert.equal(bad.ok, false, "only podTemplate fields can be named");
+  });
+
   test("denies a token lifetime above the maximum, giving both numbers", () => {
     const d = denied(
       decide([teamA()], trait({ tokenExpirationSeconds: 1200, aws: { roleArn: deployer } })),
@@ -551,6 +571,7 @@ describe("ScopedStepPolicy objects", () => {
       subjectTemplate: "system:scoped-step:{namespace}:{application}:{component}",
       allowTenantSuppliedSubjectFacts: false,
       maxRetries: 3,
+      forbiddenPodTemplateFields: [],
     });
     const tokens = policy("t", { namespaceSelector: {}, tokenOnly: { audiences: ["vault"] } });
     assert.deepEqual(tokens.spec.tokenOnly, {
