@@ -16,14 +16,13 @@ node_modules/.installed: package.json package-lock.json
 	touch $@
 
 ## tools: install the node's Debian packages; build (or take from the cache) etcd, the Kubernetes
-## commands, containerd, Tekton's controller and the programs of the node's images
+## commands, containerd and the programs of the node's images (Tekton's among them)
 tools:
 	hack/cluster/ensure-packages.sh
 	hack/build-tool.sh etcd >/dev/null
 	hack/build-tool.sh kube-apiserver >/dev/null
 	hack/build-tool.sh kubernetes >/dev/null
 	hack/build-tool.sh containerd >/dev/null
-	hack/build-tool.sh tekton-controller >/dev/null
 	hack/build-tool.sh tekton-images >/dev/null
 	hack/build-tool.sh node-images >/dev/null
 

@@ -45,9 +45,11 @@ case "$name" in
     ldflags=""
     ;;
   tekton-images)
-    # The static programs of the images a TaskRun pod runs, as Tekton's release builds them (ko).
+    # The static programs of Tekton's images, as its release builds them (ko): those a TaskRun pod
+    # runs, and those of its Deployments (hack/cluster/tekton-install.ts).
     tekton="github.com/tektoncd/pipeline/cmd"
     pkg="$tekton/entrypoint $tekton/nop $tekton/workingdirinit $tekton/sidecarlogresults"
+    pkg="$pkg $tekton/controller $tekton/webhook $tekton/events $tekton/resolvers"
     version="$(require_version github.com/tektoncd/pipeline)"
     ldflags=""
     export CGO_ENABLED=0
@@ -71,7 +73,14 @@ esac
 
 key="$(cd "$module_dir" && find . -name '*.go' -o -name go.mod -o -name go.sum | sort | xargs cat | cat - <(go version) <(echo "$name") | sha256sum | cut -c1-16)"
 out="$cache/bin/$name-$version-$key"
-if [[ ! -x "$out" ]]; then
+# A directory of programs is complete when it holds one for every package asked for.
+complete() {
+  [[ -x "$out" ]] || return 1
+  [[ "$pkg" == *" "* ]] || return 0
+  local p
+  for p in $pkg; do [[ -x "$out/${p##*/}" ]] || return 1; done
+}
+if ! complete; then
   mkdir -p "$cache/bin"
   echo "building $name $version (cached as $out; first build takes several minutes)" >&2
   start=$SECONDS
@@ -79,6 +88,7 @@ if [[ ! -x "$out" ]]; then
   # shellcheck disable=SC2086 # $pkg is a list of packages
   [[ "$pkg" == *" "* ]] && target="$out.tmp/" || target="$out.tmp"
   (cd "$module_dir" && go build -trimpath -tags "${tags:-}" -ldflags "-s -w $ldflags" -o "$target" $pkg)
+  rm -rf "$out"
   mv "$out.tmp" "$out"
   echo "built $name in $((SECONDS - start))s" >&2
 fi

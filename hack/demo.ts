@@ -1,6 +1,7 @@
 // make demo: the main job end to end on a local cluster with a real node. Inside namespaces of its
 // own (hack/cluster/netns.sh) it starts etcd, the Kubernetes control plane, containerd and a
-// kubelet, Tekton's own controller, the loopback AWS peer (STS, IAM, S3) and the scoped-step
+// kubelet, installs Tekton Pipelines from its own manifests (controller and admission webhook as
+// pods), and starts the loopback AWS peer (STS, IAM, S3) and the scoped-step
 // controller; applies a policy, an Application with a scoped-identity trait, a ScopedStep, a
 // Pipeline and a PipelineRun, as a user would; follows the CustomRun Tekton creates (its step runs
 // Debian's aws CLI in a real container) and the TaskRun after it; prints the identity the step had
@@ -10,7 +11,7 @@ import { fileURLToPath } from "node:url";
 import { CoreV1Api, CustomObjectsApi, Watch, type V1Pod } from "@kubernetes/client-node";
 import { startCluster } from "./cluster/cluster.ts";
 import { inOwnNamespaces } from "./cluster/enter.ts";
-import { startTektonController } from "./cluster/tekton.ts";
+import { installTekton } from "./cluster/tekton-install.ts";
 import { waitFor } from "./cluster/processes.ts";
 import { startAwsPeer } from "../test/support/aws/server.ts";
 import { createTrustingRole, registerIssuer } from "../test/support/aws/trust.ts";
@@ -162,13 +163,9 @@ try {
     await new Promise((r) => controller.once("exit", r));
   });
 
-  say("starting Tekton Pipelines' own controller (built from its Go module)");
-  const tekton = await startTektonController(cp, {
-    images: { ...images.tekton, shell: images.busybox },
-    watchNamespace: team,
-    logDir: cp.dir,
-  });
-  cleanups.unshift(() => tekton.stop());
+  say("installing Tekton Pipelines as its release does: controller and admission webhook as Deployments");
+  const tekton = await installTekton(cp, images, { log: (l) => say(`[tekton] ${l}`) });
+  say(`Tekton ready in ${(tekton.readyMs / 1000).toFixed(1)} s`);
 
   say(
     "creating a Pipeline: ScopedStep publish-release, then a Tekton Task that announces it; and a PipelineRun",

@@ -6,10 +6,12 @@ import { execFile } from "node:child_process";
 import { createHash } from "node:crypto";
 import { existsSync } from "node:fs";
 import {
+  appendFile,
   chmod,
   copyFile,
   mkdir,
   mkdtemp,
+  readdir,
   readFile,
   readlink,
   rename,
@@ -20,7 +22,7 @@ import {
 import os from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
-import { buildTool } from "./upstream.ts";
+import { buildTool, moduleDir, tekton } from "./upstream.ts";
 
 const run = promisify(execFile);
 const big = { maxBuffer: 64 << 20 };
@@ -34,13 +36,26 @@ export interface NodeImages {
   awscli: string;
   /** No shell: one static program (hack/node-images/report) that prints its arguments. */
   static: string;
-  /** Tekton's own images, each with its program at /ko-app/<name> as ko builds them. */
-  tekton: { entrypoint: string; nop: string; workingdirinit: string; sidecarlogresults: string };
+  /** Tekton's own images, laid out as ko builds them (tektonRecipes). */
+  tekton: Record<TektonProgram, string>;
   /** The controller, built from the Dockerfile, under the reference catalog/release.yaml names. */
   controller: string;
   /** The docker archives, one per image. */
   archives: string[];
 }
+
+/** Tekton's programs with an image each: those of a TaskRun pod, then those of its Deployments. */
+export const tektonPrograms = [
+  "entrypoint",
+  "nop",
+  "workingdirinit",
+  "sidecarlogresults",
+  "controller",
+  "webhook",
+  "events",
+  "resolvers",
+] as const;
+export type TektonProgram = (typeof tektonPrograms)[number];
 
 export interface Recipe {
   name: string;
@@ -187,11 +202,38 @@ export async function nodeRecipes(): Promise<Recipe[]> {
   ];
 }
 
-/** Tekton's images for TaskRun pods, from the pinned module. */
+/**
+ * Tekton's images from the pinned module, as ko lays them out on its static base: the program at
+ * /ko-app/<name>, the command's kodata/ folder at /var/run/ko (KO_DATA_PATH), CA certificates and
+ * the nonroot user (65532) of a distroless base. The resolvers' release image also carries git
+ * (for the git resolver); this one does not.
+ */
 async function tektonRecipes(): Promise<Recipe[]> {
   const tektonDir = await buildTool("tekton-images");
-  return ["entrypoint", "nop", "workingdirinit", "sidecarlogresults"].map((n) =>
-    staticImage(`tekton/${n}`, path.join(tektonDir, n), `/ko-app/${n}`),
+  const cmdDir = path.join(await moduleDir(tekton), "cmd");
+  const certs = "/etc/ssl/certs/ca-certificates.crt";
+  return Promise.all(
+    tektonPrograms.map(async (n) => {
+      const kodata = path.join(cmdDir, n, "kodata");
+      const data = existsSync(kodata) ? (await readdir(kodata)).map((f) => path.join(kodata, f)) : [];
+      return {
+        name: `tekton/${n}`,
+        inputs: [path.join(tektonDir, n), certs, ...data],
+        entrypoint: [`/ko-app/${n}`],
+        env: ["KO_DATA_PATH=/var/run/ko"],
+        fill: async (root: string) => {
+          await baseFiles(root);
+          await appendFile(
+            path.join(root, "etc/passwd"),
+            "nonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n",
+          );
+          await appendFile(path.join(root, "etc/group"), "nonroot:x:65532:\n");
+          await addFile(root, certs, certs, 0o644);
+          for (const f of data) await addFile(root, f, `/var/run/ko/${path.basename(f)}`, 0o644);
+          await addFile(root, path.join(tektonDir, n), `/ko-app/${n}`);
+        },
+      };
+    }),
   );
 }
 
@@ -252,12 +294,7 @@ export async function buildImages(
     busybox: ref("busybox"),
     awscli: ref("awscli"),
     static: ref("static"),
-    tekton: {
-      entrypoint: ref("tekton/entrypoint"),
-      nop: ref("tekton/nop"),
-      workingdirinit: ref("tekton/workingdirinit"),
-      sidecarlogresults: ref("tekton/sidecarlogresults"),
-    },
+    tekton: Object.fromEntries(tektonPrograms.map((n) => [n, ref(`tekton/${n}`)])) as NodeImages["tekton"],
     archives: [...built.values()].map((b) => b.archive),
   };
 }

@@ -14,8 +14,7 @@ export async function prepareNode(log: (l: string) => void = () => undefined): P
   const packages = run(path.join(hackDir, "cluster", "ensure-packages.sh"), { maxBuffer: 16 << 20 });
   packages.child.stderr?.pipe(process.stderr);
   await packages;
-  for (const tool of ["etcd", "kube-apiserver", "kubernetes", "containerd", "tekton-controller"] as const)
-    await buildTool(tool);
+  for (const tool of ["etcd", "kube-apiserver", "kubernetes", "containerd"] as const) await buildTool(tool);
   const images = await buildImages(log);
   const controller = await buildControllerImage(log);
   return { ...images, controller: controller.ref, archives: [...images.archives, controller.archive] };

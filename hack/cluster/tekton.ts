@@ -93,7 +93,8 @@ export async function startTektonController(
   const systemNamespace = opts.systemNamespace ?? "tekton-pipelines";
   const kc = cluster.kubeConfig;
   const core = kc.makeApiClient(CoreV1Api);
-  const binary = await buildTool("tekton-controller");
+  // The static program its controller image holds (tekton-images): one build serves both.
+  const binary = path.join(await buildTool("tekton-images"), "controller");
 
   await core.createNamespace({ body: { metadata: { name: systemNamespace } } }).catch((err: unknown) => {
     if (!isStatus(err, 409)) throw err;
@@ -155,9 +156,13 @@ export async function startTektonController(
 
 /**
  * Ready means reconciling: a PipelineRun created cancelled gets Tekton's status (no TaskRun, no
- * pod), then is deleted again.
+ * pod), then is deleted again. `proc`: the controller's process, when it runs as one.
  */
-async function waitUntilReconciling(kc: KubeConfig, namespace: string, proc: Supervised): Promise<void> {
+export async function waitUntilReconciling(
+  kc: KubeConfig,
+  namespace: string,
+  proc?: Supervised,
+): Promise<void> {
   const objects = kc.makeApiClient(CustomObjectsApi);
   const ref = { group: "tekton.dev", version: "v1", namespace, plural: "pipelineruns" };
   const name = `tekton-ready-probe-${process.pid}-${Date.now().toString(36)}`;
@@ -183,7 +188,7 @@ async function waitUntilReconciling(kc: KubeConfig, namespace: string, proc: Sup
       };
       return (pr.status?.conditions ?? []).some((c) => c.type === "Succeeded");
     },
-    { timeoutMs: 60_000, intervalMs: 200, alive: proc },
+    { timeoutMs: 60_000, intervalMs: 200, ...(proc ? { alive: proc } : {}) },
   );
   await objects.deleteNamespacedCustomObject({ ...ref, name }).catch(() => undefined);
 }

@@ -1,11 +1,13 @@
 // An identity world (test/support/identity-world.ts) with Tekton Pipelines' own controller running
-// too, so PipelineRuns drive our CustomRuns for real and Tekton's TaskRun pods run on the test
-// kubelet. Opt-in: only the end-to-end suite starts it; it watches the world's namespace only.
+// too, so PipelineRuns drive our CustomRuns for real: a local process watching the world's
+// namespace only, whose TaskRun pods run on the test kubelet, or on the real node Tekton installed
+// as a release (controller and webhook as Deployments). Opt-in: only the end-to-end suite starts it.
 import path from "node:path";
 import { after } from "node:test";
 import { PatchStrategy, setHeaderOptions } from "@kubernetes/client-node";
 import { startTektonController, type TektonController } from "../../hack/cluster/tekton.ts";
 import type { NodeImages } from "../../hack/cluster/images.ts";
+import { installTekton, type InstalledTekton } from "../../hack/cluster/tekton-install.ts";
 import type { Condition, CustomRun } from "../../tasks/scoped-step/types.ts";
 import { realCluster } from "./cluster.ts";
 import { startIdentityWorld, type IdentityWorld } from "./identity-world.ts";
@@ -37,7 +39,8 @@ export interface TaskRun {
 }
 
 export interface TektonWorld extends IdentityWorld {
-  tekton: TektonController;
+  /** A local process beside the test kubelet, or Deployments installed on the real cluster. */
+  tekton: TektonController | InstalledTekton;
   createPipeline(name: string, spec: Record<string, unknown>): Promise<void>;
   createPipelineRun(name: string, spec: Record<string, unknown>): Promise<void>;
   getPipelineRun(name: string): Promise<PipelineRun>;
@@ -120,11 +123,20 @@ export const pipelineTask = (run: { metadata: { labels?: Record<string, string> 
 const v1 = { group: "tekton.dev", version: "v1" } as const;
 const mergePatch = setHeaderOptions("Content-Type", PatchStrategy.MergePatch);
 
+let installed: Promise<InstalledTekton> | undefined;
+
+/** Tekton installed on the real cluster (`realCluster()`), once per test process; the install is idempotent. */
+export function realTekton(): Promise<InstalledTekton> {
+  installed ??= realCluster().then((c) => installTekton({ kubeConfig: c.kc }, c.images));
+  return installed;
+}
+
 /**
- * `realNode`: on the cluster with a real node (`realCluster()`), where TaskRun pods run Tekton's own
- * images and the AWS peer listens on the node's address, so step pods reach it. `issuer` and
- * `controller: false`: the controller runs elsewhere (e.g. as the release's Deployment) and serves
- * the issuer there.
+ * `realNode`: on the cluster with a real node (`realCluster()`), where Tekton runs as its release
+ * installs it (controller and admission webhook as Deployments, hack/cluster/tekton-install.ts),
+ * TaskRun pods run Tekton's own images, and the AWS peer listens on the node's address, so step
+ * pods reach it. `issuer` and `controller: false`: the controller runs elsewhere (e.g. as the
+ * release's Deployment) and serves the issuer there.
  */
 export async function startTektonWorld(
   policy: Record<string, unknown>,
@@ -138,19 +150,26 @@ export async function startTektonWorld(
   });
   const { objects, kubeconfig, kc } = base.cluster;
   const ns = base.ns;
-  const tekton = await startTektonController(
-    { kubeconfigPath: kubeconfig, kubeConfig: kc },
-    {
-      ...(node ? { images: { ...node.images.tekton, shell: node.images.busybox } } : {}),
-      // Its own SYSTEM_NAMESPACE per world, so two of them never share ConfigMaps.
-      systemNamespace: `tekton-${ns}`,
-      watchNamespace: ns,
-      // Beside the control plane's own logs: removed with it.
-      logDir: path.dirname(kubeconfig),
-    },
-  );
-  after(() => tekton.stop());
-  const seeLog = ` (Tekton's log: ${tekton.logFile})`;
+  let tekton: TektonController | InstalledTekton;
+  let seeLog: string;
+  if (node) {
+    tekton = await realTekton();
+    seeLog = ` (Tekton's logs: kubectl -n ${tekton.systemNamespace} logs deploy/tekton-pipelines-controller)`;
+  } else {
+    const proc = await startTektonController(
+      { kubeconfigPath: kubeconfig, kubeConfig: kc },
+      {
+        // Its own SYSTEM_NAMESPACE per world, so two of them never share ConfigMaps.
+        systemNamespace: `tekton-${ns}`,
+        watchNamespace: ns,
+        // Beside the control plane's own logs: removed with it.
+        logDir: path.dirname(kubeconfig),
+      },
+    );
+    after(() => proc.stop());
+    tekton = proc;
+    seeLog = ` (Tekton's log: ${proc.logFile})`;
+  }
 
   const list = async <T>(plural: string, pipelineRun: string, version: string): Promise<T[]> => {
     const res = (await objects.listNamespacedCustomObject({

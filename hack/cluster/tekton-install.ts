@@ -1,0 +1,220 @@
+// Tekton Pipelines installed on a cluster with a real node as an operator installs a release: every
+// manifest of the pinned module's config/ folder, server-side applied in the release's order, with
+// ko's image references resolved to the images built here (images.ts), as `ko resolve` does. Its
+// controller, events controller and admission webhook then run as Deployments in
+// `tekton-pipelines`; the webhook makes its own certificate and registers its admission and
+// conversion webhooks, which kube-apiserver calls through the webhook's Service.
+import { readdir, readFile } from "node:fs/promises";
+import path from "node:path";
+import { parseAllDocuments } from "yaml";
+import {
+  AdmissionregistrationV1Api,
+  AppsV1Api,
+  CoreV1Api,
+  CustomObjectsApi,
+  KubernetesObjectApi,
+  loadYaml,
+  PatchStrategy,
+  type KubeConfig,
+  type KubernetesObject,
+  type V1Pod,
+} from "@kubernetes/client-node";
+import { tektonPrograms, type NodeImages } from "./images.ts";
+import { waitFor } from "./processes.ts";
+import { waitUntilReconciling } from "./tekton.ts";
+import { moduleDir, tekton } from "./upstream.ts";
+
+export const tektonNamespace = "tekton-pipelines";
+/** The shell image the release pins by digest (the controller's `-shell-image`); no registry here. */
+const releaseShellImage = /cgr\.dev\/chainguard\/busybox@sha256:[0-9a-f]{64}/g;
+const fieldManager = "scoped-step-install";
+
+export interface InstalledTekton {
+  systemNamespace: string;
+  /** The Deployments the install waited for, by namespace/name. */
+  deployments: string[];
+  /** Milliseconds from the first apply until all of it answered. */
+  readyMs: number;
+}
+
+/**
+ * The YAML files of config/ in the order a release concatenates them (sorted, folders in place).
+ * Not resolvers/: the release runs that Deployment under `/sbin/tini` from a base image with tini
+ * and git, which the local resolvers image does not have yet.
+ */
+async function manifestFiles(dir: string): Promise<string[]> {
+  const files: string[] = [];
+  for (const entry of (await readdir(dir, { withFileTypes: true })).sort((a, b) =>
+    a.name.localeCompare(b.name),
+  )) {
+    const full = path.join(dir, entry.name);
+    if (entry.isDirectory()) {
+      if (entry.name !== "resolvers") files.push(...(await manifestFiles(full)));
+    } else if (entry.name.endsWith(".yaml")) files.push(full);
+  }
+  return files;
+}
+
+/** Tekton's release manifests with the images resolved to local ones. */
+export async function tektonManifests(images: NodeImages): Promise<KubernetesObject[]> {
+  const config = path.join(await moduleDir(tekton), "config");
+  const objects: KubernetesObject[] = [];
+  for (const file of await manifestFiles(config)) {
+    let text = await readFile(file, "utf8");
+    for (const program of tektonPrograms)
+      text = text.replaceAll(`ko://github.com/tektoncd/pipeline/cmd/${program}`, images.tekton[program]);
+    text = text.replace(releaseShellImage, images.busybox);
+    const unresolved = /ko:\/\/\S+/.exec(text);
+    if (unresolved) throw new Error(`${path.relative(config, file)}: no local image for ${unresolved[0]}`);
+    // The yaml package, as Go's parser does, takes the controller's flow list closed at the key's
+    // indentation, which js-yaml refuses; client-node's loadYaml then maps the typed fields.
+    for (const doc of parseAllDocuments(text)) {
+      if (doc.errors.length) throw new Error(`${path.relative(config, file)}: ${doc.errors.join("; ")}`);
+      const obj = doc.toJS() as KubernetesObject | null;
+      if (obj?.kind) objects.push(loadYaml<KubernetesObject>(JSON.stringify(obj)));
+    }
+  }
+  return objects;
+}
+
+const isDeployment = (o: KubernetesObject) => o.kind === "Deployment" && o.apiVersion === "apps/v1";
+
+export async function installTekton(
+  cluster: { kubeConfig: KubeConfig },
+  images: NodeImages,
+  opts: { log?: (line: string) => void } = {},
+): Promise<InstalledTekton> {
+  const log = opts.log ?? (() => undefined);
+  const kc = cluster.kubeConfig;
+  const started = Date.now();
+  const manifests = await tektonManifests(images);
+  log(`applying Tekton's ${manifests.length} manifests (server-side apply)`);
+  const client = KubernetesObjectApi.makeApiClient(kc);
+  for (const obj of manifests)
+    await client.patch(obj, undefined, undefined, fieldManager, true, PatchStrategy.ServerSideApply);
+
+  const deployments = manifests.filter(isDeployment).map((d) => ({
+    namespace: d.metadata?.namespace ?? "",
+    name: d.metadata?.name ?? "",
+  }));
+  for (const d of deployments) await waitAvailable(kc, d.namespace, d.name);
+  log("Tekton's Deployments are available");
+  await waitWebhookAnswering(kc);
+  log("Tekton's webhook validates and defaults");
+  await waitUntilReconciling(kc, tektonNamespace);
+  const readyMs = Date.now() - started;
+  log(`Tekton is ready ${(readyMs / 1000).toFixed(1)} s after the first apply`);
+  return {
+    systemNamespace: tektonNamespace,
+    deployments: deployments.map((d) => `${d.namespace}/${d.name}`),
+    readyMs,
+  };
+}
+
+/** One line per pod of the Deployment: its phase and why a container is not running. */
+function podStates(pods: V1Pod[]): string {
+  return pods
+    .map((p) => {
+      const why = [...(p.status?.initContainerStatuses ?? []), ...(p.status?.containerStatuses ?? [])]
+        .map((c) => {
+          const s = c.state?.waiting ?? c.state?.terminated ?? c.lastState?.terminated;
+          return s ? `${c.name}: ${s.reason ?? ""} ${s.message ?? ""}`.trim() : "";
+        })
+        .filter(Boolean);
+      const unscheduled = p.status?.conditions?.find(
+        (c) => c.type === "PodScheduled" && c.status === "False",
+      );
+      if (unscheduled) why.push(`unschedulable: ${unscheduled.message ?? ""}`);
+      return `${p.metadata?.name ?? ""} ${p.status?.phase ?? ""}${why.length ? ` (${why.join("; ")})` : ""}`;
+    })
+    .join(", ");
+}
+
+async function waitAvailable(kc: KubeConfig, namespace: string, name: string): Promise<void> {
+  const apps = kc.makeApiClient(AppsV1Api);
+  const core = kc.makeApiClient(CoreV1Api);
+  await waitFor(
+    `Deployment ${namespace}/${name} to be available`,
+    async () => {
+      const d = await apps.readNamespacedDeployment({ namespace, name });
+      const available = d.status?.conditions?.some((c) => c.type === "Available" && c.status === "True");
+      if (available && (d.status?.observedGeneration ?? 0) >= (d.metadata?.generation ?? 1)) return true;
+      const selector = Object.entries(d.spec?.selector.matchLabels ?? {})
+        .map(([k, v]) => `${k}=${v}`)
+        .join(",");
+      const pods = await core.listNamespacedPod({ namespace, labelSelector: selector });
+      throw new Error(`pods: ${podStates(pods.items) || "none yet"}`);
+    },
+    { timeoutMs: 300_000, intervalMs: 500 },
+  );
+}
+
+const validation = "validation.webhook.pipeline.tekton.dev";
+
+/** The message of the API server's Status in a failed request, else the error's own. */
+export function statusMessage(err: unknown): string {
+  const body = (err as { body?: unknown }).body;
+  try {
+    if (typeof body === "string") return (JSON.parse(body) as { message?: string }).message ?? body;
+  } catch {
+    // Not JSON: the error's own message.
+  }
+  return err instanceof Error ? err.message : String(err);
+}
+
+/**
+ * Registered and answering: the webhook has filled in its configurations' rules and CA bundle, an
+ * invalid Pipeline comes back denied in its words, and a PipelineRun comes back defaulted (both
+ * dry runs, so nothing is stored).
+ */
+async function waitWebhookAnswering(kc: KubeConfig): Promise<void> {
+  const admission = kc.makeApiClient(AdmissionregistrationV1Api);
+  const objects = kc.makeApiClient(CustomObjectsApi);
+  const ref = { group: "tekton.dev", version: "v1", namespace: tektonNamespace };
+  await waitFor(
+    "Tekton's webhook to register its admission configurations",
+    async () => {
+      const configs = [
+        ...((await admission.readValidatingWebhookConfiguration({ name: validation })).webhooks ?? []),
+        ...((
+          await admission.readValidatingWebhookConfiguration({ name: "config.webhook.pipeline.tekton.dev" })
+        ).webhooks ?? []),
+        ...((await admission.readMutatingWebhookConfiguration({ name: "webhook.pipeline.tekton.dev" }))
+          .webhooks ?? []),
+      ];
+      const missing = configs.filter((w) => !w.rules?.length || !w.clientConfig.caBundle).map((w) => w.name);
+      if (missing.length) throw new Error(`not yet filled in: ${missing.join(", ")}`);
+      return true;
+    },
+    { timeoutMs: 120_000, intervalMs: 500 },
+  );
+  await waitFor(
+    "Tekton's webhook to answer",
+    async () => {
+      const denied = await objects
+        .createNamespacedCustomObject({
+          ...ref,
+          plural: "pipelines",
+          dryRun: "All",
+          body: { apiVersion: "tekton.dev/v1", kind: "Pipeline", metadata: { name: "invalid" }, spec: {} },
+        })
+        .then(() => "admitted", statusMessage);
+      if (!denied.includes(`admission webhook "${validation}" denied the request`))
+        throw new Error(`an empty Pipeline: ${denied}`);
+      const run = (await objects.createNamespacedCustomObject({
+        ...ref,
+        plural: "pipelineruns",
+        dryRun: "All",
+        body: {
+          apiVersion: "tekton.dev/v1",
+          kind: "PipelineRun",
+          metadata: { name: "defaulted" },
+          spec: { pipelineRef: { name: "none" } },
+        },
+      })) as { spec?: { timeouts?: { pipeline?: string } } };
+      if (!run.spec?.timeouts?.pipeline) throw new Error("a PipelineRun came back without a default timeout");
+      return true;
+    },
+    { timeoutMs: 120_000, intervalMs: 500 },
+  );
+}
