@@ -85,15 +85,20 @@ const paramsTask = (name: string, script: string, results: string[] = [], compon
 
 async function credentialsGone(w: TektonWorld, run: CustomRun, attempt = 0): Promise<void> {
   const name = run.metadata.name ?? "";
-  await eventually(`the credential Secret of ${name} to be deleted`, async () =>
-    (await w.secretData(credentialSecretName(name, attempt))) ? undefined : true,
+  await eventually(
+    `the credential Secret of ${name} to be deleted`,
+    async () => ((await w.secretData(credentialSecretName(name, attempt))) ? undefined : true),
+    { timeoutMs: 120_000 },
   );
 }
 
 async function podGone(w: TektonWorld, run: CustomRun): Promise<void> {
   const name = podName(run.metadata.name ?? "", 0);
-  await eventually(`step pod ${name} to be deleted`, async () =>
-    (await w.pods()).some((p) => p.metadata?.name === name) ? undefined : true,
+  // A real kubelet stops the containers first; on a loaded machine that takes a while.
+  await eventually(
+    `step pod ${name} to be deleted`,
+    async () => ((await w.pods()).some((p) => p.metadata?.name === name) ? undefined : true),
+    { timeoutMs: 120_000 },
   );
 }
 
