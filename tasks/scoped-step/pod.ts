@@ -78,15 +78,16 @@ function placement(template: ResolvedStep["spec"]["podTemplate"]): Partial<V1Pod
 /** The annotation Tekton puts on a run whose workspaces live on one node's claim. */
 export const affinityAssistantAnnotation = "pipeline.tekton.dev/affinity-assistant";
 
-/**
- * Beside the PipelineRun's affinity assistant, as Tekton places a TaskRun pod that shares its
- * claims: required pod affinity to the assistant's pod, on the same node.
- */
+/** An affinity as the step's pod template gives it: a plain object, passed on as written. */
 interface Affinity {
   podAffinity?: { requiredDuringSchedulingIgnoredDuringExecution?: unknown[]; [k: string]: unknown };
   [k: string]: unknown;
 }
 
+/**
+ * Beside the PipelineRun's affinity assistant, as Tekton places a TaskRun pod that shares its
+ * claims: required pod affinity to the assistant's pod, on the same node.
+ */
 function withAffinityAssistant(template: Affinity | undefined, run: CustomRun): Pick<V1PodSpec, "affinity"> {
   const name = run.metadata.annotations?.[affinityAssistantAnnotation];
   if (!name) return template ? { affinity: template as V1Affinity } : {};
