@@ -325,9 +325,15 @@ test("deleting the leader's pod hands leadership to the other replica, which the
   const install = await installed;
   const { c, w } = install;
   const pods = await controllerPods(c);
+  // Right after a rollout the lease may still name a replica that is gone, until a current one
+  // takes it: wait for one of these pods to hold it.
   const leader = await eventually(
-    "a replica to hold the lease",
-    async () => (await leaseHolder(c)) || undefined,
+    "one of the current replicas to hold the lease",
+    async () => {
+      const holder = await leaseHolder(c);
+      return pods.some((p) => p.metadata?.name === holder) ? holder : undefined;
+    },
+    { timeoutMs: 120_000, intervalMs: 250 },
   );
   const other = pods.map((p) => p.metadata?.name ?? "").find((n) => n !== leader);
   assert.ok(
