@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { credentialSecretName, podName } from "../../tasks/scoped-step/pod.ts";
 import type { CustomRun } from "../../tasks/scoped-step/types.ts";
 import { realCluster } from "../support/cluster.ts";
-import { account, deployRole } from "../support/identity-world.ts";
+import { account, deployRole, sigv4 } from "../support/identity-world.ts";
 import {
   callerPipeline,
   pipelineCondition,
@@ -104,7 +104,6 @@ async function podGone(w: TektonWorld, run: CustomRun): Promise<void> {
 
 test("a Pipeline uses the custom task three ways; later tasks, finally and the results see our identity", async () => {
   const w = await world;
-  const sigv4 = `curl -s -m 10 --aws-sigv4 "aws:amz:eu-west-1:sts" --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" -H "x-amz-security-token: $AWS_SESSION_TOKEN"`;
   await w.createScopedStep("deploy-step", {
     params: [{ name: "application" }, { name: "component" }],
     results: [{ name: "caller" }],
@@ -112,7 +111,7 @@ test("a Pipeline uses the custom task three ways; later tasks, finally and the r
     env: [{ name: "AWS_ENDPOINT_URL", value: w.peer.endpoint }],
     script: [
       "set -e",
-      `${sigv4} -d "Action=GetCallerIdentity&Version=2011-06-15" "$AWS_ENDPOINT_URL" | sed -n 's:.*<Arn>\\(.*\\)</Arn>.*:\\1:p' > $(results.caller.path)`,
+      `${sigv4("sts")} -d "Action=GetCallerIdentity&Version=2011-06-15" "$AWS_ENDPOINT_URL" | sed -n 's:.*<Arn>\\(.*\\)</Arn>.*:\\1:p' > $(results.caller.path)`,
     ].join("\n"),
     application: "$(params.application)",
     component: "$(params.component)",
@@ -539,7 +538,7 @@ test("a PipelineRun's scoped-step task and TaskRun run as containers from locall
 
 /** A build (Tekton Task) writes a site into the shared workspace; a scoped step uploads it. */
 const buildAndPublish = (endpoint: string) => {
-  const sigv4 = `curl -sf -m 10 --aws-sigv4 "aws:amz:eu-west-1:s3" --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" -H "x-amz-security-token: $AWS_SESSION_TOKEN" -H "x-amz-content-sha256: UNSIGNED-PAYLOAD"`;
+  const upload = `${sigv4("s3")} -f -H "x-amz-content-sha256: UNSIGNED-PAYLOAD"`;
   return {
     workspaces: [{ name: "shared" }],
     params: [{ name: "version" }],
@@ -587,7 +586,7 @@ const buildAndPublish = (endpoint: string) => {
               "cd $(workspaces.site.path)",
               "n=0",
               "for f in $(find . -type f | sort); do",
-              `  ${sigv4} -T "$f" "${endpoint}/artifacts/site/$(params.version)/\${f#./}"`,
+              `  ${upload} -T "$f" "${endpoint}/artifacts/site/$(params.version)/\${f#./}"`,
               "  n=$((n + 1))",
               "done",
               "printf %s $n > $(results.uploaded.path)",
