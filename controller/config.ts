@@ -3,6 +3,7 @@
 import os from "node:os";
 import { parseRevokerRoles } from "../tasks/scoped-step/credentials/aws-accounts.ts";
 import { parseGoDuration } from "../tasks/scoped-step/duration.ts";
+import { defaultEntrypointImage } from "../tasks/scoped-step/entrypoint.ts";
 
 export interface Config {
   namespace: string;
@@ -20,6 +21,7 @@ export interface Config {
   httpHost: string;
   logLevel: string;
   defaultTimeoutMs: number;
+  entrypointImage: string;
   shutdownGraceSeconds: number;
   credentials: "aws" | "none";
   issuerUrl: string;
@@ -53,7 +55,7 @@ export const options: Record<keyof Config, Option> = {
     flag: "config-map",
     env: "SCOPED_STEP_CONFIG_MAP",
     default: "scoped-step-config",
-    doc: "ConfigMap in the controller namespace with settings by flag name; log-level, concurrency and default-timeout reload while running.",
+    doc: "ConfigMap in the controller namespace with settings by flag name; log-level, concurrency, default-timeout and entrypoint-image reload while running.",
   },
   watchNamespaces: {
     flag: "watch-namespaces",
@@ -132,6 +134,12 @@ export const options: Record<keyof Config, Option> = {
     env: "SCOPED_STEP_DEFAULT_TIMEOUT",
     default: "60m",
     doc: "Timeout of a run whose spec.timeout is unset (Go duration; 0s for none).",
+  },
+  entrypointImage: {
+    flag: "entrypoint-image",
+    env: "SCOPED_STEP_ENTRYPOINT_IMAGE",
+    default: defaultEntrypointImage,
+    doc: "Image of Tekton's entrypoint, which every step pod's init container copies for the step to run: the one Tekton's installation uses (its controller's -entrypoint-image).",
   },
   shutdownGraceSeconds: {
     flag: "shutdown-grace-seconds",
@@ -217,6 +225,11 @@ function integer(key: string, text: string, min: number, max: number): number {
   return n;
 }
 
+function required(key: string, text: string): string {
+  if (!text.trim()) throw new ConfigError(`${key} must not be empty`);
+  return text.trim();
+}
+
 function oneOf<T extends string>(key: string, text: string, allowed: readonly T[]): T {
   if (!(allowed as readonly string[]).includes(text))
     throw new ConfigError(`${key} must be one of ${allowed.join(", ")}, got "${text}"`);
@@ -224,7 +237,12 @@ function oneOf<T extends string>(key: string, text: string, allowed: readonly T[
 }
 
 /** Settings a change of the ConfigMap applies while running; the others need a restart. */
-export const reloadable = ["logLevel", "concurrency", "defaultTimeoutMs"] as const satisfies (keyof Config)[];
+export const reloadable = [
+  "logLevel",
+  "concurrency",
+  "defaultTimeoutMs",
+  "entrypointImage",
+] as const satisfies (keyof Config)[];
 
 /**
  * Flags win over environment variables, which win over the ConfigMap (keys are flag names,
@@ -301,6 +319,7 @@ export function loadConfig(
     httpHost: raw("httpHost"),
     logLevel: raw("logLevel"),
     defaultTimeoutMs,
+    entrypointImage: required(name("entrypointImage"), raw("entrypointImage")),
     shutdownGraceSeconds: integer(name("shutdownGraceSeconds"), raw("shutdownGraceSeconds"), 0, 3600),
     credentials: oneOf(name("credentials"), raw("credentials"), ["aws", "none"] as const),
     issuerUrl: raw("issuerUrl"),

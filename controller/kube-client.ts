@@ -40,6 +40,8 @@ export interface RequestOptions {
   body?: unknown;
   /** Sends the body as a JSON merge patch (RFC 7386) rather than as JSON. */
   mergePatch?: boolean;
+  /** The response is text (a pod's log), returned as it is. */
+  text?: boolean;
 }
 
 export type WatchEvent<T> = { type: "ADDED" | "MODIFIED" | "DELETED" | "BOOKMARK" | "ERROR"; object: T };
@@ -117,6 +119,10 @@ function makeClient(endpoint: Endpoint): Kube {
             const code = res.statusCode ?? 0;
             if (code < 200 || code >= 300) {
               reject(new KubeError(method, path, code, parseStatus(text)));
+              return;
+            }
+            if (opts.text) {
+              resolve(text as T);
               return;
             }
             try {

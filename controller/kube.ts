@@ -94,6 +94,14 @@ export function kubeClusterPort(kube: Kube, caches: ClusterCaches): ClusterPort 
       return orUndefined(kube.request<V1Pod>("GET", resourcePath(podType, namespace, name)));
     },
 
+    podLogTail: (namespace, name, container, lines) =>
+      orUndefined(
+        kube.request<string>("GET", `${resourcePath(podType, namespace, name)}/log`, {
+          query: { container, tailLines: lines, limitBytes: 16384 },
+          text: true,
+        }),
+      ),
+
     async listRunPods(namespace, runName) {
       const list = await kube.request<{ items: V1Pod[] }>("GET", resourcePath(podType, namespace), {
         query: { labelSelector: runSelector(runName) },

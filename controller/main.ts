@@ -86,6 +86,7 @@ const ctx: TaskContext = {
   now: () => new Date(),
   ...failpointFromEnv(process.env.SCOPED_STEP_FAILPOINT, log),
   defaultTimeoutMs: config.defaultTimeoutMs,
+  entrypointImage: config.entrypointImage,
 };
 
 const engine = startEngine<CustomRun>(
@@ -149,6 +150,7 @@ const settings = watchSettings(kube, config, argv, process.env, log, (next, chan
   if (changed.includes("logLevel")) log.level = next.logLevel;
   if (changed.includes("concurrency")) engine.queue.setConcurrency(next.concurrency);
   if (changed.includes("defaultTimeoutMs")) ctx.defaultTimeoutMs = next.defaultTimeoutMs;
+  if (changed.includes("entrypointImage")) ctx.entrypointImage = next.entrypointImage;
 });
 
 // Key rotation and reloading other replicas' rotations; the issuer itself runs no timers.

@@ -146,6 +146,8 @@ try {
       `--sts-endpoint=${peer.endpoint}`,
       `--iam-endpoint=${peer.endpoint}`,
       "--log-level=warn",
+      // Step pods are prepared from the node's build of Tekton's entrypoint image.
+      `--entrypoint-image=${images.tekton.entrypoint}`,
     ],
     {
       env: {

@@ -149,6 +149,8 @@ export async function startControlPlane(opts: StartOptions = {}): Promise<Contro
           ]
         : [
             "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
+            // pods/log: the test kubelet serves logs on the Node's InternalIP (loopback).
+            "--kubelet-preferred-address-types=InternalIP",
             // The endpoint reconciler refuses a loopback advertise address; nothing here needs it.
             "--endpoint-reconciler-type=none",
           ]),

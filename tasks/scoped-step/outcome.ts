@@ -1,9 +1,14 @@
 // What a step pod says about the step: still pending, running, or ended with results or a
-// failure. Pure; the termination message format is the one wrapper.sh writes.
+// failure. Pure; the termination message is the one Tekton's entrypoint writes (entrypoint.ts):
+// a JSON array of {key, value, type}, task results being type 1 and Tekton's own entries
+// (StartedAt, ExitCode) type 3.
 import type { V1ContainerStatus, V1Pod } from "@kubernetes/client-node";
+import { terminationMessageLimit, tooLargeLog } from "./entrypoint.ts";
 import { annotations } from "./pod.ts";
 import type { RunResult } from "./types.ts";
-import { terminationMessageLimit, tooLargeKey } from "./wrapper.ts";
+
+/** Tekton's result.TaskRunResultType: the entries that are the step's results. */
+const taskRunResultType = 1;
 
 /** Why a step that ran (or tried to) did not succeed. */
 export type StepFailureReason =
@@ -36,6 +41,10 @@ export function lastLines(text: string, lines = 10, maxChars = 1024): string {
   const tail = text.trimEnd().split("\n").slice(-lines).join("\n");
   return tail.length > maxChars ? `…${tail.slice(-maxChars)}` : tail;
 }
+
+const tooLargeMessage =
+  `the step's results did not fit: at most ${terminationMessageLimit} bytes fit in a termination message ` +
+  `(the kubelet's limit); write large data to a workspace or object store and return a reference`;
 
 const isStringArray = (v: unknown): v is string[] =>
   Array.isArray(v) && v.every((x) => typeof x === "string");
@@ -71,30 +80,27 @@ export function parseResults(pod: V1Pod, message: string): StepOutcome {
     entries = JSON.parse(message);
   } catch {
     if (Buffer.byteLength(message) >= terminationMessageLimit) {
-      return fail(
-        "ResultsTooLarge",
-        `the step's results did not fit in ${terminationMessageLimit} bytes (the kubelet's termination message limit); ` +
-          `write large data to a workspace or object store and return a reference`,
-      );
+      return fail("ResultsTooLarge", tooLargeMessage);
     }
     return fail(
       "InvalidResults",
-      "the step's termination message is not the results JSON the wrapper writes",
+      "the step's termination message is not the results JSON Tekton's entrypoint writes",
     );
   }
   if (!Array.isArray(entries))
     return fail("InvalidResults", "the step's termination message is not a JSON array");
-  const results: RunResult[] = [];
-  for (const entry of entries as { key?: unknown; value?: unknown }[]) {
+  // The entrypoint appends to what the file already holds, so a key can come twice: its own
+  // entries come last and win.
+  const written = new Map<string, string>();
+  for (const entry of entries as { key?: unknown; value?: unknown; type?: unknown }[]) {
+    if (entry.type !== taskRunResultType) continue;
     const key = typeof entry.key === "string" ? entry.key : "";
-    const value = typeof entry.value === "string" ? entry.value : "";
-    if (key === tooLargeKey) {
-      return fail(
-        "ResultsTooLarge",
-        `the step wrote ${value} bytes of results; at most ${terminationMessageLimit} bytes fit in a termination ` +
-          `message: write large data to a workspace or object store and return a reference`,
-      );
-    }
+    // As Tekton passes results on: the value as written, less one trailing newline (echo's).
+    const value = typeof entry.value === "string" ? entry.value.replace(/\n$/, "") : "";
+    written.set(key, value);
+  }
+  const results: RunResult[] = [];
+  for (const [key, value] of written) {
     if (!declared.has(key)) {
       const names = [...declared];
       return fail(
@@ -145,13 +151,27 @@ export function parseResults(pod: V1Pod, message: string): StepOutcome {
  * What the pod says about the step. `clean` is applied to text the step wrote before any of it is
  * shortened, so nothing it takes out can survive in part.
  */
-export function podOutcome(pod: V1Pod, clean: (text: string) => string = (text) => text): StepOutcome {
+export function podOutcome(
+  pod: V1Pod,
+  clean: (text: string) => string = (text) => text,
+  log?: string,
+): StepOutcome {
   const status = stepStatus(pod);
   const terminated = status?.state?.terminated;
   if (terminated) {
     const message = terminated.message ?? "";
     if (terminated.exitCode === 0) return parseResults(pod, message);
-    const tail = lastLines(clean(message));
+    if (terminated.exitCode === 1 && log?.includes(tooLargeLog)) {
+      return {
+        phase: "failed",
+        reason: "ResultsTooLarge",
+        exitCode: 1,
+        message: tooLargeMessage,
+      };
+    }
+    // The entrypoint's message is its JSON; the output is in the log. When the entrypoint could not
+    // run at all, the kubelet put the log's tail in the message (FallbackToLogsOnError).
+    const tail = lastLines(clean(log ?? (isEntrypointMessage(message) ? "" : message)));
     return {
       phase: "failed",
       reason: "Failed",
@@ -189,6 +209,20 @@ export function podOutcome(pod: V1Pod, clean: (text: string) => string = (text) 
     ? `${waiting.reason}${waiting.message ? `: ${waiting.message}` : ""}`
     : (pod.status?.phase ?? "Pending");
   return { phase: "pending", message: `step pod ${pod.metadata?.name ?? ""} is not running yet (${why})` };
+}
+
+function isEntrypointMessage(message: string): boolean {
+  try {
+    return Array.isArray(JSON.parse(message));
+  } catch {
+    return false;
+  }
+}
+
+/** Whether the step ended with a failure whose log the message needs (observe reads it then). */
+export function needsLog(pod: V1Pod): boolean {
+  const code = stepStatus(pod)?.state?.terminated?.exitCode;
+  return code !== undefined && code !== 0;
 }
 
 /** How long the step container ran, once it has ended. */

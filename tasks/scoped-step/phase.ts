@@ -22,6 +22,8 @@ export interface Observed {
   /** Objects at the pod's or the Secret's name that this run does not own: never used, never read. */
   foreignPod?: string;
   foreignSecret?: string;
+  /** The tail of the step's log, read once the step has failed: what it said before it ended. */
+  log?: string;
   now: Date;
   /** Used when spec.timeout is not set. */
   defaultTimeoutMs: number;
@@ -135,7 +137,7 @@ export function phaseOf(o: Observed): Phase {
     if (o.secret && !saved) return foreign;
     return saved ? { name: "ready", saved } : { name: "ready" };
   }
-  const outcome = podOutcome(o.pod, (text) => redact(text, o.secret));
+  const outcome = podOutcome(o.pod, (text) => redact(text, o.secret), o.log);
   switch (outcome.phase) {
     case "pending":
       return { name: "pod-pending", pod, message: outcome.message };

@@ -14,7 +14,17 @@ import { boundedName } from "./names.ts";
 import type { ResolvedStep } from "./step.ts";
 import { resultsDir } from "./step.ts";
 import type { CustomRun } from "./types.ts";
-import { scriptsDir, terminationMessagePath, wrapperScript } from "./wrapper.ts";
+import {
+  binDir,
+  defaultEntrypointImage,
+  entrypointCommand,
+  prepareContainer,
+  runDir,
+  scriptFileContent,
+  scriptsDir,
+  stepsDir,
+  terminationMessagePath,
+} from "./entrypoint.ts";
 
 export const labels = {
   managedBy: "app.kubernetes.io/managed-by",
@@ -28,6 +38,8 @@ export const annotations = {
   /** JSON: each object result's name and the keys it declares. */
   objectResults: "scopedstep.dev/object-results",
   source: "scopedstep.dev/step-source",
+  /** The step's script, which the downward API puts in /tekton/scripts/step. */
+  script: "scopedstep.dev/script",
 } as const;
 export const stepUid = 65532;
 
@@ -121,25 +133,47 @@ export interface PodInputs {
   step: ResolvedStep;
   attempt: number;
   credential?: { secretName: string; mount: CredentialMount };
+  /** The image of Tekton's entrypoint; default the one of Tekton's release. */
+  entrypointImage?: string;
 }
 
-export function buildStepPod({ run, step, attempt, credential }: PodInputs): V1Pod {
+const hardened = () => ({
+  allowPrivilegeEscalation: false,
+  readOnlyRootFilesystem: true,
+  runAsNonRoot: true,
+  privileged: false,
+  capabilities: { drop: ["ALL"] },
+});
+
+export function buildStepPod({ run, step, attempt, credential, entrypointImage }: PodInputs): V1Pod {
   const name = run.metadata.name ?? "";
   const spec = step.spec;
   const env: V1EnvVar[] = (spec.env ?? []).map((e) => ({ name: e.name, value: e.value ?? "" }));
-  if (spec.script) env.push({ name: "SCOPED_STEP_SCRIPT", value: spec.script });
   const volumes: V1Volume[] = [
+    { name: "tekton-internal-bin", emptyDir: {} },
+    { name: "tekton-internal-steps", emptyDir: {} },
+    { name: "tekton-internal-run", emptyDir: {} },
     { name: "tekton-results", emptyDir: {} },
-    { name: "tekton-scripts", emptyDir: {} },
     { name: "tmp", emptyDir: {} },
     { name: "workspace", emptyDir: {} },
   ];
+  // The entrypoint and the script are read-only to the step: it runs them, it cannot replace them.
   const mounts: V1VolumeMount[] = [
+    { name: "tekton-internal-bin", mountPath: binDir, readOnly: true },
+    { name: "tekton-internal-steps", mountPath: stepsDir, readOnly: true },
+    { name: "tekton-internal-run", mountPath: runDir },
     { name: "tekton-results", mountPath: resultsDir },
-    { name: "tekton-scripts", mountPath: scriptsDir },
     { name: "tmp", mountPath: "/tmp" },
     { name: "workspace", mountPath: "/workspace" },
   ];
+  if (spec.script) {
+    const fieldPath = `metadata.annotations['${annotations.script}']`;
+    volumes.push({
+      name: "tekton-scripts",
+      downwardAPI: { items: [{ path: "step", fieldRef: { fieldPath }, mode: 0o555 }] },
+    });
+    mounts.push({ name: "tekton-scripts", mountPath: scriptsDir, readOnly: true });
+  }
   volumes.push(...step.workspaces.volumes);
   mounts.push(...step.workspaces.mounts);
   if (credential) {
@@ -184,6 +218,7 @@ export function buildStepPod({ run, step, attempt, credential }: PodInputs): V1P
           .join(","),
         ...objectResults(results),
         [annotations.source]: step.source,
+        ...(spec.script ? { [annotations.script]: scriptFileContent(spec.script) } : {}),
       },
       ownerReferences: [runOwnerReference(run, true)],
     },
@@ -204,12 +239,15 @@ export function buildStepPod({ run, step, attempt, credential }: PodInputs): V1P
       },
       ...withAffinityAssistant(spec.podTemplate?.affinity, run),
       volumes,
+      initContainers: [prepareContainer(entrypointImage ?? defaultEntrypointImage, hardened())],
       containers: [
         {
           name: "step",
           image: spec.image,
-          command: ["/bin/sh", "-c", wrapperScript, "scoped-step"],
-          args: spec.script ? [...(spec.args ?? [])] : [...(spec.command ?? []), ...(spec.args ?? [])],
+          ...entrypointCommand(
+            spec,
+            results.map((r) => r.name),
+          ),
           ...(spec.workingDir ? { workingDir: spec.workingDir } : {}),
           env,
           resources: {
@@ -219,13 +257,7 @@ export function buildStepPod({ run, step, attempt, credential }: PodInputs): V1P
           volumeMounts: mounts,
           terminationMessagePath,
           terminationMessagePolicy: "FallbackToLogsOnError",
-          securityContext: {
-            allowPrivilegeEscalation: false,
-            readOnlyRootFilesystem: true,
-            runAsNonRoot: true,
-            privileged: false,
-            capabilities: { drop: ["ALL"] },
-          },
+          securityContext: hardened(),
         },
       ],
     },

@@ -30,6 +30,8 @@ export interface ClusterPort {
    */
   getPod(namespace: string, name: string, opts?: { live?: boolean }): Promise<V1Pod | undefined>;
   listRunPods(namespace: string, runName: string): Promise<V1Pod[]>;
+  /** The last lines a container of the pod wrote; undefined when the pod is gone. */
+  podLogTail(namespace: string, name: string, container: string, lines: number): Promise<string | undefined>;
   /** Creates the pod; false when one by that name already exists. */
   createPod(pod: V1Pod): Promise<boolean>;
   deletePod(namespace: string, name: string): Promise<void>;
@@ -100,6 +102,8 @@ export interface TaskContext {
   failpoint?: (name: Failpoint) => void;
   /** Used when spec.timeout is not set; Tekton's own default is 60 minutes. */
   defaultTimeoutMs: number;
+  /** The image of Tekton's entrypoint the step pod's `prepare` runs; default that of Tekton's release. */
+  entrypointImage?: string;
 }
 
 export const failpoints = [

@@ -15,7 +15,7 @@ import { deletesPod, finishRun, retryAttempt, retryable, type Draft, type Ending
 import { isRunFailure } from "./failure.ts";
 import { ensureFinalizer, releaseFinalizer } from "./finalizer.ts";
 import { sweepRun } from "./sweep.ts";
-import { podOutcome, stepRunSeconds } from "./outcome.ts";
+import { needsLog, podOutcome, stepRunSeconds } from "./outcome.ts";
 import {
   attemptOf,
   attemptRecord,
@@ -31,7 +31,7 @@ import { resolveRun, runFacts, type Resolved } from "./resolve.ts";
 import { isDone, sameStatus, setSucceeded, stepState, withStepState } from "./status.ts";
 import { reportTransition } from "./transitions.ts";
 import { isScopedStepRun, type CustomRun } from "./types.ts";
-import type { V1Secret } from "@kubernetes/client-node";
+import type { V1Pod, V1Secret } from "@kubernetes/client-node";
 
 const done: Next = {};
 const again: Next = { requeueAfterMs: 0 };
@@ -65,6 +65,7 @@ export async function observe(run: CustomRun, ctx: TaskContext): Promise<Observe
   const pod = await ctx.cluster.getPod(namespace, podName(name, record.attempt));
   if (pod && ownedBy(pod, run)) observed.pod = pod;
   else if (pod) observed.foreignPod = pod.metadata?.name ?? "";
+  if (observed.pod && needsLog(observed.pod)) observed.log = await stepLog(ctx, namespace, observed.pod);
   const needsSecret =
     record.state === "minting" || !observed.pod || podOutcome(observed.pod).phase === "failed";
   if (record.state !== "revoked" && needsSecret) {
@@ -74,6 +75,16 @@ export async function observe(run: CustomRun, ctx: TaskContext): Promise<Observe
     else if (secret) observed.foreignSecret = secret.metadata?.name ?? "";
   }
   return observed;
+}
+
+/** The failed step's last lines; a log that cannot be read leaves the message without them. */
+async function stepLog(ctx: TaskContext, namespace: string, pod: V1Pod): Promise<string | undefined> {
+  try {
+    return await ctx.cluster.podLogTail(namespace, pod.metadata?.name ?? "", "step", 20);
+  } catch (err) {
+    ctx.log.warn({ pod: pod.metadata?.name, err: String(err) }, "cannot read the failed step's log");
+    return undefined;
+  }
 }
 
 /**
@@ -195,6 +206,7 @@ async function startPod(
     step: resolved.step,
     attempt,
     ...(mount ? { credential: { secretName, mount } } : {}),
+    ...(ctx.entrypointImage ? { entrypointImage: ctx.entrypointImage } : {}),
   });
   const name = pod.metadata?.name ?? "";
   if (!(await ctx.cluster.createPod(pod))) {

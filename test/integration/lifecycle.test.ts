@@ -217,17 +217,20 @@ test("oversized results fail the run with ResultsTooLarge", async () => {
   assert.match(condition(run)?.message ?? "", /at most 4096 bytes/);
 });
 
-test("a result the step does not declare fails the run with UndeclaredResult", async () => {
+test("a result file the step does not declare is not read, as in a TaskRun", async () => {
   const w = await world;
   await w.createRun("sneaky", {
     params: [
       { name: "image", value: "alpine" },
-      { name: "script", value: "echo x > /tekton/results/other" },
+      { name: "script", value: "echo x > /tekton/results/other; echo ok > $(results.message.path)" },
+      { name: "results", value: ["message"] },
       ...identityParams,
     ],
   });
   const run = await w.waitDone("sneaky");
-  assert.equal(condition(run)?.reason, "UndeclaredResult");
+  assert.equal(condition(run)?.reason, "Succeeded", condition(run)?.message);
+  assert.equal(resultsOf(run).message, "ok");
+  assert.equal(resultsOf(run).other, undefined);
 });
 
 test("a CustomRun for another custom task is left untouched", async () => {

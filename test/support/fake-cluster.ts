@@ -36,6 +36,8 @@ const ofRun = <T extends V1Pod | V1Secret>(objects: T[], namespace: string, runN
 export class FakeCluster implements ClusterPort {
   runs = new Map<string, CustomRun>();
   pods = new Map<string, V1Pod>();
+  /** What podLogTail returns for a pod, by namespace/name. */
+  logs = new Map<string, string>();
   secrets = new Map<string, V1Secret>();
   applications = new Map<string, Application>();
   scopedSteps = new Map<string, { spec?: unknown }>();
@@ -113,6 +115,11 @@ export class FakeCluster implements ClusterPort {
   }
   getPod(namespace: string, name: string) {
     return Promise.resolve(clone(this.pods.get(key(namespace, name))));
+  }
+  podLogTail(namespace: string, name: string) {
+    return Promise.resolve(
+      this.pods.has(key(namespace, name)) ? this.logs.get(key(namespace, name)) : undefined,
+    );
   }
   listRunPods(namespace: string, runName: string) {
     return Promise.resolve(ofRun([...this.pods.values()], namespace, runName));

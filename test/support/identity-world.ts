@@ -11,6 +11,7 @@ import {
   type TrustedIssuer,
 } from "./aws/trust.ts";
 import type { Param } from "../../tasks/scoped-step/types.ts";
+import type { NodeTestCluster } from "./cluster.ts";
 import { startWorld, type World, type WorldOptions } from "./world.ts";
 
 export const account = "111122223333";
@@ -119,7 +120,10 @@ export async function startIdentityWorld(
   await base.createPolicy("identity", policy);
 
   const settings = controllerAwsSettings(peer, trusted);
-  const controllerFlags = [...settings.flags, "--aws-region=eu-west-1", ...(opts.flags ?? [])];
+  // On a real node, step pods are prepared from the node's build of Tekton's entrypoint image.
+  const node: Partial<NodeTestCluster> = base.cluster;
+  const entrypoint = node.images ? [`--entrypoint-image=${node.images.tekton.entrypoint}`] : [];
+  const controllerFlags = [...settings.flags, "--aws-region=eu-west-1", ...entrypoint, ...(opts.flags ?? [])];
   const controllerEnv = settings.env;
   const core = base.cluster.kc.makeApiClient(CoreV1Api);
   const w: IdentityWorld = Object.assign(base, {

@@ -16,6 +16,7 @@ import os from "node:os";
 import path from "node:path";
 import { setTimeout as delay } from "node:timers/promises";
 import { CoreV1Api, Watch, type KubeConfig, type V1Pod } from "@kubernetes/client-node";
+import { startLogServer, type LogServer } from "./kubelet/logs.ts";
 import { findTools, registerNode, serviceEnv } from "./kubelet/node.ts";
 import { apiObjects, describeError, isConflict, isNotFound } from "./kubelet/objects.ts";
 import {
@@ -55,9 +56,20 @@ export async function startTestKubelet(kc: KubeConfig, opts: TestKubeletOptions 
   const tools = await findTools();
   const core = kc.makeApiClient(CoreV1Api);
   const nodeName = opts.nodeName ?? `test-node-${randomBytes(4).toString("hex")}`;
-  await registerNode(kc, core, nodeName);
   // Pods' volumes and termination files; a kubelet's /var/lib/kubelet/pods.
   const baseDir = await mkdtemp(path.join(os.tmpdir(), "test-kubelet-"));
+  // The server starts first, as the Node advertises its port; it answers once the kubelet is made.
+  const made: { kubelet?: Kubelet } = {};
+  const logs = await startLogServer(baseDir, (ns, pod, container) =>
+    made.kubelet?.logsOf(ns, pod, container),
+  );
+  try {
+    await registerNode(kc, core, nodeName, logs.port);
+  } catch (err) {
+    await logs.close();
+    await rm(baseDir, { recursive: true, force: true });
+    throw err;
+  }
   const ctx: RunnerContext = {
     core,
     objects: apiObjects(core, kc),
@@ -68,7 +80,8 @@ export async function startTestKubelet(kc: KubeConfig, opts: TestKubeletOptions 
     serviceEnv: serviceEnv(kc),
     log: opts.log ?? (() => undefined),
   };
-  const kubelet = new Kubelet(kc, ctx, nodeName, opts.namespace);
+  const kubelet = new Kubelet(kc, ctx, nodeName, opts.namespace, logs);
+  made.kubelet = kubelet;
   try {
     await kubelet.start();
   } catch (err) {
@@ -90,9 +103,17 @@ class Kubelet implements TestKubelet {
   private readonly stopping = new AbortController();
   private abortWatch: AbortController | undefined;
   private loop: Promise<void> = Promise.resolve();
+  private readonly logs: LogServer;
 
-  constructor(kc: KubeConfig, ctx: RunnerContext, nodeName: string, namespace: string | undefined) {
+  constructor(
+    kc: KubeConfig,
+    ctx: RunnerContext,
+    nodeName: string,
+    namespace: string | undefined,
+    logs: LogServer,
+  ) {
     this.ctx = ctx;
+    this.logs = logs;
     this.nodeName = nodeName;
     this.namespace = namespace;
     this.watch = new Watch(kc);
@@ -106,6 +127,12 @@ class Kubelet implements TestKubelet {
 
   output(namespace: string, podName: string, container?: string): string {
     return this.byName.get(`${namespace}/${podName}`)?.output(container) ?? "";
+  }
+
+  /** One container's output, for the log endpoint; undefined when no such container ran here. */
+  logsOf(namespace: string, podName: string, container: string): string | undefined {
+    const runner = this.byName.get(`${namespace}/${podName}`);
+    return runner?.hasContainer(container) ? runner.output(container) : undefined;
   }
 
   volumePath(namespace: string, podName: string, volume: string): string | undefined {
@@ -123,6 +150,7 @@ class Kubelet implements TestKubelet {
     await this.loop;
     await Promise.all(this.pending);
     await this.ctx.groups.close();
+    await this.logs.close();
     await rm(this.ctx.baseDir, { recursive: true, force: true });
   }
 

@@ -30,20 +30,45 @@ test("a completed step's results come from its termination message", () => {
   });
 });
 
+const startedAt = '{"key":"StartedAt","value":"2026-01-01T00:00:00.000Z","type":3}';
+const thirtyLines = Array.from({ length: 30 }, (_, i) => `line ${i}`).join("\n");
+
 test("a failed step reports its exit code and the last lines of its log", () => {
-  const out = podOutcome(terminated(3, Array.from({ length: 30 }, (_, i) => `line ${i}`).join("\n")));
+  const out = podOutcome(terminated(3, `[${startedAt}]`), undefined, thirtyLines);
   assert.equal(out.phase, "failed");
   assert.ok(out.phase === "failed" && out.message.startsWith("step exited with code 3"));
   assert.ok(out.phase === "failed" && out.message.includes("line 29") && !out.message.includes("line 19\n"));
+  assert.ok(out.phase === "failed" && !out.message.includes("StartedAt"));
+});
+
+test("a step whose entrypoint could not run reports the log tail the kubelet put in the message", () => {
+  const out = podOutcome(terminated(128, thirtyLines));
+  assert.ok(out.phase === "failed" && out.message.includes("line 29"));
+});
+
+test("Tekton's own entries are not results, and a trailing newline is dropped", () => {
+  const out = podOutcome(terminated(0, `[{"key":"greeting","value":"hi\\n","type":1},${startedAt}]`));
+  assert.deepEqual(out, { phase: "succeeded", results: [{ name: "greeting", value: "hi" }] });
+});
+
+test("an entry forged before the entrypoint's own is overridden by the file's value", () => {
+  const forged = '{"key":"greeting","value":"forged","type":1}';
+  const out = podOutcome(
+    terminated(0, `[${forged},{"key":"greeting","value":"real","type":1},${startedAt}]`),
+  );
+  assert.deepEqual(out, { phase: "succeeded", results: [{ name: "greeting", value: "real" }] });
+});
+
+test("results over the size limit: Tekton's entrypoint says so in the log and exits 1", () => {
+  const log =
+    "2026/01/01 00:00:00 Termination message is above max allowed size 4096, caused by large task result.";
+  const out = podOutcome(terminated(1, `[${startedAt}]`), undefined, log);
+  assert.ok(out.phase === "failed" && out.reason === "ResultsTooLarge");
+  assert.ok(out.phase === "failed" && /at most 4096 bytes/.test(out.message));
 });
 
 const bad: [string, V1Pod, string][] = [
   ["an undeclared result", terminated(0, '[{"key":"other","value":"x","type":1}]'), "UndeclaredResult"],
-  [
-    "results over the size limit",
-    terminated(0, '[{"key":"scopedstep.dev/results-too-large","value":"9000","type":3}]'),
-    "ResultsTooLarge",
-  ],
   [
     "a message truncated by the kubelet",
     terminated(0, `[{"key":"greeting","value":"${"x".repeat(5000)}`.slice(0, 4096)),

@@ -1,6 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { boundedName, buildStepPod, podName } from "../../tasks/scoped-step/pod.ts";
+import { defaultEntrypointImage, scriptFileContent } from "../../tasks/scoped-step/entrypoint.ts";
+import { annotations, boundedName, buildStepPod, podName } from "../../tasks/scoped-step/pod.ts";
 import { stepFromParams } from "../../tasks/scoped-step/step.ts";
 import type { CustomRun } from "../../tasks/scoped-step/types.ts";
 
@@ -45,10 +46,79 @@ test("the step pod is owned by the run, hardened, and carries the pipeline label
   assert.deepEqual(c?.securityContext?.capabilities?.drop, ["ALL"]);
   assert.equal(pod.spec?.securityContext?.runAsNonRoot, true);
   assert.deepEqual(
-    c?.volumeMounts?.map((m) => m.mountPath),
-    ["/tekton/results", "/tekton/scripts", "/tmp", "/workspace"],
+    c?.volumeMounts?.map((m) => [m.mountPath, m.readOnly ?? false]),
+    [
+      ["/tekton/bin", true],
+      ["/tekton/steps", true],
+      ["/tekton/run", false],
+      ["/tekton/results", false],
+      ["/tmp", false],
+      ["/workspace", false],
+      ["/tekton/scripts", true],
+    ],
   );
-  assert.ok(c?.env?.some((e) => e.name === "SCOPED_STEP_SCRIPT" && e.value === "echo hi"));
+});
+
+test("the step runs Tekton's entrypoint, which the init container prepare copies from its image", () => {
+  const pod = buildStepPod({ run, step, attempt: 0, entrypointImage: "registry.example/entrypoint:v1" });
+  const prepare = pod.spec?.initContainers?.[0];
+  assert.equal(prepare?.name, "prepare");
+  assert.equal(prepare?.image, "registry.example/entrypoint:v1");
+  assert.deepEqual(prepare?.command, [
+    "/ko-app/entrypoint",
+    "init",
+    "/ko-app/entrypoint",
+    "/tekton/bin/entrypoint",
+    "step-step",
+  ]);
+  assert.equal(prepare?.securityContext?.readOnlyRootFilesystem, true);
+  const c = pod.spec?.containers[0];
+  assert.deepEqual(c?.command, ["/tekton/bin/entrypoint"]);
+  assert.deepEqual(c?.args?.slice(-3), ["-entrypoint", "/tekton/scripts/step", "--"]);
+  assert.equal(c?.terminationMessagePath, "/tekton/termination");
+  assert.equal(
+    buildStepPod({ run, step, attempt: 0 }).spec?.initContainers?.[0]?.image,
+    defaultEntrypointImage,
+  );
+});
+
+test("a script reaches /tekton/scripts/step through the downward API, with sh and set -e unless it says #!", () => {
+  const pod = buildStepPod({ run, step, attempt: 0 });
+  assert.equal(pod.metadata?.annotations?.[annotations.script], "#!/bin/sh\nset -e\necho hi");
+  const volume = pod.spec?.volumes?.find((v) => v.name === "tekton-scripts");
+  assert.deepEqual(volume?.downwardAPI?.items, [
+    { path: "step", fieldRef: { fieldPath: `metadata.annotations['${annotations.script}']` }, mode: 0o555 },
+  ]);
+  assert.equal(scriptFileContent("#!/usr/bin/env python3\nprint(1)"), "#!/usr/bin/env python3\nprint(1)");
+});
+
+test("a command step runs its command under the entrypoint: no shell, declared results named", () => {
+  const s = {
+    ...step,
+    spec: {
+      ...step.spec,
+      script: undefined,
+      command: ["/report", "a"],
+      args: ["b"],
+      results: [{ name: "r" }],
+    },
+  };
+  const pod = buildStepPod({ run, step: s, attempt: 0 });
+  const args = pod.spec?.containers[0]?.args ?? [];
+  assert.deepEqual(args.slice(args.indexOf("-results")), [
+    "-results",
+    "r",
+    "-entrypoint",
+    "/report",
+    "--",
+    "a",
+    "b",
+  ]);
+  assert.equal(
+    pod.spec?.volumes?.some((v) => v.name === "tekton-scripts"),
+    false,
+  );
+  assert.equal(pod.metadata?.annotations?.[annotations.script], undefined);
 });
 
 test("credentials arrive from the Secret by reference, never by value", () => {

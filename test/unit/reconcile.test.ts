@@ -27,6 +27,7 @@ const phase = async (w: FakeWorld, name: string) =>
   phaseOf(await observe(w.cluster.run(ns, name), w.ctx)).name;
 const done = (run: CustomRun | undefined) => ["True", "False"].includes(cond(run)?.status ?? "");
 const exited = (exitCode: number, message: string) => ({ terminated: { exitCode, message } });
+const startedAt = '[{"key":"StartedAt","value":"2026-01-01T00:00:00.000Z","type":3}]';
 
 function start(w: FakeWorld, name: string, spec: Partial<CustomRunSpec> = {}) {
   w.cluster.addRun(ns, name, { customRef: ref, params: stepParams(), ...spec });
@@ -75,7 +76,7 @@ test("a run walks every phase to success: intent, mint, pod, running, results, r
   await w.pass("ok");
   assert.equal(cond(w.cluster.run(ns, "ok"))?.reason, "Running");
 
-  w.cluster.setStepState(ns, "ok-pod", exited(0, '[{"key":"out","value":"done"}]'), "Succeeded");
+  w.cluster.setStepState(ns, "ok-pod", exited(0, '[{"key":"out","value":"done","type":1}]'), "Succeeded");
   await w.pass("ok");
   run = w.cluster.run(ns, "ok");
   assert.equal(cond(run)?.status, "True");
@@ -98,7 +99,9 @@ test("a failing step fails the run with its exit code and last lines, credential
   start(w, "bad");
   await untilPod(w, "bad");
   const printed = `echo ${fakeSecretValues.secretAccessKey}\nno such bucket`;
-  w.cluster.setStepState(ns, "bad-pod", exited(7, printed), "Failed");
+  // What the step printed is in its log; the entrypoint's message holds only its own entries.
+  w.cluster.logs.set(`${ns}/bad-pod`, printed);
+  w.cluster.setStepState(ns, "bad-pod", exited(7, startedAt), "Failed");
   const run = await w.settle("bad", done);
   assert.equal(cond(run)?.reason, "Failed");
   assert.match(cond(run)?.message ?? "", /exited with code 7/);
@@ -238,7 +241,7 @@ test("a revocation that falls back to expiry still ends the run, with a Warning 
   w.provider.revocation = { method: "expiry", detail: "the role's deny list is full (10240 characters)" };
   start(w, "full");
   await untilPod(w, "full");
-  w.cluster.setStepState(ns, "full-pod", exited(0, '[{"key":"out","value":"done"}]'), "Succeeded");
+  w.cluster.setStepState(ns, "full-pod", exited(0, '[{"key":"out","value":"done","type":1}]'), "Succeeded");
   const run = await w.settle("full", done);
   assert.equal(cond(run)?.status, "True");
   assert.equal(results(run).revocation, "expiry");
@@ -291,7 +294,12 @@ test("a pod or Secret the run does not own is never adopted, mounted or read: th
         await w.cluster.createPod({
           metadata: { name: "run-pod", namespace: ns, labels: { "tekton.dev/customRun": "run" } },
         });
-        w.cluster.setStepState(ns, "run-pod", exited(0, '[{"key":"out","value":"forged"}]'), "Succeeded");
+        w.cluster.setStepState(
+          ns,
+          "run-pod",
+          exited(0, '[{"key":"out","value":"forged","type":1}]'),
+          "Succeeded",
+        );
       },
       "StepPodNotOwned",
     ],
@@ -370,7 +378,12 @@ test("a Secret minted by a version that kept no digest in the ledger is still ad
   const ledger = w.ctx.ledger as FakeLedger;
   for (const entry of ledger.entries.values()) delete entry.secretDigest;
   await untilPod(w, "upgraded");
-  w.cluster.setStepState(ns, "upgraded-pod", exited(0, '[{"key":"out","value":"done"}]'), "Succeeded");
+  w.cluster.setStepState(
+    ns,
+    "upgraded-pod",
+    exited(0, '[{"key":"out","value":"done","type":1}]'),
+    "Succeeded",
+  );
   const run = await w.settle("upgraded", done);
   assert.equal(cond(run)?.status, "True", cond(run)?.message);
   assert.equal(w.provider.minted.length, 1, "adopted, not minted again");
@@ -455,7 +468,7 @@ async function driveToEnd(w: FakeWorld, name: string): Promise<{ run?: CustomRun
     if (done(run) && (run?.metadata.finalizers ?? []).length === 0) return { run, crashed };
     const pod = w.cluster.pods.get(`${ns}/${name}-pod`);
     if (pod && !pod.status)
-      w.cluster.setStepState(ns, `${name}-pod`, exited(0, '[{"key":"out","value":"done"}]'));
+      w.cluster.setStepState(ns, `${name}-pod`, exited(0, '[{"key":"out","value":"done","type":1}]'));
     await w.pass(name).catch((err: unknown) => {
       if (!(err instanceof Crash)) throw err;
       crashed = true;

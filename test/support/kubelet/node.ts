@@ -14,7 +14,12 @@ import { isConflict, notFoundAsUndefined } from "./objects.ts";
 import type { RunnerContext } from "./pod.ts";
 
 /** Creates the Node if missing and reports it Ready, as a registering kubelet does. */
-export async function registerNode(kc: KubeConfig, core: CoreV1Api, name: string): Promise<void> {
+export async function registerNode(
+  kc: KubeConfig,
+  core: CoreV1Api,
+  name: string,
+  logPort: number,
+): Promise<void> {
   const version = await kc
     .makeApiClient(VersionApi)
     .getCode()
@@ -62,6 +67,8 @@ export async function registerNode(kc: KubeConfig, core: CoreV1Api, name: string
             { type: "DiskPressure", status: "False", reason: "KubeletHasNoDiskPressure", ...ready },
             { type: "PIDPressure", status: "False", reason: "KubeletHasSufficientPID", ...ready },
           ],
+          // Where the API server reaches the log endpoint (logs.ts), for pods/log.
+          daemonEndpoints: { kubeletEndpoint: { Port: logPort } },
           addresses: [
             { type: "InternalIP", address: hostIP },
             { type: "Hostname", address: name },

@@ -139,6 +139,10 @@ export class PodRunner {
       .join("");
   }
 
+  hasContainer(container: string): boolean {
+    return this.slots.some((s) => s.name === container);
+  }
+
   volumePath(volume: string): string | undefined {
     return this.volumes.get(volume)?.hostPath;
   }
