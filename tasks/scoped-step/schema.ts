@@ -147,7 +147,8 @@ export const stepSpecSchema = {
     image: {
       type: "string",
       minLength: 1,
-      description: "Container image of the step; it needs /bin/sh and awk.",
+      description:
+        "Container image of the step: any image runs a command; a script needs its interpreter (/bin/sh unless it starts with #!).",
     },
     script: {
       type: "string",
