@@ -7,6 +7,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { credentialSecretName, podName } from "../../tasks/scoped-step/pod.ts";
 import type { CustomRun } from "../../tasks/scoped-step/types.ts";
+import { readDocs } from "../support/catalog.ts";
 import { realCluster } from "../support/cluster.ts";
 import { account, deployRole, sigv4 } from "../support/identity-world.ts";
 import {
@@ -534,6 +535,85 @@ test("a PipelineRun's scoped-step task and TaskRun run as containers from locall
     [images.tekton.entrypoint],
     "Tekton's own entrypoint image prepared the TaskRun pod",
   );
+});
+
+/** The step pod's containers ran in containerd, `prepare` from the node's Tekton entrypoint image. */
+async function ranOnNode(w: TektonWorld, run: string, image: string): Promise<void> {
+  const pod = (await w.pods()).find((p) => p.metadata?.name === podName(run, 0));
+  assert.ok(pod, `the step pod of ${run}`);
+  assert.deepEqual(
+    pod.spec?.initContainers?.map((c) => [c.name, c.image]),
+    [["prepare", images.tekton.entrypoint]],
+  );
+  assert.equal(pod.spec?.containers[0]?.image, image);
+  const statuses = [...(pod.status?.initContainerStatuses ?? []), ...(pod.status?.containerStatuses ?? [])];
+  assert.equal(statuses.length, 2);
+  for (const c of statuses) {
+    assert.match(c.containerID ?? "", /^containerd:\/\//, `${c.name} ran in containerd`);
+    assert.match(c.imageID ?? "", /^sha256:|@sha256:/, `${c.name} ran from an image`);
+  }
+}
+
+const identity = [
+  { name: "application", value: "payments" },
+  { name: "component", value: "api" },
+];
+
+test("a step whose image has no shell runs its command and returns its results", async () => {
+  const w = await world;
+  const written = "hello from an image without a shell";
+  await w.createRun("shell-less", {
+    params: [
+      { name: "image", value: images.static },
+      { name: "command", value: ["/report", `--write=$(results.greeting.path)=${written}`] },
+      { name: "results", value: ["greeting"] },
+      ...identity,
+    ],
+  });
+  const run = await w.waitDone("shell-less", 180_000);
+  assert.equal(condition(run)?.reason, "Succeeded", condition(run)?.message);
+  assert.equal(resultsOf(run).greeting, written);
+  await ranOnNode(w, "shell-less", images.static);
+});
+
+test("a step whose image has no shell fails with its exit code and the last lines of its log", async () => {
+  const w = await world;
+  await w.createRun("shell-less-fails", {
+    params: [
+      { name: "image", value: images.static },
+      { name: "command", value: ["/report", "--exit=3"] },
+      ...identity,
+    ],
+  });
+  const run = await w.waitDone("shell-less-fails", 180_000);
+  assert.equal(condition(run)?.reason, "Failed");
+  assert.match(condition(run)?.message ?? "", /step exited with code 3; last lines:\nargs: --exit=3\nenv: /);
+  assert.doesNotMatch(condition(run)?.message ?? "", /StartedAt/);
+  await ranOnNode(w, "shell-less-fails", images.static);
+});
+
+test("the catalog's s3-upload step runs in the aws CLI image and uploads with its scoped identity", async () => {
+  const w = await world;
+  const [doc] = await readDocs("catalog/task/s3-upload/0.1/s3-upload.yaml");
+  await w.createScopedStep("s3-upload", doc?.spec);
+  await w.createRun("catalog-upload", {
+    customRef: { ...scopedStep, name: "s3-upload" },
+    params: [
+      { name: "bucket", value: "artifacts" },
+      { name: "prefix", value: "catalog/" },
+      // A file of the image itself (hack/cluster/images.ts writes it).
+      { name: "source", value: "/etc/group" },
+      { name: "image", value: images.awscli },
+      { name: "extra-args", value: ["--endpoint-url", w.peer.endpoint] },
+      ...identity,
+    ],
+  });
+  const run = await w.waitDone("catalog-upload", 180_000);
+  assert.equal(condition(run)?.reason, "Succeeded", condition(run)?.message);
+  assert.equal(resultsOf(run).uri, "s3://artifacts/catalog/");
+  assert.equal(w.peer.getObject("artifacts", "catalog/group")?.toString(), "root:x:0:\nnogroup:x:65534:\n");
+  await ranOnNode(w, "catalog-upload", images.awscli);
+  await credentialsGone(w, run);
 });
 
 /** A build (Tekton Task) writes a site into the shared workspace; a scoped step uploads it. */

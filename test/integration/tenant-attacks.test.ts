@@ -1,6 +1,7 @@
 // Attacks on the run lifecycle played as the namespace tenant (the `edit` user, by impersonation):
-// objects planted at the names a run will use, and an Application edited between the credential's
-// intent and its mint.
+// objects planted at the names a run will use, an Application edited between the credential's
+// intent and its mint, and a step going after the entrypoint it shares volumes with.
+import { readFile } from "node:fs/promises";
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { CoreV1Api, CustomObjectsApi, type V1OwnerReference } from "@kubernetes/client-node";
@@ -220,4 +221,31 @@ test("a workspace the tenant binds to another run's credential Secret is refused
   assert.deepEqual(mounting, [], "no pod but the victim's own mounts its credentials");
   await t.w.patchRunSpec("victim", { status: "RunCancelled" });
   await t.w.waitDone("victim");
+});
+
+test("a step cannot replace the entrypoint, its script or Tekton's step links: they are read-only to it", async () => {
+  const t = await world;
+  // Each attempt must fail; a changed or missing target is reported in the result.
+  const script = [
+    "out=''",
+    "for f in /tekton/bin/entrypoint /tekton/scripts/step /tekton/steps/step-step; do",
+    '  [ -e "$f" ] || [ -L "$f" ] || { out="$out missing:$f"; continue; }',
+    '  if (: > "$f") 2>/dev/null || rm -f "$f" 2>/dev/null || ln -sfn /bin/sh "$f" 2>/dev/null; then',
+    '    out="$out changed:$f"',
+    "  fi",
+    "done",
+    'if (: > /tekton/bin/planted) 2>/dev/null; then out="$out planted"; fi',
+    'printf "attempts:%s" "$out" > $(results.out.path)',
+  ].join("\n");
+  await tenantRun(t, "overwrite-entrypoint", "payments", [], script);
+  const run = await t.w.waitDone("overwrite-entrypoint");
+  assert.equal(condition(run)?.reason, "Succeeded", condition(run)?.message);
+  assert.equal(resultsOf(run).out, "attempts:", "every attempt on the shared volumes failed");
+  const bin = t.w.kubelet?.volumePath(t.w.ns, "overwrite-entrypoint-pod", "tekton-internal-bin");
+  assert.ok(bin, "the pod's entrypoint volume");
+  const copied = await readFile(`${bin}/entrypoint`);
+  assert.ok(
+    copied.subarray(0, 4).equals(Buffer.from("\x7fELF")),
+    "the volume still holds Tekton's entrypoint",
+  );
 });
