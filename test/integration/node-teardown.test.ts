@@ -100,13 +100,23 @@ function footprint(holder: number): Footprint {
   return { pids: [...pids], namespaces: [...namespaces], cgroups, chains };
 }
 
+/** A process as a person debugging a leftover needs it: name, state, parent, cgroups. */
+function describe(pid: number): string {
+  const status = safe(() => readFileSync(`/proc/${pid}/status`, "utf8")) ?? "";
+  const field = (name: string) => new RegExp(`^${name}:\\s*(.*)$`, "m").exec(status)?.[1] ?? "?";
+  const freezer = safe(() => readFileSync(`/proc/${pid}/cgroup`, "utf8"))
+    ?.split("\n")
+    .find((l) => l.includes(":freezer:"));
+  return `process ${pid} (${field("Name")}, ${field("State")}, parent ${field("PPid")}, ${freezer ?? "no freezer"})`;
+}
+
 /** What of `before` is still there: live processes, namespaces any process holds or mounts, cgroups. */
 function leftovers(before: Footprint): string[] {
   const left: string[] = [];
   const gone = new Set(before.namespaces);
   for (const pid of allPids()) {
-    if (before.pids.includes(pid)) left.push(`process ${pid}`);
-    for (const ns of namespacesOf(pid)) if (gone.has(ns)) left.push(`${ns} held by process ${pid}`);
+    if (before.pids.includes(pid)) left.push(describe(pid));
+    for (const ns of namespacesOf(pid)) if (gone.has(ns)) left.push(`${ns} held by ${describe(pid)}`);
     const mounts = safe(() => readFileSync(`/proc/${pid}/mountinfo`, "utf8")) ?? "";
     for (const ns of gone) if (mounts.includes(ns)) left.push(`${ns} mounted in process ${pid}'s view`);
   }
