@@ -234,6 +234,21 @@ test("FallbackToLogsOnError gives the last 80 lines of output, at most 2048 byte
   assert.equal(state(succeeds)?.terminated?.message, undefined, "no fallback on exit code 0");
 });
 
+test("pods/log reaches the kubelet's log endpoint: a container's output, its last lines, a byte limit", async (t) => {
+  const s = await setup(t, "kubelet-logs");
+  await createPod(s, shPod("talker", "echo one; echo two; echo three; exit 2"));
+  await podWhen(s, "talker", "talker to finish", finished);
+  const log = (opts: { tailLines?: number; limitBytes?: number } = {}) =>
+    s.cluster.core.readNamespacedPodLog({ namespace: s.ns, name: "talker", container: "step", ...opts });
+  assert.equal(await log(), "one\ntwo\nthree\n");
+  assert.equal(await log({ tailLines: 2 }), "two\nthree\n");
+  assert.equal(await log({ limitBytes: 5 }), "one\nt");
+  await assert.rejects(
+    s.cluster.core.readNamespacedPodLog({ namespace: s.ns, name: "talker", container: "other" }),
+    "a container the pod does not have",
+  );
+});
+
 test("deleting a running pod sends SIGTERM to its processes, then the pod object goes away", async (t) => {
   const s = await setup(t, "kubelet-delete");
   const script = `trap 'echo got SIGTERM; exit 143' TERM; sleep 300 & echo "child $!"; wait`;
