@@ -594,7 +594,7 @@ test("a step whose image has no shell fails with its exit code and the last line
 
 test("the catalog's s3-upload step runs in the aws CLI image and uploads with its scoped identity", async () => {
   const w = await world;
-  const [doc] = await readDocs("catalog/task/s3-upload/0.1/s3-upload.yaml");
+  const [doc] = await readDocs("catalog/scopedstep/s3-upload/0.1/s3-upload.yaml");
   await w.createScopedStep("s3-upload", doc?.spec);
   await w.createRun("catalog-upload", {
     customRef: { ...scopedStep, name: "s3-upload" },
