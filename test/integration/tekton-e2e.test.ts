@@ -194,7 +194,8 @@ test("a Pipeline uses the custom task three ways; later tasks, finally and the r
   });
   await w.createPipelineRun("release-1", { pipelineRef: { name: "release" } });
 
-  const pr = await w.waitPipelineRunDone("release-1");
+  // Five tasks, three of them step pods with an init container each: slow on a loaded machine.
+  const pr = await w.waitPipelineRunDone("release-1", 300_000);
   assert.equal(pipelineCondition(pr)?.status, "True", pipelineCondition(pr)?.message);
   assert.equal(pipelineCondition(pr)?.reason, "Succeeded");
 
