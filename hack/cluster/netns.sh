@@ -17,7 +17,22 @@ cgroup_prefix="scoped-step-node-"
 # PID namespace sees other pids than the machine does, and must leave the outer run's tree alone.
 locks="${SCOPED_STEP_CACHE:-$HOME/.cache/scoped-step}/cgroup-locks"
 mkdir -p "$locks"
+# A task in a frozen cgroup v1 freezer cannot act on SIGKILL: a runc or kubelet killed between
+# freezing a container's cgroup and thawing it leaves that container's processes stuck there, holding
+# the cluster's namespaces. So thaw the whole tree, then kill whatever is still in it.
+release_cgroups() { # <name>
+  local state pid
+  if [[ -d "/sys/fs/cgroup/freezer/$1" ]]; then
+    while read -r state; do echo THAWED >"$state" 2>/dev/null; done < <(find "/sys/fs/cgroup/freezer/$1" -name freezer.state)
+  fi
+  for h in /sys/fs/cgroup/*/; do
+    [[ -d "$h$1" ]] || continue
+    # A task outside this PID namespace reads as 0: never signal that (or 1).
+    while read -r pid; do ((pid > 1)) && kill -KILL "$pid" 2>/dev/null; done < <(find "$h$1" -name cgroup.procs -exec cat {} + 2>/dev/null)
+  done
+}
 remove_cgroups() { # <name>: depth first, retrying while the killed tasks leave
+  release_cgroups "$1"
   for _ in $(seq 40); do
     local left=0
     for h in /sys/fs/cgroup/*/; do
