@@ -13,6 +13,7 @@ import {
   ListRolePoliciesCommand,
   PutRolePolicyCommand,
 } from "@aws-sdk/client-iam";
+import { CloudFrontClient, CreateInvalidationCommand } from "@aws-sdk/client-cloudfront";
 import { GetObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client } from "@aws-sdk/client-s3";
 import {
   AssumeRoleCommand,
@@ -129,6 +130,11 @@ const ROLE_PERMISSIONS = {
       Effect: "Allow",
       Action: ["s3:GetObject", "s3:PutObject", "s3:ListBucket"],
       Resource: [`arn:aws:s3:::${BUCKET}`, `arn:aws:s3:::${BUCKET}/*`],
+    },
+    {
+      Effect: "Allow",
+      Action: "cloudfront:CreateInvalidation",
+      Resource: `arn:aws:cloudfront::${ACCOUNT}:distribution/*`,
     },
   ],
 };
@@ -805,6 +811,91 @@ describe("S3 authorisation", () => {
     f.peer.advanceClock(3600);
     const err = await failure(read(s3, "allowed/report.txt"));
     assert.deepEqual([err.name, err.status], ["ExpiredToken", 400]);
+  });
+});
+
+describe("CloudFront invalidations", () => {
+  const cloudFrontFor = (t: TestContext, peer: AwsPeer, c: Credentials) => {
+    const client = new CloudFrontClient({
+      endpoint: peer.endpoint,
+      region: "us-east-1",
+      credentials: sdkCredentials(c),
+    });
+    t.after(() => client.destroy());
+    return client;
+  };
+  const invalidate = (client: CloudFrontClient, id: string, paths = ["/*"]) =>
+    client.send(
+      new CreateInvalidationCommand({
+        DistributionId: id,
+        InvalidationBatch: {
+          CallerReference: `ref-${randomBytes(4).toString("hex")}`,
+          Paths: { Quantity: paths.length, Items: paths },
+        },
+      }),
+    );
+
+  test("records the invalidation a session is allowed to make, and only that one", async (t) => {
+    const f = await fixture(t);
+    f.peer.createDistribution("E2SITE");
+    f.peer.createDistribution("E2OTHER");
+    const onlySite = JSON.stringify({
+      Version: "2012-10-17",
+      Statement: [
+        {
+          Effect: "Allow",
+          Action: "cloudfront:CreateInvalidation",
+          Resource: `arn:aws:cloudfront::${ACCOUNT}:distribution/E2SITE`,
+        },
+      ],
+    });
+    const { credentials, arn } = await f.assume({ Policy: onlySite });
+    const client = cloudFrontFor(t, f.peer, credentials);
+    const out = await invalidate(client, "E2SITE", ["/index.html", "/css/*"]);
+    assert.equal(out.Invalidation?.Status, "InProgress");
+    assert.deepEqual(out.Invalidation?.InvalidationBatch?.Paths?.Items, ["/index.html", "/css/*"]);
+    assert.match(
+      out.Location ?? "",
+      new RegExp(`/distribution/E2SITE/invalidation/${out.Invalidation?.Id ?? "-"}$`),
+    );
+    const [made, ...more] = f.peer.invalidations("E2SITE");
+    assert.deepEqual(more, []);
+    assert.equal(made?.id, out.Invalidation?.Id);
+    assert.deepEqual(made?.paths, ["/index.html", "/css/*"]);
+    assert.equal(made?.principal, arn);
+
+    const denied = await failure(invalidate(client, "E2OTHER"));
+    assert.deepEqual([denied.name, denied.status], ["AccessDenied", 403]);
+    assert.match(
+      denied.message,
+      /cloudfront:CreateInvalidation on resource: arn:aws:cloudfront::111122223333:distribution\/E2OTHER/,
+    );
+    assert.deepEqual(f.peer.invalidations("E2OTHER"), []);
+  });
+
+  test("answers NoSuchDistribution for a distribution that does not exist, and refuses bad paths", async (t) => {
+    const f = await fixture(t);
+    const { credentials } = await f.assume();
+    const client = cloudFrontFor(t, f.peer, credentials);
+    const missing = await failure(invalidate(client, "E2NONE"));
+    assert.deepEqual([missing.name, missing.status], ["NoSuchDistribution", 404]);
+    f.peer.createDistribution("E2SITE");
+    const relative = await failure(invalidate(client, "E2SITE", ["index.html"]));
+    assert.deepEqual([relative.name, relative.status], ["InvalidArgument", 400]);
+    const unsigned = await failure(
+      new CloudFrontClient({
+        endpoint: f.peer.endpoint,
+        region: "us-east-1",
+        credentials: { accessKeyId: "AKIAUNKNOWN", secretAccessKey: "x" },
+      }).send(
+        new CreateInvalidationCommand({
+          DistributionId: "E2SITE",
+          InvalidationBatch: { CallerReference: "r", Paths: { Quantity: 1, Items: ["/*"] } },
+        }),
+      ),
+    );
+    assert.equal(unsigned.name, "InvalidClientTokenId");
+    assert.deepEqual(f.peer.invalidations("E2SITE"), []);
   });
 });
 

@@ -1,5 +1,5 @@
-// The AWS test peer: one HTTP server on loopback speaking STS, IAM (query protocol) and S3 (REST)
-// to the real AWS SDK, so minting, scoping and revocation are exercised over the real wire
+// The AWS test peer: one HTTP server on loopback speaking STS, IAM (query protocol), S3 and
+// CloudFront's CreateInvalidation (REST) to the real AWS SDK and CLI, so minting, scoping and revocation are exercised over the real wire
 // protocols. Requests are routed by the SigV4 credential scope's service; unsigned form posts
 // (AssumeRoleWithWebIdentity) by their Action; anything else unsigned is anonymous S3.
 import { randomBytes } from "node:crypto";
@@ -8,6 +8,13 @@ import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from "node:
 import type { AddressInfo } from "node:net";
 import { AuthFailure, authenticate, principalArn, queryAuthError, s3AuthError } from "./auth.ts";
 import type { Principal } from "./auth.ts";
+import {
+  cloudFrontError,
+  cloudFrontTarget,
+  createInvalidation,
+  distributionArn,
+  type Invalidation,
+} from "./cloudfront.ts";
 import { IAM_ACTIONS, handleIam } from "./iam.ts";
 import { issuerHostPath } from "./oidc.ts";
 import { parsePolicy, parsePolicyValue } from "./policy.ts";
@@ -112,6 +119,12 @@ export interface AwsPeer {
   createManagedPolicy(arn: string, document: PolicyInput): void;
   putObject(bucket: string, key: string, body: string | Uint8Array, contentType?: string): void;
   getObject(bucket: string, key: string): Buffer | undefined;
+  /** An empty bucket (putObject makes its bucket too). */
+  createBucket(bucket: string): void;
+  /** A CloudFront distribution in the admin's account, for CreateInvalidation to name. */
+  createDistribution(id: string): { arn: string };
+  /** The invalidations made on a distribution, oldest first. */
+  invalidations(id: string): Invalidation[];
   sessions(): SessionInfo[];
   calls(): CallRecord[];
   /** The next `count` calls of `action` (e.g. "AssumeRoleWithWebIdentity", "GetObject") fail so. */
@@ -267,6 +280,36 @@ function handleS3Exchange(state: PeerState, ex: Exchange, method: string): HttpR
   }
 }
 
+function handleCloudFrontExchange(state: PeerState, ex: Exchange, method: string): HttpReply {
+  const headers = { "Content-Type": "text/xml", "x-amz-request-id": ex.id };
+  try {
+    const target = cloudFrontTarget(method, ex.wire.rawPath);
+    if (!target) throw notImplementedHere(`${method} ${ex.wire.rawPath}`);
+    ex.record.action = target.operation;
+    ex.record.resource = target.distributionId;
+    const injected = takeInjected(state, target.operation, "cloudfront");
+    if (injected) {
+      ex.record.injected = true;
+      throw injected;
+    }
+    let principal: Principal;
+    try {
+      principal = authenticateExchange(state, ex, "cloudfront");
+    } catch (err) {
+      throw err instanceof AuthFailure ? queryAuthError(err) : err;
+    }
+    const reply = createInvalidation(state, principal, target.distributionId, ex.body.toString("utf8"));
+    return { ...reply, headers: { ...headers, ...reply.headers } };
+  } catch (err) {
+    ex.record.action ??= `${method} ${ex.wire.rawPath}`;
+    const error = err instanceof AwsError ? err : internalError(err, "InternalError");
+    return { status: error.status, headers, body: cloudFrontError(error, ex.id) };
+  }
+}
+
+const notImplementedHere = (what: string) =>
+  new AwsError("NotImplemented", `The AWS peer does not implement ${what}`, 501);
+
 function internalError(err: unknown, code: string): AwsError {
   console.error("aws peer: internal error", err);
   return new AwsError(code, "We encountered an internal error. Please try again.", 500);
@@ -326,6 +369,7 @@ async function serve(state: PeerState, req: IncomingMessage, res: ServerResponse
   let reply: HttpReply;
   if (service === "sts" || service === "iam") reply = await handleQuery(state, service, ex);
   else if (service === "s3") reply = handleS3Exchange(state, ex, method);
+  else if (service === "cloudfront") reply = handleCloudFrontExchange(state, ex, method);
   else {
     const error = new AwsError("InvalidAction", `The AWS peer does not implement the ${service} service`);
     reply = {
@@ -343,7 +387,7 @@ async function serve(state: PeerState, req: IncomingMessage, res: ServerResponse
   state.calls.push({
     ...ex.record,
     at: now(state),
-    service: service === "iam" || service === "s3" ? service : "sts",
+    service: service === "iam" || service === "s3" || service === "cloudfront" ? service : "sts",
     action: ex.record.action ?? "",
     outcome,
     status: reply.status,
@@ -399,6 +443,7 @@ export async function startAwsPeer(opts: AwsPeerOptions = {}): Promise<AwsPeer> 
     managedPolicies: new Map(),
     sessions: new Map(),
     buckets: new Map(),
+    distributions: new Map(),
     calls: [],
     failures: [],
   };
@@ -501,9 +546,20 @@ export async function startAwsPeer(opts: AwsPeerOptions = {}): Promise<AwsPeer> 
       storeObject(state, bucket, key, Buffer.from(body), contentType);
     },
 
+    createBucket(bucket) {
+      if (!state.buckets.has(bucket)) state.buckets.set(bucket, new Map());
+    },
+
     getObject(bucket, key) {
       return state.buckets.get(bucket)?.get(key)?.body;
     },
+
+    createDistribution(id) {
+      if (!state.distributions.has(id)) state.distributions.set(id, []);
+      return { arn: distributionArn(accountId, id) };
+    },
+
+    invalidations: (id) => [...(state.distributions.get(id) ?? [])],
 
     sessions: () => [...state.sessions.values()].map(sessionInfo),
 

@@ -61,6 +61,8 @@ export interface AdminUser {
   userId: string;
 }
 
+import type { Invalidation } from "./cloudfront.ts";
+
 export interface StoredObject {
   body: Buffer;
   contentType: string;
@@ -71,7 +73,7 @@ export interface StoredObject {
 
 export interface CallRecord {
   at: Date;
-  service: "sts" | "iam" | "s3";
+  service: "sts" | "iam" | "s3" | "cloudfront";
   action: string;
   /** "ok", or the AWS error code that was answered. */
   outcome: string;
@@ -105,6 +107,8 @@ export interface PeerState {
   managedPolicies: Map<string, PolicyDocument>;
   sessions: Map<string, Session>;
   buckets: Map<string, Map<string, StoredObject>>;
+  /** CloudFront distributions of the admin's account, by id, with the invalidations made. */
+  distributions: Map<string, Invalidation[]>;
   calls: CallRecord[];
   failures: InjectedFailure[];
 }
