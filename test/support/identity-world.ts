@@ -80,6 +80,8 @@ export async function startIdentityWorld(
   opts: {
     roleTrustSub?: string;
     flags?: string[];
+    /** Steps get the peer as AWS_ENDPOINT_URL (--step-aws-endpoint), so any AWS client in them reaches it. */
+    stepAwsEndpoint?: boolean;
     cluster?: WorldOptions["cluster"];
     peerHost?: string;
     /** The issuer URL the peer trusts; default a loopback port this world's controller serves. */
@@ -119,7 +121,12 @@ export async function startIdentityWorld(
   await base.createPolicy("identity", policy);
 
   const settings = controllerAwsSettings(peer, trusted);
-  const controllerFlags = [...settings.flags, "--aws-region=eu-west-1", ...(opts.flags ?? [])];
+  const controllerFlags = [
+    ...settings.flags,
+    "--aws-region=eu-west-1",
+    ...(opts.stepAwsEndpoint ? [`--step-aws-endpoint=${peer.endpoint}`] : []),
+    ...(opts.flags ?? []),
+  ];
   const controllerEnv = settings.env;
   const core = base.cluster.kc.makeApiClient(CoreV1Api);
   const w: IdentityWorld = Object.assign(base, {
