@@ -33,6 +33,7 @@ export interface Config {
   awsRegion: string;
   stsEndpoint: string;
   iamEndpoint: string;
+  stepAwsEndpoint: string;
   awsRevokerRoles: string[];
 }
 
@@ -207,6 +208,12 @@ export const options: Record<keyof Config, Option> = {
     default: "",
     doc: "IAM endpoint URL for deny-policy revocation; AWS's when empty.",
   },
+  stepAwsEndpoint: {
+    flag: "step-aws-endpoint",
+    env: "SCOPED_STEP_STEP_AWS_ENDPOINT",
+    default: "",
+    doc: "AWS_ENDPOINT_URL given to every step with AWS credentials (a proxy or private endpoint all its AWS calls go through); none when empty.",
+  },
   awsRevokerRoles: {
     flag: "aws-revoker-roles",
     env: "SCOPED_STEP_AWS_REVOKER_ROLES",
@@ -332,6 +339,7 @@ export function loadConfig(
     awsRegion: raw("awsRegion"),
     stsEndpoint: raw("stsEndpoint"),
     iamEndpoint: raw("iamEndpoint"),
+    stepAwsEndpoint: raw("stepAwsEndpoint"),
     awsRevokerRoles: raw("awsRevokerRoles")
       .split(",")
       .map((s) => s.trim())
@@ -355,6 +363,11 @@ export function loadConfig(
   if (config.retryPeriodSeconds >= config.renewDeadlineSeconds) {
     throw new ConfigError(
       `${name("retryPeriodSeconds")} must be shorter than ${name("renewDeadlineSeconds")}`,
+    );
+  }
+  if (config.stepAwsEndpoint && !/^https?:\/\/[^\s/?#]+(\/[^\s?#]*)?$/.test(config.stepAwsEndpoint)) {
+    throw new ConfigError(
+      `${name("stepAwsEndpoint")} must be an http(s) URL without query or fragment, got "${config.stepAwsEndpoint}"`,
     );
   }
   if (!/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(config.namespace)) {

@@ -132,6 +132,7 @@ export async function buildIdentity(
     signer,
     defaultRegion: config.awsRegion,
     ...(config.stsEndpoint ? { stsEndpoint: config.stsEndpoint } : {}),
+    ...(config.stepAwsEndpoint ? { stepEndpoint: config.stepAwsEndpoint } : {}),
     accounts,
     log,
     ...(hooks.onStsCall ? { onStsCall: hooks.onStsCall } : {}),

@@ -19,6 +19,7 @@ import { apiErrorMessage, describeRequest, loadKube } from "./kube-client.ts";
 import { kubeLedger } from "./ledger.ts";
 import { createLogger } from "./log.ts";
 import { readConfigMap, watchSettings } from "./settings.ts";
+import { missingApis, missingApisMessage, podEvent } from "./startup.ts";
 
 /** Test-only crash injection: the process kills itself when the named point is reached. */
 function failpointFromEnv(name: string | undefined, log: Logger): Pick<TaskContext, "failpoint"> {
@@ -33,23 +34,49 @@ function failpointFromEnv(name: string | undefined, log: Logger): Pick<TaskConte
 }
 
 const argv = process.argv.slice(2);
-const kube = await loadKube();
+const kube = await loadKube().catch((err: unknown) => {
+  console.error(`scoped-step: cannot reach the Kubernetes API: ${(err as Error).message}`);
+  process.exit(2);
+});
 let config: Config;
+// Flags and environment first: they say where the configuration ConfigMap is.
+let bootstrap = { namespace: "scoped-step", configMap: "scoped-step-config" };
 try {
-  // Flags and environment first: they say where the configuration ConfigMap is.
-  const bootstrap = configMapLocation(argv, process.env);
+  bootstrap = configMapLocation(argv, process.env);
+  const where = `${bootstrap.namespace}/${bootstrap.configMap}`;
   const data = await readConfigMap(kube, bootstrap.namespace, bootstrap.configMap).catch((err: unknown) => {
     throw new ConfigError(
-      `cannot read ConfigMap ${bootstrap.namespace}/${bootstrap.configMap} (check the API server and RBAC): ${apiErrorMessage(err)}`,
+      `cannot read ConfigMap ${where} (check the API server and RBAC): ${apiErrorMessage(err)}`,
     );
   });
-  config = loadConfig(argv, process.env, data);
+  try {
+    config = loadConfig(argv, process.env, data);
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    // Settings live in the ConfigMap, keyed by flag name: say so where the operator looks.
+    throw new ConfigError(
+      `${err.message}. Set it in ConfigMap ${where} (data key: the flag name without --, e.g. issuer-url), then restart the Deployment`,
+    );
+  }
 } catch (err) {
   if (!(err instanceof ConfigError)) throw err;
   console.error(`scoped-step: invalid configuration: ${err.message}`);
+  await podEvent(kube, bootstrap.namespace, "InvalidConfiguration", err.message);
   process.exit(2);
 }
 const log = createLogger(config.logLevel);
+
+// Everything below watches these: one missing would fail every run, so say which and stop.
+const missing = await missingApis(kube).catch((err: unknown) => {
+  log.warn({ err }, "could not read the API server's discovery documents; starting anyway");
+  return [];
+});
+if (missing.length > 0) {
+  const message = missingApisMessage(missing);
+  log.fatal({ missing: missing.map((a) => a.crd) }, message);
+  await podEvent(kube, config.namespace, "MissingCustomResourceDefinition", message);
+  process.exit(2);
+}
 
 // Metrics read the engine, which is built after the context that reports to metrics.
 const live: { engine?: Engine<CustomRun> } = {};

@@ -21,6 +21,7 @@ import {
 } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
+import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { buildTool, moduleDir, tekton } from "./upstream.ts";
 
@@ -177,6 +178,8 @@ const staticImage = (name: string, binary: string, to: string): Recipe => ({
 export async function nodeRecipes(): Promise<Recipe[]> {
   const nodeDir = await buildTool("node-images");
   const awsPackages = await packageClosure(["awscli", "curl", "ca-certificates"]);
+  // Gives Debian's aws CLI the AWS_ENDPOINT_URL of the CLI it stands in for (hack/node-images/aws).
+  const awsEndpointShim = fileURLToPath(new URL("../node-images/aws", import.meta.url));
   return [
     staticImage("pause", path.join(nodeDir, "pause"), "/pause"),
     staticImage("static", path.join(nodeDir, "report"), "/report"),
@@ -191,12 +194,14 @@ export async function nodeRecipes(): Promise<Recipe[]> {
     },
     {
       name: "awscli",
-      inputs: ["/bin/busybox", ...awsPackages],
+      inputs: ["/bin/busybox", awsEndpointShim, ...awsPackages],
       entrypoint: ["/bin/sh"],
       fill: async (root) => {
         await addPackages(root, awsPackages);
         await baseFiles(root);
         await addBusybox(root);
+        // Ahead of /usr/bin on the default PATH.
+        await addFile(root, awsEndpointShim, "/usr/local/bin/aws");
       },
     },
   ];

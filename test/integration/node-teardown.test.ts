@@ -110,11 +110,24 @@ function describe(pid: number): string {
   return `process ${pid} (${field("Name")}, ${field("State")}, parent ${field("PPid")}, ${freezer ?? "no freezer"})`;
 }
 
-/** What of `before` is still there: live processes, namespaces any process holds or mounts, cgroups. */
-function leftovers(before: Footprint): string[] {
+const ticksPerSecond = Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }));
+/** Now, in the clock ticks since boot that /proc/<pid>/stat gives a process's start in. */
+const ticksSinceBoot = () =>
+  Math.floor(Number(readFileSync("/proc/uptime", "utf8").split(" ")[0]) * ticksPerSecond);
+const startedAt = (pid: number) =>
+  Number(readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]?.split(" ")[19]);
+
+/**
+ * What of `before` is still there: live processes, namespaces any process holds or mounts, cgroups.
+ * The kernel reuses a freed namespace's inode number for the next namespace made (a container of
+ * another test, say), and a pid to the next process, so a process started after `endedAt` is not
+ * the cluster's, whatever it holds: it is not counted.
+ */
+function leftovers(before: Footprint, endedAt: number): string[] {
   const left: string[] = [];
   const gone = new Set(before.namespaces);
   for (const pid of allPids()) {
+    if ((safe(() => startedAt(pid)) ?? Infinity) > endedAt) continue;
     if (before.pids.includes(pid)) left.push(describe(pid));
     for (const ns of namespacesOf(pid)) if (gone.has(ns)) left.push(`${ns} held by ${describe(pid)}`);
     const mounts = safe(() => readFileSync(`/proc/${pid}/mountinfo`, "utf8")) ?? "";
@@ -126,8 +139,9 @@ function leftovers(before: Footprint): string[] {
 
 /** Ending takes a moment (the kernel kills, parents reap): wait until nothing is left. */
 async function assertNothingLeft(before: Footprint, found: ReturnType<typeof machine>): Promise<void> {
+  const endedAt = ticksSinceBoot();
   await eventually("nothing of the cluster to be left", () => {
-    const left = leftovers(before);
+    const left = leftovers(before, endedAt);
     if (left.length) throw new Error(left.join(", "));
     return Promise.resolve(true);
   });

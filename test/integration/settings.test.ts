@@ -1,6 +1,9 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { CoreV1Api } from "@kubernetes/client-node";
+import { loadKube } from "../../controller/kube-client.ts";
+import { missingApis, missingApisMessage, requiredApis } from "../../controller/startup.ts";
+import { startController } from "../support/controller.ts";
 import { eventually } from "../support/wait.ts";
 import { condition, identityParams, paymentsApp, startWorld } from "../support/world.ts";
 
@@ -45,4 +48,69 @@ test("the configuration ConfigMap reloads while running; an invalid change is re
   assert.equal(condition(run)?.reason, "CustomRunTimedOut");
   assert.match(condition(run)?.message ?? "", /timed out after 2s/);
   assert.equal(c.child.exitCode, null, "the controller kept running");
+});
+
+test("before issuer-url is set, the controller says what to set and where, in its log and as an Event on its Pod", async () => {
+  const w = await startWorld({ controller: false });
+  const core = w.cluster.kc.makeApiClient(CoreV1Api);
+  // A Pod of the controller's to hang the Event on, as the release's Deployment makes one (its
+  // ServiceAccount made by hand: no controller-manager runs here).
+  await core.createNamespacedServiceAccount({
+    namespace: w.controllerNs,
+    body: { metadata: { name: "default" } },
+  });
+  const pod = await core.createNamespacedPod({
+    namespace: w.controllerNs,
+    body: {
+      metadata: { name: "scoped-step-controller-0" },
+      spec: { containers: [{ name: "controller", image: "ghcr.io/scoped-step/scoped-step:0.1.0" }] },
+    },
+  });
+  const c = startController({
+    kubeconfig: w.cluster.kubeconfig,
+    namespace: w.controllerNs,
+    watchNamespaces: [w.ns],
+    flags: ["--credentials=aws"],
+    env: { POD_NAME: "scoped-step-controller-0", POD_UID: pod.metadata?.uid ?? "" },
+  });
+  assert.equal(await c.exited, 2);
+  const said = `--issuer-url (SCOPED_STEP_ISSUER_URL) is required with --credentials=aws: AWS fetches the token keys from it. Set it in ConfigMap ${w.controllerNs}/scoped-step-config`;
+  assert.ok(c.output().includes(said), c.output());
+  // What `kubectl describe pod` lists: events by involvedObject name and uid.
+  const events = await core.listNamespacedEvent({
+    namespace: w.controllerNs,
+    fieldSelector: `involvedObject.name=scoped-step-controller-0,involvedObject.uid=${pod.metadata?.uid ?? ""}`,
+  });
+  const [event] = events.items;
+  assert.equal(event?.reason, "InvalidConfiguration");
+  assert.equal(event.type, "Warning");
+  assert.ok(event.message?.includes(said), event.message);
+});
+
+test("the APIs the controller needs are checked through discovery: a missing one is named with how to get it", async () => {
+  const w = await startWorld({ controller: false });
+  const kube = await loadKube(w.cluster.kubeconfig);
+  assert.deepEqual(await missingApis(kube), [], "the control plane serves Tekton's, KubeVela's and our own");
+  const absent = [
+    {
+      group: "example.dev",
+      version: "v1",
+      resource: "widgets",
+      crd: "widgets.example.dev",
+      install: "install widgets",
+    },
+    {
+      group: "tekton.dev",
+      version: "v1beta1",
+      resource: "gadgets",
+      crd: "gadgets.tekton.dev",
+      install: "install gadgets",
+    },
+  ];
+  const missing = await missingApis(kube, [...requiredApis, ...absent]);
+  assert.deepEqual(missing, absent);
+  assert.equal(
+    missingApisMessage(missing),
+    "the API server does not serve example.dev/v1 widgets (CRD widgets.example.dev): install widgets; the API server does not serve tekton.dev/v1beta1 gadgets (CRD gadgets.tekton.dev): install gadgets",
+  );
 });

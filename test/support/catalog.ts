@@ -32,6 +32,19 @@ export async function readDocs(file: string): Promise<ApiObject[]> {
   return docs.map((d) => d.toJS() as ApiObject | null).filter((d): d is ApiObject => d !== null);
 }
 
+/** The ```yaml blocks of a Markdown file, each with the heading it sits under. */
+export async function yamlBlocks(file: string): Promise<{ heading: string; text: string }[]> {
+  const text = await readFile(path.join(repoRoot, file), "utf8");
+  const blocks: { heading: string; text: string }[] = [];
+  let heading = "";
+  // Fences first: a `# ...` line inside a shell example is no heading.
+  for (const m of text.matchAll(/^```(\w*)\n([\s\S]*?)^```$|^(#+ .+)$/gm)) {
+    if (m[3]) heading = m[3].replace(/^#+ /, "");
+    else if (m[1] === "yaml") blocks.push({ heading, text: m[2] ?? "" });
+  }
+  return blocks;
+}
+
 export async function catalogDocs(): Promise<{ file: string; doc: ApiObject }[]> {
   const out: { file: string; doc: ApiObject }[] = [];
   for (const file of await catalogFiles(".yaml")) {

@@ -81,6 +81,8 @@ export async function startIdentityWorld(
   opts: {
     roleTrustSub?: string;
     flags?: string[];
+    /** Steps get the peer as AWS_ENDPOINT_URL (--step-aws-endpoint), so any AWS client in them reaches it. */
+    stepAwsEndpoint?: boolean;
     cluster?: WorldOptions["cluster"];
     peerHost?: string;
     /** The issuer URL the peer trusts; default a loopback port this world's controller serves. */
@@ -122,8 +124,13 @@ export async function startIdentityWorld(
   const settings = controllerAwsSettings(peer, trusted);
   // On a real node, step pods are prepared from the node's build of Tekton's entrypoint image.
   const node: Partial<NodeTestCluster> = base.cluster;
-  const entrypoint = node.images ? [`--entrypoint-image=${node.images.tekton.entrypoint}`] : [];
-  const controllerFlags = [...settings.flags, "--aws-region=eu-west-1", ...entrypoint, ...(opts.flags ?? [])];
+  const controllerFlags = [
+    ...settings.flags,
+    "--aws-region=eu-west-1",
+    ...(node.images ? [`--entrypoint-image=${node.images.tekton.entrypoint}`] : []),
+    ...(opts.stepAwsEndpoint ? [`--step-aws-endpoint=${peer.endpoint}`] : []),
+    ...(opts.flags ?? []),
+  ];
   const controllerEnv = settings.env;
   const core = base.cluster.kc.makeApiClient(CoreV1Api);
   const w: IdentityWorld = Object.assign(base, {

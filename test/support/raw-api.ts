@@ -98,6 +98,10 @@ export async function readRaw(kc: KubeConfig, obj: ApiObject, name: string, name
   return rawRequest(kc, "GET", `${await collectionPath(kc, obj, namespace)}/${name}`);
 }
 
+export async function deleteRaw(kc: KubeConfig, obj: ApiObject, name: string, namespace?: string) {
+  return rawRequest(kc, "DELETE", `${await collectionPath(kc, obj, namespace)}/${name}`);
+}
+
 /** The Status message of a failed request, or the body as text. */
 export function statusMessage(res: RawResponse): string {
   const body = res.body as { message?: string; reason?: string } | string;

@@ -2,12 +2,15 @@
 // too, so PipelineRuns drive our CustomRuns for real: a local process watching the world's
 // namespace only, whose TaskRun pods run on the test kubelet, or on the real node Tekton installed
 // as a release (controller and webhook as Deployments). Opt-in: only the end-to-end suite starts it.
+import { execFile } from "node:child_process";
 import path from "node:path";
+import { promisify } from "node:util";
 import { after } from "node:test";
 import { PatchStrategy, setHeaderOptions } from "@kubernetes/client-node";
 import { startTektonController, type TektonController } from "../../hack/cluster/tekton.ts";
 import type { NodeImages } from "../../hack/cluster/images.ts";
 import { installTekton, type InstalledTekton } from "../../hack/cluster/tekton-install.ts";
+import { buildTool } from "../../hack/cluster/upstream.ts";
 import type { Condition, CustomRun } from "../../tasks/scoped-step/types.ts";
 import { realCluster } from "./cluster.ts";
 import { startIdentityWorld, type IdentityWorld } from "./identity-world.ts";
@@ -121,6 +124,7 @@ export const pipelineTask = (run: { metadata: { labels?: Record<string, string> 
   run.metadata.labels?.["tekton.dev/pipelineTask"] ?? "";
 
 const v1 = { group: "tekton.dev", version: "v1" } as const;
+const run = promisify(execFile);
 const mergePatch = setHeaderOptions("Content-Type", PatchStrategy.MergePatch);
 
 let installed: Promise<InstalledTekton> | undefined;
@@ -140,13 +144,14 @@ export function realTekton(): Promise<InstalledTekton> {
  */
 export async function startTektonWorld(
   policy: Record<string, unknown>,
-  opts: { realNode?: boolean; issuer?: string; controller?: boolean } = {},
+  opts: { realNode?: boolean; issuer?: string; controller?: boolean; stepAwsEndpoint?: boolean } = {},
 ): Promise<TektonWorld> {
   const node = opts.realNode ? await realCluster() : undefined;
   const base = await startIdentityWorld(policy, {
     ...(node ? { cluster: realCluster(), peerHost: node.nodeIp } : {}),
     ...(opts.issuer ? { issuer: opts.issuer } : {}),
     ...(opts.controller === false ? { controller: false } : {}),
+    ...(opts.stepAwsEndpoint ? { stepAwsEndpoint: true } : {}),
   });
   const { objects, kubeconfig, kc } = base.cluster;
   const ns = base.ns;
@@ -250,6 +255,36 @@ export async function startTektonWorld(
     },
     customRuns: (pipelineRun: string) => list<CustomRun>("customruns", pipelineRun, "v1beta1"),
     taskRuns: (pipelineRun: string) => list<TaskRun>("taskruns", pipelineRun, "v1"),
+  });
+  return w;
+}
+
+/**
+ * A world for examples as users write them (the catalog's, the README's): on the real node, the
+ * images built here answering to the references the examples name (Debian's aws CLI as
+ * amazon/aws-cli:2.27.9, busybox as busybox:1.37: no registry is reachable), every step given the
+ * AWS peer as AWS_ENDPOINT_URL (--step-aws-endpoint), and no policy of the world's own: the
+ * examples' policies decide.
+ */
+export async function startExamplesWorld(): Promise<TektonWorld> {
+  const c = await realCluster();
+  const ctr = path.join(await buildTool("containerd"), "ctr");
+  for (const [image, reference] of [
+    [c.images.awscli, "docker.io/amazon/aws-cli:2.27.9"],
+    [c.images.busybox, "docker.io/library/busybox:1.37"],
+  ] as const) {
+    // prettier-ignore
+    await run(ctr, ["--address", c.containerdSocket, "-n", "k8s.io", "images", "tag", "--force", image, reference]);
+  }
+  const w = await startTektonWorld(
+    { aws: { allowedRoleArns: ["arn:aws:iam::000000000000:role/none"] } },
+    { realNode: true, stepAwsEndpoint: true },
+  );
+  await w.cluster.objects.deleteClusterCustomObject({
+    group: "scopedstep.dev",
+    version: "v1alpha1",
+    plural: "scopedsteppolicies",
+    name: `${w.ns}-identity`,
   });
   return w;
 }

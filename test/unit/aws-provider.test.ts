@@ -286,3 +286,19 @@ async function fillInlineBudget(w: ProviderWorld, roleArn: string, room: number)
     }),
   );
 }
+
+test("steps get AWS_ENDPOINT_URL with their credentials only when the operator set a step endpoint", async (t) => {
+  const w = await world(t);
+  const roleArn = `arn:aws:iam::${home}:role/deployer`;
+  w.trustingRole(roleArn, [readArtifacts]);
+  const plain = await provider(w).mint(w.facts("plain"), w.grant({ roleArn }));
+  assert.deepEqual(plain.mount.env, { AWS_REGION: "eu-west-1", AWS_DEFAULT_REGION: "eu-west-1" });
+  const proxied = provider(w, { stepEndpoint: "https://aws-proxy.internal:8443" });
+  for (const delivery of ["env", "file"] as const) {
+    const grant = w.grant({ roleArn });
+    grant.trait.properties.delivery = delivery;
+    const minted = await proxied.mint(w.facts(`proxied-${delivery}`), grant);
+    assert.equal(minted.mount.env.AWS_ENDPOINT_URL, "https://aws-proxy.internal:8443", delivery);
+    assert.equal(minted.mount.env.AWS_REGION, "eu-west-1", delivery);
+  }
+});

@@ -42,6 +42,15 @@ test("bad configuration is refused with a message naming the setting", () => {
   );
   assert.throws(() => loadConfig(["--bogus=1", "--credentials=none"], {}), /unknown flag --bogus/);
   assert.throws(
+    () => loadConfig(["--credentials=none", "--step-aws-endpoint=vpce.example.com"], {}),
+    /--step-aws-endpoint \(SCOPED_STEP_STEP_AWS_ENDPOINT\) must be an http\(s\) URL/,
+  );
+  assert.equal(
+    loadConfig(["--credentials=none", "--step-aws-endpoint=https://aws-proxy.internal:8443"], {})
+      .stepAwsEndpoint,
+    "https://aws-proxy.internal:8443",
+  );
+  assert.throws(
     () => loadConfig(["--credentials=none"], { SCOPED_STEP_DEFAULT_TIMEOUT: "1 day" }),
     /must be a Go duration/,
   );

@@ -26,6 +26,8 @@ export interface AwsProviderOptions {
   defaultRegion: string;
   /** Custom STS endpoint (private endpoints, tests); regional endpoints otherwise. */
   stsEndpoint?: string;
+  /** AWS_ENDPOINT_URL for the steps: every AWS call they make goes there (a proxy, tests). */
+  stepEndpoint?: string;
   /** Revokes sessions on the role in deny-policy mode; built from IAM when absent. */
   revoker?: SessionRevoker;
   /** Where deny policies are written, per account; without it, with the controller's own credentials. */
@@ -113,6 +115,9 @@ export function denyUntil(record: CredentialRecord, now: Date): Date {
 }
 
 export function awsProvider(opts: AwsProviderOptions): CredentialProvider {
+  const endpointEnv: Record<string, string> = opts.stepEndpoint
+    ? { AWS_ENDPOINT_URL: opts.stepEndpoint }
+    : {};
   const clients = new Map<string, STSClient>();
   const sts = async (region: string) => {
     const { STSClient } = await stsSdk();
@@ -289,6 +294,7 @@ export function awsProvider(opts: AwsProviderOptions): CredentialProvider {
               AWS_PROFILE: "default",
               AWS_REGION: region,
               AWS_DEFAULT_REGION: region,
+              ...endpointEnv,
             },
             files: { credentials: "credentials" },
           },
@@ -308,7 +314,7 @@ export function awsProvider(opts: AwsProviderOptions): CredentialProvider {
             AWS_SECRET_ACCESS_KEY: "secretAccessKey",
             AWS_SESSION_TOKEN: "sessionToken",
           },
-          env: { AWS_REGION: region, AWS_DEFAULT_REGION: region },
+          env: { AWS_REGION: region, AWS_DEFAULT_REGION: region, ...endpointEnv },
           files: {},
         },
       };

@@ -119,6 +119,8 @@ export interface AwsPeer {
   createManagedPolicy(arn: string, document: PolicyInput): void;
   putObject(bucket: string, key: string, body: string | Uint8Array, contentType?: string): void;
   getObject(bucket: string, key: string): Buffer | undefined;
+  /** An empty bucket (putObject makes its bucket too). */
+  createBucket(bucket: string): void;
   /** A CloudFront distribution in the admin's account, for CreateInvalidation to name. */
   createDistribution(id: string): { arn: string };
   /** The invalidations made on a distribution, oldest first. */
@@ -542,6 +544,10 @@ export async function startAwsPeer(opts: AwsPeerOptions = {}): Promise<AwsPeer> 
 
     putObject(bucket, key, body, contentType) {
       storeObject(state, bucket, key, Buffer.from(body), contentType);
+    },
+
+    createBucket(bucket) {
+      if (!state.buckets.has(bucket)) state.buckets.set(bucket, new Map());
     },
 
     getObject(bucket, key) {

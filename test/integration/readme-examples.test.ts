@@ -1,0 +1,214 @@
+// The README's YAML examples, as written, run on the cluster with a real node and Tekton's own
+// controller and admission webhook: the trait's Application and the policy are the ones the
+// pipelines run under, the "three ways" are the tasks of one pipeline, the clone/build → publish
+// pipeline runs with a claim made from a template, and the pod template places a step. What the
+// test adds is only what the README says is around them (a namespace, a role in the AWS peer, the
+// workspace binding) and what startExamplesWorld gives every example: local images under the
+// references the examples name (no registry is reachable), and the AWS peer as every step's
+// AWS_ENDPOINT_URL (--step-aws-endpoint). Examples that are not objects (the revoker-roles
+// ConfigMap line) are loaded as the controller loads them.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { IAMClient, PutRolePolicyCommand } from "@aws-sdk/client-iam";
+import { parse } from "yaml";
+import { loadConfig } from "../../controller/config.ts";
+import type { CustomRun } from "../../tasks/scoped-step/types.ts";
+import { readDocs, yamlBlocks } from "../support/catalog.ts";
+import { realCluster } from "../support/cluster.ts";
+import { createRaw, statusMessage, type ApiObject } from "../support/raw-api.ts";
+import {
+  pipelineCondition,
+  pipelineResults,
+  startExamplesWorld,
+  type TektonWorld,
+} from "../support/tekton.ts";
+import { provisionHostPathClaims } from "../support/volumes.ts";
+import { condition, resultsOf } from "../support/world.ts";
+
+const c = await realCluster();
+
+const blocks = await yamlBlocks("README.md");
+const block = (heading: string, has: string) => {
+  const found = blocks.find((b) => b.heading === heading && b.text.includes(has));
+  assert.ok(found, `README.md: a yaml example under "${heading}" with ${has}`);
+  return found.text;
+};
+// Each example a test below uses, found by what it holds; the last test checks none is left out.
+const examples = {
+  threeWays: block("Using it in a pipeline", "# 1. A named ScopedStep"),
+  workspaces: block("Using it in a pipeline", "workspaces: [{ name: shared }]"),
+  podTemplate: block("Using it in a pipeline", "podTemplate:"),
+  trait: block("The trait", "kind: Application"),
+  policy: block("The policy", "kind: ScopedStepPolicy"),
+  revokers: block("Revocation", "aws-revoker-roles:"),
+};
+
+// The README's policy and Application decide, in place of the world's own.
+const world: Promise<TektonWorld> = startExamplesWorld().then(async (w) => {
+  // The README's policy names its namespace; here it is the test's.
+  const policy = parse(examples.policy) as ApiObject & { spec: { namespaces: string[] } };
+  assert.deepEqual(policy.spec.namespaces, ["team-payments"]);
+  policy.spec.namespaces = [w.ns];
+  await created(w, policy);
+  // The trait's Application, in the test's namespace rather than team-payments.
+  const application = parse(examples.trait) as ApiObject;
+  assert.equal(application.metadata.namespace, "team-payments");
+  delete application.metadata.namespace;
+  await created(w, application);
+  // The role the trait names trusts the controller's issuer (the world made it); what it may do in
+  // AWS is the operator's business: here the bucket the examples write to.
+  const iam = new IAMClient({
+    endpoint: w.peer.endpoint,
+    region: "us-east-1",
+    credentials: w.peer.adminCredentials,
+  });
+  await iam.send(
+    new PutRolePolicyCommand({
+      RoleName: "payments-deployer",
+      PolicyName: "payments-artifacts",
+      PolicyDocument: JSON.stringify({
+        Version: "2012-10-17",
+        Statement: [{ Effect: "Allow", Action: "s3:*", Resource: "arn:aws:s3:::payments-artifacts/*" }],
+      }),
+    }),
+  );
+  iam.destroy();
+  w.peer.createBucket("payments-artifacts");
+  await (async () => {
+    for (const doc of await readDocs("catalog/scopedstep/s3-upload/0.1/s3-upload.yaml"))
+      await created(w, doc);
+  })();
+  return w;
+});
+
+async function created(w: TektonWorld, doc: ApiObject): Promise<ApiObject> {
+  const res = await createRaw(w.cluster.kc, doc, { namespace: w.ns });
+  assert.equal(res.status, 201, `${doc.kind} ${doc.metadata.name ?? ""}: ${statusMessage(res)}`);
+  assert.deepEqual(res.warnings, [], `${doc.kind}: the API server warned`);
+  return res.body as ApiObject;
+}
+
+const claimTemplate = {
+  volumeClaimTemplate: {
+    spec: { accessModes: ["ReadWriteOnce"], resources: { requests: { storage: "64Mi" } } },
+  },
+};
+
+async function runPipeline(w: TektonWorld, name: string, pipelineSpec: unknown, workspace?: string) {
+  const provisioner = provisionHostPathClaims(c, w.ns);
+  try {
+    await created(w, {
+      apiVersion: "tekton.dev/v1",
+      kind: "PipelineRun",
+      metadata: { name },
+      spec: {
+        pipelineSpec,
+        ...(workspace ? { workspaces: [{ name: workspace, ...claimTemplate }] } : {}),
+      },
+    });
+    const pr = await w.waitPipelineRunDone(name, 300_000);
+    const runs = await w.customRuns(name);
+    const why = runs.map((r) => `${r.metadata.name ?? ""}: ${condition(r)?.message ?? ""}`).join("; ");
+    assert.equal(pipelineCondition(pr)?.status, "True", `${pipelineCondition(pr)?.message ?? ""}; ${why}`);
+    for (const r of runs) assert.ok(resultsOf(r)["revoked-at"], `${r.metadata.name ?? ""}: revoked`);
+    return { pr, runs };
+  } finally {
+    provisioner.stop();
+  }
+}
+
+const byTask = (runs: CustomRun[]) =>
+  Object.fromEntries(runs.map((r) => [r.metadata.labels?.["tekton.dev/pipelineTask"] ?? "", r]));
+
+test("README: the three ways to give a task its step run in one pipeline, under the README's trait and policy", async () => {
+  const w = await world;
+  const tasks = parse(examples.threeWays) as { name: string }[];
+  assert.deepEqual(
+    tasks.map((t) => t.name),
+    ["publish", "whoami", "notes"],
+  );
+  // "The pipeline binds a workspace shared for the first": something must have put dist/ there.
+  const build = {
+    name: "build",
+    workspaces: [{ name: "out", workspace: "shared" }],
+    taskSpec: {
+      workspaces: [{ name: "out" }],
+      steps: [
+        {
+          name: "build",
+          image: "busybox:1.37",
+          script: "mkdir -p $(workspaces.out.path)/dist && echo 1.4.2 > $(workspaces.out.path)/dist/VERSION",
+        },
+      ],
+    },
+  };
+  const [publish, ...rest] = tasks;
+  const { pr, runs } = await runPipeline(
+    w,
+    "three-ways",
+    {
+      workspaces: [{ name: "shared" }],
+      tasks: [build, { ...publish, runAfter: ["build"] }, ...rest],
+      results: [{ name: "arn", value: "$(tasks.whoami.results.arn)" }],
+    },
+    "shared",
+  );
+  const steps = byTask(runs);
+  assert.match(
+    String(pipelineResults(pr).arn),
+    /^arn:aws:sts::111122223333:assumed-role\/payments-deployer\//,
+  );
+  assert.equal(resultsOf(steps.publish ?? ({} as CustomRun)).uri, "s3://payments-artifacts/releases/");
+  assert.equal(w.peer.getObject("payments-artifacts", "releases/VERSION")?.toString(), "1.4.2\n");
+  assert.equal(
+    w.peer.getObject("payments-artifacts", "releases/notes.txt")?.toString(),
+    `published by ${steps.notes?.metadata.name ?? "?"}\n`,
+  );
+});
+
+test("README: the clone/build → publish pipeline shares its workspace with the scoped step", async () => {
+  const w = await world;
+  const { spec } = parse(examples.workspaces) as { spec: unknown };
+  await runPipeline(w, "build-publish", spec, "shared");
+  assert.equal(
+    w.peer.getObject("payments-artifacts", "releases/site/index.html")?.toString(),
+    "<h1>hi</h1>\n",
+  );
+});
+
+test("README: the pod template's step is placed and runs", async () => {
+  const w = await world;
+  const { spec } = parse(examples.podTemplate) as { spec: Record<string, unknown> };
+  await created(w, {
+    apiVersion: "scopedstep.dev/v1alpha1",
+    kind: "ScopedStep",
+    metadata: { name: "placed" },
+    spec: { ...spec, image: "busybox:1.37", script: "id -u", application: "payments", component: "api" },
+  });
+  const { runs } = await runPipeline(w, "placed", {
+    tasks: [
+      {
+        name: "placed",
+        taskRef: { apiVersion: "scopedstep.dev/v1alpha1", kind: "ScopedStep", name: "placed" },
+      },
+    ],
+  });
+  const pods = await w.pods();
+  const pod = pods.find((p) => p.metadata?.labels?.["tekton.dev/customRun"] === runs[0]?.metadata.name);
+  assert.ok(pod, "the step pod is there");
+  assert.deepEqual(pod.spec?.nodeSelector, { "kubernetes.io/os": "linux" });
+  assert.equal(pod.spec?.securityContext?.runAsUser, 4242);
+});
+
+test("README: the revoker roles line is a setting the controller loads", () => {
+  const data = parse(examples.revokers) as Record<string, string>;
+  const config = loadConfig(["--credentials=none"], {}, data);
+  assert.deepEqual(config.awsRevokerRoles, [
+    "arn:aws:iam::444455556666:role/scoped-step-revoker",
+    "arn:aws:iam::555566667777:role/scoped-step-revoker",
+  ]);
+});
+
+test("README: every yaml example is one of those above", () => {
+  assert.equal(blocks.length, Object.keys(examples).length, blocks.map((b) => b.heading).join(", "));
+});
