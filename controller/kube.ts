@@ -92,13 +92,13 @@ export function kubeClusterPort(kube: Kube, caches: ClusterCaches): ClusterPort 
       orUndefined(kube.request<{ spec?: unknown }>("GET", resourcePath(scopedSteps, namespace, name))),
 
     getResolutionRequest: (namespace, name) =>
-      Promise.resolve(caches.resolutionRequests().get(namespace, name) as ResolutionRequest | undefined),
+      Promise.resolve(caches.resolutionRequests().get(namespace, name)),
 
     async createResolutionRequest(request: ResolutionRequest) {
       const path = resourcePath(resolutionRequestType, request.metadata?.namespace ?? "");
       try {
         const created = await kube.request<ResolutionRequest>("POST", path, { body: request });
-        caches.resolutionRequests().wrote(created as KubernetesObject);
+        caches.resolutionRequests().wrote(created);
         return true;
       } catch (err) {
         if (statusCode(err) === 409) return false;

@@ -126,7 +126,7 @@ test("the request is made once, waited for, and its failure or silence ends the 
     (err: unknown) => isRunFailure(err) && err.reason === "ResolutionRequestNotOwned",
   );
   stored.spec = { params: gitParams };
-  stored.metadata = { ...stored.metadata, ownerReferences: [] };
+  if (stored.metadata) stored.metadata.ownerReferences = [];
   await assert.rejects(
     resolveRemote(r, ref, cluster, t0, 60_000),
     (err: unknown) => isRunFailure(err) && err.reason === "ResolutionRequestNotOwned",
