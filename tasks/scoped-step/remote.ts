@@ -152,9 +152,22 @@ export async function resolveRemote(
 
 const oneLine = (s: string) => s.replace(/\s+/g, " ").trim().slice(0, 400);
 
+/** The only wrapper Tekton's resolvers pass on: their framework returns tekton.dev kinds alone. */
+const wrapper = { apiVersion: "tekton.dev/v1beta1", kind: "CustomRun" } as const;
+
+interface Document {
+  apiVersion?: unknown;
+  kind?: unknown;
+  metadata?: { name?: unknown };
+  spec?: unknown;
+}
+
 /**
- * The spec and name of the one ScopedStep in the resolver's answer. What the document says about
- * its namespace is ignored: the step runs in the run's namespace, as if given inline.
+ * The spec and name of the one ScopedStep in the resolver's answer: a ScopedStep document, or a
+ * CustomRun whose spec is only a customSpec holding one. Tekton's resolvers (v1.15.1,
+ * ValidateResolvedResource) refuse to return anything but a tekton.dev kind, so a catalog keeps
+ * its ScopedSteps wrapped that way. What either document says about its namespace is ignored: the
+ * step runs in the run's namespace, as if given inline.
  */
 export function scopedStepFrom(data: string, what: string): { name: string; spec: unknown } {
   const notOne = (why: string) =>
@@ -166,18 +179,28 @@ export function scopedStepFrom(data: string, what: string): { name: string; spec
   }
   const [doc] = docs;
   if (!doc || doc.errors.length) throw notOne("a document that is not valid YAML");
-  const obj = doc.toJS() as unknown;
-  if (!obj || typeof obj !== "object" || Array.isArray(obj)) throw notOne("a document that is not an object");
-  const { apiVersion, kind, metadata, spec } = obj as {
-    apiVersion?: unknown;
-    kind?: unknown;
-    metadata?: { name?: unknown };
-    spec?: unknown;
-  };
+  let obj = doc.toJS() as unknown;
+  if (!isDocument(obj)) throw notOne("a document that is not an object");
+  let outerName = "";
+  if (obj.apiVersion === wrapper.apiVersion && obj.kind === wrapper.kind) {
+    const spec = obj.spec;
+    const inner = isDocument(spec) ? (spec as { customSpec?: unknown }).customSpec : undefined;
+    const others = isDocument(spec) ? Object.keys(spec).filter((k) => k !== "customSpec") : [];
+    if (!isDocument(inner) || others.length) {
+      throw notOne(
+        `a CustomRun that is not a wrapped ScopedStep (its spec must hold customSpec alone${others.length ? `, not ${others.join(", ")}` : ""})`,
+      );
+    }
+    outerName = typeof obj.metadata?.name === "string" ? obj.metadata.name : "";
+    obj = inner;
+  }
+  const { apiVersion, kind, metadata, spec } = obj as Document;
   if (apiVersion !== customTask.apiVersion || kind !== customTask.kind) {
     const said = `${typeof kind === "string" ? kind : "an object without kind"}${typeof apiVersion === "string" ? ` (${apiVersion})` : ""}`;
     throw notOne(`a ${said}, not a ${customTask.kind} (${customTask.apiVersion})`);
   }
-  const name = typeof metadata?.name === "string" ? metadata.name : "";
+  const name = typeof metadata?.name === "string" ? metadata.name : outerName;
   return { name, spec };
 }
+
+const isDocument = (v: unknown): v is Document => typeof v === "object" && v !== null && !Array.isArray(v);

@@ -26,7 +26,7 @@ const run = promisify(execFile);
 const scopedStep = { apiVersion: "scopedstep.dev/v1alpha1", kind: "ScopedStep" } as const;
 const deployRole = `arn:aws:iam::${account}:role/payments-deployer`;
 
-/** The catalog step as it sits in git: the image and the AWS endpoint come as params. */
+/** The catalog step: the image and the AWS endpoint come as params. */
 const whoami = [
   "apiVersion: scopedstep.dev/v1alpha1",
   "kind: ScopedStep",
@@ -44,13 +44,23 @@ const whoami = [
   "  component: api",
   "",
 ].join("\n");
+/** As it sits in git: Tekton's resolvers pass on tekton.dev kinds only, so it is wrapped in a CustomRun. */
+const wrappedWhoami = [
+  "apiVersion: tekton.dev/v1beta1",
+  "kind: CustomRun",
+  "metadata: { name: whoami }",
+  "spec:",
+  "  customSpec:",
+  ...whoami.split("\n").map((l) => (l ? `    ${l}` : l)),
+].join("\n");
 
 /** A bare repository holding steps/whoami.yaml, served read-only by git daemon on `host`. */
 async function gitServer(host: string): Promise<string> {
   const dir = await mkdtemp(path.join(os.tmpdir(), "scoped-step-git-"));
   const work = path.join(dir, "work");
   await mkdir(path.join(work, "steps"), { recursive: true });
-  await writeFile(path.join(work, "steps", "whoami.yaml"), whoami);
+  await writeFile(path.join(work, "steps", "whoami.yaml"), wrappedWhoami);
+  await writeFile(path.join(work, "steps", "bare.yaml"), whoami);
   const git = (cwd: string, ...args: string[]) =>
     run("git", ["-c", "user.name=catalog", "-c", "user.email=catalog@example.com", ...args], { cwd });
   await git(work, "init", "-q", "-b", "main");
@@ -166,6 +176,12 @@ test("Tekton's resolvers' refusals end the run with ResolverFailed", async () =>
     { name: "revision", value: "main" },
     { name: "pathInRepo", value: "steps/nothing.yaml" },
   ]);
+  // Tekton's resolver framework passes on tekton.dev kinds only: a bare ScopedStep file is refused.
+  await runWith("git-bare", "git", [
+    { name: "url", value: url },
+    { name: "revision", value: "main" },
+    { name: "pathInRepo", value: "steps/bare.yaml" },
+  ]);
   // Tekton's cluster resolver serves Tasks, Pipelines and StepActions only.
   await runWith("cluster-kind", "cluster", [
     { name: "kind", value: "scopedstep" },
@@ -174,6 +190,10 @@ test("Tekton's resolvers' refusals end the run with ResolverFailed", async () =>
   ]);
   for (const [name, message] of [
     ["git-missing", /resolver git \(ResolutionRequest git-[0-9a-f]+\) failed: .*steps\/nothing.yaml/],
+    [
+      "git-bare",
+      /resolver git \(ResolutionRequest git-[0-9a-f]+\) failed: .*resolved data is not of a supported type/,
+    ],
     [
       "cluster-kind",
       /resolver cluster \(ResolutionRequest cluster-[0-9a-f]+\) failed: .*unknown or unsupported resource kind 'scopedstep'/,

@@ -73,6 +73,40 @@ test("a resolved document must be exactly one ScopedStep", () => {
   failsWith(() => scopedStepFrom(b64(`${step}---\n${step}`), "r"), "NotAScopedStep", /2 YAML documents/);
   failsWith(() => scopedStepFrom(b64("key: [unclosed"), "r"), "NotAScopedStep", /not valid YAML/);
   failsWith(() => scopedStepFrom(b64("- a\n- b\n"), "r"), "NotAScopedStep", /not an object/);
+  // Wrapped as Tekton's resolvers pass it on: a CustomRun holding only the ScopedStep as customSpec.
+  const wrapped = (spec: unknown) =>
+    b64(
+      JSON.stringify({
+        apiVersion: "tekton.dev/v1beta1",
+        kind: "CustomRun",
+        metadata: { name: "outer" },
+        spec,
+      }),
+    );
+  const inner = { apiVersion: "scopedstep.dev/v1alpha1", kind: "ScopedStep", spec: { image: "x" } };
+  assert.deepEqual(scopedStepFrom(wrapped({ customSpec: inner }), "r"), {
+    name: "outer",
+    spec: { image: "x" },
+  });
+  assert.deepEqual(
+    scopedStepFrom(wrapped({ customSpec: { ...inner, metadata: { name: "upload" } } }), "r").name,
+    "upload",
+  );
+  failsWith(
+    () => scopedStepFrom(wrapped({ customSpec: inner, serviceAccountName: "admin" }), "r"),
+    "NotAScopedStep",
+    /customSpec alone, not serviceAccountName/,
+  );
+  failsWith(
+    () => scopedStepFrom(wrapped({ customSpec: { apiVersion: "example.dev/v1", kind: "Other" } }), "r"),
+    "NotAScopedStep",
+    /a Other \(example.dev\/v1\), not a ScopedStep/,
+  );
+  failsWith(
+    () => scopedStepFrom(wrapped({ customRef: { name: "x" } }), "r"),
+    "NotAScopedStep",
+    /not a wrapped ScopedStep/,
+  );
 });
 
 test("the request is made once, waited for, and its failure or silence ends the run", async () => {
