@@ -246,19 +246,29 @@ test("Tekton's default-pod-template applies to step pods, follows the ConfigMap,
   await f.w.createRun("dpt-created", step({ nodeSelector: { pool: "gpu" } }));
   const created = await podOf("dpt-created");
   assert.deepEqual(created?.spec?.nodeSelector, { pool: "gpu" }, "the step's own field wins");
-  assert.deepEqual(created?.spec?.tolerations?.[0], { key: "ci", operator: "Exists", effect: "NoSchedule" });
+  assert.deepEqual(
+    { ...created?.spec?.tolerations?.[0] },
+    { key: "ci", operator: "Exists", effect: "NoSchedule" },
+  );
   assert.equal(
     created?.spec?.containers[0]?.env?.some((e) => e.name === "HTTP_PROXY"),
     false,
     "env is not taken from the default",
   );
 
-  await setDefaults(f, { "default-pod-template": "schedulerName: ci-scheduler\n" });
-  await seen(["schedulerName"]);
+  await setDefaults(f, {
+    "default-pod-template": "securityContext: { runAsUser: 4321, runAsNonRoot: true }\n",
+  });
+  await seen(["securityContext"]);
   await f.w.createRun("dpt-changed", step());
   const changed = await podOf("dpt-changed");
-  assert.equal(changed?.spec?.schedulerName, "ci-scheduler");
-  assert.equal(changed?.spec?.tolerations, undefined);
+  assert.equal(changed?.spec?.securityContext?.runAsUser, 4321);
+  assert.equal(changed?.spec?.securityContext?.runAsNonRoot, true);
+  assert.equal(
+    changed?.spec?.tolerations?.some((t) => t.key === "ci"),
+    false,
+    "the old default no longer applies",
+  );
 
   await setDefaults(f, { "default-pod-template": "hostNetwork: true\n" });
   await seen(["hostNetwork"]);
@@ -274,7 +284,7 @@ test("Tekton's default-pod-template applies to step pods, follows the ConfigMap,
   await seen([]);
   await f.w.createRun("dpt-absent", step());
   const absent = await podOf("dpt-absent");
-  assert.equal(absent?.spec?.schedulerName, undefined);
+  assert.equal(absent?.spec?.securityContext?.runAsUser, 65532, "the step pod's own user again");
   assert.equal(absent?.spec?.hostNetwork, undefined);
 });
 
