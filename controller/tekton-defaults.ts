@@ -45,14 +45,19 @@ export function parseTektonDefaults(data: Record<string, string>, source: string
 export function watchTektonDefaults(kube: Kube, namespace: string, log: Logger): TektonDefaultsWatch {
   const source = `ConfigMap ${namespace}/${tektonDefaultsConfigMap}`;
   let active: TektonDefaults = { ...tektonDefaultsNone, source };
+  let read = false;
+  // The first list reports the ConfigMap as a resync: every event is read, and only a change logged.
   const onChange = (cm: V1ConfigMap, kind: string) => {
-    if (kind === "resync") return;
+    let next: TektonDefaults;
     try {
-      active = parseTektonDefaults(kind === "deleted" ? {} : (cm.data ?? {}), source);
+      next = parseTektonDefaults(kind === "deleted" ? {} : (cm.data ?? {}), source);
     } catch (err) {
       log.error({ configMap: source, error: (err as Error).message }, "ignoring invalid Tekton defaults");
       return;
     }
+    if (read && JSON.stringify(next) === JSON.stringify(active)) return;
+    read = true;
+    active = next;
     const notApplied = notAppliedDefaultFields(active.podTemplate);
     log.info(
       {

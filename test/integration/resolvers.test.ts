@@ -47,6 +47,14 @@ const fixture: Promise<Fixture> = (async () => {
   const cluster = await testCluster();
   // Tekton's namespace of this world: the config-defaults the controller reads.
   const tekton = await testNamespace(cluster, "tkn");
+  // There before the controller starts: read by its first list.
+  await cluster.kc.makeApiClient(CoreV1Api).createNamespacedConfigMap({
+    namespace: tekton,
+    body: {
+      metadata: { name: "config-defaults" },
+      data: { "default-pod-template": "tolerations: [{ key: boot, operator: Exists }]\n" },
+    },
+  });
   const w = await startWorld({ flags: [`--tekton-namespace=${tekton}`] });
   await w.createApplication("payments", paymentsApp);
   return {
@@ -112,6 +120,11 @@ test("a step from a resolver waits for the answer, then runs as a named ScopedSt
   const done = await f.w.waitDone("from-git");
   assert.equal(condition(done)?.status, "True", condition(done)?.message);
   assert.equal(resultsOf(done).greeting, "hello team from greet");
+  const pod = (await f.w.pods()).find((p) => p.metadata?.name === "from-git-pod");
+  assert.ok(
+    pod?.spec?.tolerations?.some((t) => t.key === "boot"),
+    "config-defaults as it was when the controller started applies",
+  );
   // One request for the run, however many passes it took.
   const list = (await f.objects.listNamespacedCustomObject({ ...requests, namespace: f.w.ns })) as {
     items: ResolutionRequest[];
@@ -246,9 +259,10 @@ test("Tekton's default-pod-template applies to step pods, follows the ConfigMap,
   await f.w.createRun("dpt-created", step({ nodeSelector: { pool: "gpu" } }));
   const created = await podOf("dpt-created");
   assert.deepEqual(created?.spec?.nodeSelector, { pool: "gpu" }, "the step's own field wins");
+  const [toleration] = created?.spec?.tolerations ?? [];
   assert.deepEqual(
-    { ...created?.spec?.tolerations?.[0] },
-    { key: "ci", operator: "Exists", effect: "NoSchedule" },
+    [toleration?.key, toleration?.operator, toleration?.effect],
+    ["ci", "Exists", "NoSchedule"],
   );
   assert.equal(
     created?.spec?.containers[0]?.env?.some((e) => e.name === "HTTP_PROXY"),

@@ -1,7 +1,9 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { withDefaultPodTemplate } from "../../tasks/scoped-step/default-pod-template.ts";
-import { isRunFailure } from "../../tasks/scoped-step/failure.ts";
+import { isRunFailure, RunFailure } from "../../tasks/scoped-step/failure.ts";
+import { resolveRun } from "../../tasks/scoped-step/resolve.ts";
+import type { ResolvedTrait } from "../../tasks/scoped-step/trait.ts";
 import {
   buildResolutionRequest,
   resolutionRequestName,
@@ -10,7 +12,8 @@ import {
   scopedStepFrom,
 } from "../../tasks/scoped-step/remote.ts";
 import type { CustomRun } from "../../tasks/scoped-step/types.ts";
-import { FakeCluster } from "../support/fake-cluster.ts";
+import { FakeCluster, fakeWorld, ns, stepParams } from "../support/fake-cluster.ts";
+import { scopedStepRef } from "../support/world.ts";
 import { parseTektonDefaults } from "../../controller/tekton-defaults.ts";
 
 const gitParams = [
@@ -225,4 +228,43 @@ test("config-defaults is read as Tekton reads it", () => {
   assert.deepEqual(parseTektonDefaults({}, "s"), { resolutionTimeoutMs: 60_000, source: "s" });
   assert.throws(() => parseTektonDefaults({ "default-pod-template": "- a" }, "s"), /not a YAML mapping/);
   assert.throws(() => parseTektonDefaults({ "default-maximum-resolution-timeout": "soon" }, "s"));
+});
+
+test("the policy judges the merged pod template, and says which forbidden fields came from Tekton's default", async () => {
+  const world = fakeWorld();
+  const seen: string[][] = [];
+  const policy = {
+    decide: (_ns: string, trait: ResolvedTrait, r?: { podTemplateFields?: string[] }) => {
+      seen.push(r?.podTemplateFields ?? []);
+      if (r?.podTemplateFields?.includes("nodeSelector"))
+        return Promise.reject(
+          new RunFailure("PodTemplateFieldNotAllowed", "podTemplate.nodeSelector may not be set in team-a"),
+        );
+      return Promise.resolve({ trait, policy: "allow", revocation: "secret" as const });
+    },
+  };
+  const defaults = () =>
+    Promise.resolve({
+      podTemplate: { nodeSelector: { pool: "ci" }, tolerations: [{ key: "ci", operator: "Exists" }] },
+      resolutionTimeoutMs: 60_000,
+      source: "ConfigMap tekton-pipelines/config-defaults",
+    });
+  const r = world.cluster.addRun(ns, "placed", { customRef: scopedStepRef, params: stepParams() });
+  await assert.rejects(
+    resolveRun(r, { ...world.ctx, policy, tektonDefaults: defaults }),
+    (err: unknown) =>
+      isRunFailure(err) &&
+      err.reason === "PodTemplateFieldNotAllowed" &&
+      /\(podTemplate.nodeSelector, podTemplate.tolerations come from Tekton's default-pod-template in ConfigMap tekton-pipelines\/config-defaults\)/.test(
+        err.message,
+      ),
+  );
+  assert.deepEqual(seen, [["nodeSelector", "tolerations"]]);
+  const allowed = await resolveRun(r, {
+    ...world.ctx,
+    policy,
+    tektonDefaults: async () => ({ ...(await defaults()), podTemplate: { tolerations: [] } }),
+  });
+  assert.ok("step" in allowed);
+  assert.deepEqual(allowed.step.spec.podTemplate, { tolerations: [] });
 });
