@@ -120,7 +120,7 @@ export class FakeCluster implements ClusterPort {
     const k = key(request.metadata?.namespace, request.metadata?.name);
     if (this.resolutionRequests.has(k)) return Promise.resolve(false);
     const stored = this.bump(clone(request));
-    stored.metadata = { ...stored.metadata, creationTimestamp: new Date(Date.now()) };
+    if (stored.metadata) stored.metadata.creationTimestamp = new Date(Date.now());
     this.resolutionRequests.set(k, stored);
     return Promise.resolve(true);
   }
