@@ -9,6 +9,7 @@ export interface Config {
   namespace: string;
   configMap: string;
   watchNamespaces: string[];
+  tektonNamespace: string;
   concurrency: number;
   resyncSeconds: number;
   ledgerSweepSeconds: number;
@@ -63,6 +64,12 @@ export const options: Record<keyof Config, Option> = {
     env: "SCOPED_STEP_WATCH_NAMESPACES",
     default: "",
     doc: "Comma-separated namespaces to watch for CustomRuns; empty means all.",
+  },
+  tektonNamespace: {
+    flag: "tekton-namespace",
+    env: "SCOPED_STEP_TEKTON_NAMESPACE",
+    default: "tekton-pipelines",
+    doc: "Tekton's namespace: its config-defaults ConfigMap gives the default pod template and resolution timeout.",
   },
   concurrency: {
     flag: "concurrency",
@@ -324,6 +331,7 @@ export function loadConfig(
     identity: raw("identity") || `${os.hostname()}-${process.pid}`,
     httpPort: integer(name("httpPort"), raw("httpPort"), 0, 65_535),
     httpHost: raw("httpHost"),
+    tektonNamespace: raw("tektonNamespace"),
     logLevel: raw("logLevel"),
     defaultTimeoutMs,
     entrypointImage: required(name("entrypointImage"), raw("entrypointImage")),
@@ -370,8 +378,9 @@ export function loadConfig(
       `${name("stepAwsEndpoint")} must be an http(s) URL without query or fragment, got "${config.stepAwsEndpoint}"`,
     );
   }
-  if (!/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(config.namespace)) {
-    throw new ConfigError(`${name("namespace")} must be a namespace name, got "${config.namespace}"`);
+  for (const k of ["namespace", "tektonNamespace"] as const) {
+    if (!/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(config[k]))
+      throw new ConfigError(`${name(k)} must be a namespace name, got "${config[k]}"`);
   }
   return config;
 }

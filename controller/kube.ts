@@ -5,6 +5,7 @@ import type { V1Pod, V1Secret } from "@kubernetes/client-node";
 import { labels, managedByValue, boundedName } from "../tasks/scoped-step/pod.ts";
 import { ConflictError, type ClusterPort } from "../tasks/scoped-step/ports.ts";
 import type { Application, CustomRun, CustomRunStatus } from "../tasks/scoped-step/types.ts";
+import { resolutionRequestType, type ResolutionRequest } from "../tasks/scoped-step/remote.ts";
 import type { Store } from "./engine.ts";
 import type { KubernetesObject } from "./informer.ts";
 import { resourcePath, statusCode, type Kube } from "./kube-client.ts";
@@ -38,6 +39,7 @@ async function ignoring(codes: number[], p: Promise<unknown>): Promise<boolean> 
 export interface ClusterCaches {
   runs: () => Store<CustomRun>;
   pods: () => Store<KubernetesObject>;
+  resolutionRequests: () => Store<KubernetesObject>;
 }
 
 export function kubeClusterPort(kube: Kube, caches: ClusterCaches): ClusterPort {
@@ -88,6 +90,21 @@ export function kubeClusterPort(kube: Kube, caches: ClusterCaches): ClusterPort 
 
     getScopedStep: (namespace, name) =>
       orUndefined(kube.request<{ spec?: unknown }>("GET", resourcePath(scopedSteps, namespace, name))),
+
+    getResolutionRequest: (namespace, name) =>
+      Promise.resolve(caches.resolutionRequests().get(namespace, name)),
+
+    async createResolutionRequest(request: ResolutionRequest) {
+      const path = resourcePath(resolutionRequestType, request.metadata?.namespace ?? "");
+      try {
+        const created = await kube.request<ResolutionRequest>("POST", path, { body: request });
+        caches.resolutionRequests().wrote(created);
+        return true;
+      } catch (err) {
+        if (statusCode(err) === 409) return false;
+        throw err;
+      }
+    },
 
     async getPod(namespace, name, opts = {}) {
       if (!opts.live) return caches.pods().get(namespace, name);

@@ -20,6 +20,8 @@ import { kubeLedger } from "./ledger.ts";
 import { createLogger } from "./log.ts";
 import { readConfigMap, watchSettings } from "./settings.ts";
 import { missingApis, missingApisMessage, podEvent } from "./startup.ts";
+import { watchTektonDefaults } from "./tekton-defaults.ts";
+import { resolutionRequestType } from "../tasks/scoped-step/remote.ts";
 
 /** Test-only crash injection: the process kills itself when the named point is reached. */
 function failpointFromEnv(name: string | undefined, log: Logger): Pick<TaskContext, "failpoint"> {
@@ -98,11 +100,14 @@ const identity = await buildIdentity(kube, config, log, {
   process.exit(2);
 });
 
+const tektonDefaults = watchTektonDefaults(kube, config.tektonNamespace, log);
+
 const ctx: TaskContext = {
   // The engine's caches: the engine is built below, and reconciles only once it leads.
   cluster: kubeClusterPort(kube, {
     runs: () => engine.primary,
     pods: () => engine.owned(podType.plural),
+    resolutionRequests: () => engine.owned(resolutionRequestType.plural),
   }),
   events: kubeEvents(kube, "scoped-step-controller", config.identity, log),
   credentials: identity.credentials,
@@ -111,6 +116,7 @@ const ctx: TaskContext = {
   metrics,
   log,
   now: () => new Date(),
+  tektonDefaults: () => tektonDefaults.current(),
   ...failpointFromEnv(process.env.SCOPED_STEP_FAILPOINT, log),
   defaultTimeoutMs: config.defaultTimeoutMs,
   entrypointImage: config.entrypointImage,
@@ -139,6 +145,8 @@ const engine = startEngine<CustomRun>(
         labelSelector: `${labels.managedBy}=${managedByValue}`,
         keep: (pod) => keepPod(pod),
       },
+      // Requests for steps from Tekton's resolvers: the answer wakes the run.
+      { ...resolutionRequestType, labelSelector: `${labels.managedBy}=${managedByValue}` },
     ],
     reconcile: (namespace, name) => reconcileRun(namespace, name, ctx),
     isConflict: (err) => err instanceof ConflictError,
@@ -224,6 +232,7 @@ const shutdown = (signal: string) => {
   clearInterval(maintenance);
   clearInterval(sweeper);
   settings.stop();
+  tektonDefaults.stop();
   identity.policies.stop();
   void engine.stop(config.shutdownGraceSeconds * 1000).finally(() => {
     server.close();

@@ -15,6 +15,8 @@ wanted=(
   podman:/usr/bin/podman
   busybox-static:/bin/busybox
   awscli:/usr/bin/aws
+  tini:/usr/bin/tini-static
+  git:/usr/bin/git
 )
 missing=()
 for entry in "${wanted[@]}"; do

@@ -210,23 +210,30 @@ export async function nodeRecipes(): Promise<Recipe[]> {
 /**
  * Tekton's images from the pinned module, as ko lays them out on its static base: the program at
  * /ko-app/<name>, the command's kodata/ folder at /var/run/ko (KO_DATA_PATH), CA certificates and
- * the nonroot user (65532) of a distroless base. The resolvers' release image also carries git
- * (for the git resolver); this one does not.
+ * the nonroot user (65532) of a distroless base. The resolvers' image, as the release's, runs under
+ * /sbin/tini from a base with git (for the git resolver): Debian's tini-static and git here.
  */
 async function tektonRecipes(): Promise<Recipe[]> {
   const tektonDir = await buildTool("tekton-images");
   const cmdDir = path.join(await moduleDir(tekton), "cmd");
   const certs = "/etc/ssl/certs/ca-certificates.crt";
+  const tini = "/usr/bin/tini-static";
+  const gitPackages = await packageClosure(["git"]);
   return Promise.all(
     tektonPrograms.map(async (n) => {
       const kodata = path.join(cmdDir, n, "kodata");
       const data = existsSync(kodata) ? (await readdir(kodata)).map((f) => path.join(kodata, f)) : [];
+      const withGit = n === "resolvers";
       return {
         name: `tekton/${n}`,
-        inputs: [path.join(tektonDir, n), certs, ...data],
+        inputs: [path.join(tektonDir, n), certs, ...data, ...(withGit ? [tini, ...gitPackages] : [])],
         entrypoint: [`/ko-app/${n}`],
         env: ["KO_DATA_PATH=/var/run/ko"],
         fill: async (root: string) => {
+          if (withGit) {
+            await addPackages(root, gitPackages);
+            await addFile(root, tini, "/sbin/tini");
+          }
           await baseFiles(root);
           await appendFile(
             path.join(root, "etc/passwd"),

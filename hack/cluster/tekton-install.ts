@@ -38,9 +38,8 @@ export interface InstalledTekton {
 }
 
 /**
- * The YAML files of config/ in the order a release concatenates them (sorted, folders in place).
- * Not resolvers/: the release runs that Deployment under `/sbin/tini` from a base image with tini
- * and git, which the local resolvers image does not have yet.
+ * The YAML files of config/ in the order a release concatenates them (sorted, folders in place),
+ * resolvers/ included: the remote resolvers' Deployment in `tekton-pipelines-resolvers`.
  */
 async function manifestFiles(dir: string): Promise<string[]> {
   const files: string[] = [];
@@ -48,9 +47,8 @@ async function manifestFiles(dir: string): Promise<string[]> {
     a.name.localeCompare(b.name),
   )) {
     const full = path.join(dir, entry.name);
-    if (entry.isDirectory()) {
-      if (entry.name !== "resolvers") files.push(...(await manifestFiles(full)));
-    } else if (entry.name.endsWith(".yaml")) files.push(full);
+    if (entry.isDirectory()) files.push(...(await manifestFiles(full)));
+    else if (entry.name.endsWith(".yaml")) files.push(full);
   }
   return files;
 }

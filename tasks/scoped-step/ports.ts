@@ -4,6 +4,7 @@ import type { V1Pod, V1Secret } from "@kubernetes/client-node";
 import type { Logger } from "pino";
 import type { CredentialProvider, Grant } from "./credentials/types.ts";
 import type { LedgerEntry } from "./ledger.ts";
+import type { ResolutionRequest } from "./remote.ts";
 import type { ResolvedTrait } from "./trait.ts";
 import type { Application, CustomRun, CustomRunStatus } from "./types.ts";
 
@@ -24,6 +25,10 @@ export interface ClusterPort {
   getApplication(namespace: string, name: string): Promise<Application | undefined>;
   /** The spec of a ScopedStep object, or undefined when there is none by that name. */
   getScopedStep(namespace: string, name: string): Promise<{ spec?: unknown } | undefined>;
+  /** The ResolutionRequest as last seen (a cache of the requests the controller labels). */
+  getResolutionRequest(namespace: string, name: string): Promise<ResolutionRequest | undefined>;
+  /** Creates the request; false when one by that name already exists. */
+  createResolutionRequest(request: ResolutionRequest): Promise<boolean>;
   /**
    * The step pod as last seen (a cache of the pods the controller labels, which holds its own
    * creations at once); `live` asks the API server instead, for a pod of any labels.
@@ -86,6 +91,18 @@ export interface RunMetricsPort {
   credentialFailed(provider: string, reason: string): void;
 }
 
+/** What Tekton's installation sets for every TaskRun (its config-defaults ConfigMap). */
+export interface TektonDefaults {
+  /** default-pod-template, as parsed YAML; undefined when none is set. */
+  podTemplate?: unknown;
+  /** default-maximum-resolution-timeout: how long a resolver may take (Tekton's default 1m). */
+  resolutionTimeoutMs: number;
+  /** Where they come from, for messages: "ConfigMap tekton-pipelines/config-defaults". */
+  source: string;
+}
+
+export const tektonDefaultsNone: TektonDefaults = { resolutionTimeoutMs: 60_000, source: "none" };
+
 export interface TaskContext {
   cluster: ClusterPort;
   events: EventPort;
@@ -100,6 +117,8 @@ export interface TaskContext {
    * kill itself at one of them; in production it does nothing.
    */
   failpoint?: (name: Failpoint) => void;
+  /** Tekton's config-defaults, once first read; none when unset. */
+  tektonDefaults?: () => Promise<TektonDefaults>;
   /** Used when spec.timeout is not set; Tekton's own default is 60 minutes. */
   defaultTimeoutMs: number;
   /** The image of Tekton's entrypoint the step pod's `prepare` runs; default that of Tekton's release. */

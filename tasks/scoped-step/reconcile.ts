@@ -27,7 +27,7 @@ import {
 } from "./phase.ts";
 import { buildStepPod, credentialSecretName, ownedBy, podName } from "./pod.ts";
 import type { Failpoint, Next, TaskContext } from "./ports.ts";
-import { resolveRun, runFacts, type Resolved } from "./resolve.ts";
+import { resolveRun, runFacts, type Pending, type Resolved } from "./resolve.ts";
 import { isDone, sameStatus, setSucceeded, stepState, withStepState } from "./status.ts";
 import { reportTransition } from "./transitions.ts";
 import { isScopedStepRun, type CustomRun } from "./types.ts";
@@ -127,6 +127,7 @@ async function progress(action: Action, o: Observed, ctx: TaskContext): Promise<
     case "record-intent": {
       const resolved = await resolving(o.run, ctx);
       if ("refused" in resolved) return end(resolved.refused, o, draft, ctx);
+      if ("pending" in resolved) return awaitResolver(resolved, o, draft);
       const facts = runFacts(o.run, attemptOf(o.run), resolved.step);
       draft.state.credential = recordIntent(ctx.credentials, facts, resolved.grant);
       if (!draft.status.startTime) {
@@ -177,6 +178,7 @@ async function startPod(
 ): Promise<Outcome> {
   const resolved = await resolving(o.run, ctx);
   if ("refused" in resolved) return end(resolved.refused, o, draft, ctx);
+  if ("pending" in resolved) return awaitResolver(resolved, o, draft);
   const attempt = attemptOf(o.run);
   const record = draft.state.credential;
   let mount = typeof credential === "object" && "mount" in credential ? credential.mount : undefined;
@@ -222,6 +224,17 @@ async function startPod(
   return { draft, next: done };
 }
 
+/**
+ * A resolver is still working on the step. The request's change wakes the run (the engine
+ * watches requests the run owns); the requeue is for the resolution's deadline and the run's own.
+ */
+function awaitResolver(pending: Pending, o: Observed, draft: Draft): Outcome {
+  if (!draft.status.startTime) draft.status.startTime = o.now.toISOString();
+  draft.status = setSucceeded(draft.status, "Unknown", "Started", pending.pending, o.now);
+  const runLeft = timeLeftMs({ ...o, run: { ...o.run, status: draft.status } }) ?? Infinity;
+  return { draft, next: { requeueAfterMs: Math.max(Math.min(pending.retryAfterMs, runLeft), 0) + 50 } };
+}
+
 /** Ends the attempt: revokes its credential, then retries or finishes the run. */
 async function end(ending: Ending, o: Observed, draft: Draft, ctx: TaskContext): Promise<Outcome> {
   const seconds = o.pod ? stepRunSeconds(o.pod) : undefined;
@@ -258,7 +271,10 @@ async function finalize(run: CustomRun, ctx: TaskContext): Promise<void> {
   await releaseFinalizer(ctx.cluster, run);
 }
 
-async function resolving(run: CustomRun, ctx: TaskContext): Promise<Resolved | { refused: Ending }> {
+async function resolving(
+  run: CustomRun,
+  ctx: TaskContext,
+): Promise<Resolved | Pending | { refused: Ending }> {
   try {
     return await resolveRun(run, ctx);
   } catch (err) {

@@ -211,6 +211,7 @@ export const stepSpecSchema = {
 } as const;
 
 export type StepSpec = FromSchema<typeof stepSpecSchema>;
+export type PodTemplate = FromSchema<typeof podTemplateSchema>;
 
 export const traitSchema = {
   type: "object",
@@ -251,6 +252,7 @@ export type TraitProperties = FromSchema<typeof traitSchema>;
 const ajv = new Ajv({ allErrors: true, useDefaults: true, strict: true, strictTypes: false });
 const validateStep = ajv.compile<StepSpec>(stepSpecSchema);
 const validateTrait = ajv.compile<TraitProperties>(traitSchema);
+const validatePodTemplate = ajv.compile<PodTemplate>(podTemplateSchema);
 
 /** "at spec.params[0].name: must match pattern ...; ..." — short enough for a condition message. */
 export function describeErrors(where: string, errors: ErrorObject[] | null | undefined): string {
@@ -281,4 +283,10 @@ export function checkTraitProperties(input: unknown, where: string): Validation<
   const value = structuredClone(input ?? {});
   if (validateTrait(value)) return { ok: true, value };
   return { ok: false, message: describeErrors(where, validateTrait.errors) };
+}
+
+export function checkPodTemplate(input: unknown, where: string): Validation<PodTemplate> {
+  const value = structuredClone(input ?? {});
+  if (validatePodTemplate(value)) return { ok: true, value };
+  return { ok: false, message: describeErrors(where, validatePodTemplate.errors) };
 }

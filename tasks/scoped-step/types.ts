@@ -34,7 +34,8 @@ export interface CustomRunStatus {
 }
 
 export interface CustomRunSpec {
-  customRef?: { apiVersion?: string; kind?: string; name?: string };
+  /** `resolver` and `params` ask Tekton's remote resolution for the ScopedStep, as a taskRef does. */
+  customRef?: { apiVersion?: string; kind?: string; name?: string; resolver?: string; params?: Param[] };
   customSpec?: { apiVersion?: string; kind?: string; metadata?: Record<string, unknown>; spec?: unknown };
   params?: Param[];
   serviceAccountName?: string;

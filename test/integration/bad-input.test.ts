@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import type { CustomRunSpec, Param } from "../../tasks/scoped-step/types.ts";
-import { condition, paymentsApp, roleArn, startWorld } from "../support/world.ts";
+import { condition, paymentsApp, roleArn, scopedStepRef, startWorld } from "../support/world.ts";
 
 // Every bad input ends the run Succeeded=False with a specific reason and a message that says
 // what to fix, and the controller stays healthy: no crash, no hot retry loop.
@@ -431,6 +431,18 @@ const cases: Case[] = [
     ),
     reason: "InvalidParamValue",
     message: /object param target of customSpec lacks key bucket/,
+  },
+  {
+    name: "resolver-params-only",
+    spec: { customRef: { ...scopedStepRef, params: [{ name: "url", value: "https://git.example/c.git" }] } },
+    reason: "InvalidResolverRef",
+    message: /customRef.params is set but customRef.resolver is not/,
+  },
+  {
+    name: "resolver-and-name",
+    spec: { customRef: { ...scopedStepRef, name: "upload", resolver: "git" } },
+    reason: "InvalidResolverRef",
+    message: /customRef sets both name \(upload\) and resolver \(git\)/,
   },
 ];
 

@@ -19,6 +19,7 @@ import {
   permissions,
   releaseRbac,
   startRbacWorld,
+  waitForMessage,
   waitForReason,
   without,
   type ControllerRbac,
@@ -115,7 +116,8 @@ interface Case {
     | "delete"
     | "empty key Secret"
     | "configuration change"
-    | "expired ledger entry";
+    | "expired ledger entry"
+    | "resolver run";
   symptom: string;
   check: (w: RbacWorld, c: ControllerProcess) => Promise<void>;
 }
@@ -283,6 +285,21 @@ const cases: Record<string, Case> = {
     symptom: "the trait cannot be read: no credential, the run never finishes",
     check: neverProgresses((run) => condition(run)?.status !== "True"),
   },
+  "list resolution.tekton.dev/resolutionrequests": {
+    scenario: "run",
+    symptom: "ResolutionRequests cannot be listed: the caches never sync, no run progresses",
+    check: neverProgresses((run) => condition(run)?.status !== "True"),
+  },
+  "watch resolution.tekton.dev/resolutionrequests": {
+    scenario: "run",
+    symptom: "ResolutionRequests are not watched: the controller re-lists with backoff",
+    check: relistsInALoop("resolutionrequests"),
+  },
+  "create resolution.tekton.dev/resolutionrequests": {
+    scenario: "resolver run",
+    symptom: "a step from a resolver cannot be asked for: the run waits, nothing is minted",
+    check: neverProgresses((run) => condition(run)?.status !== "True"),
+  },
   "get scopedstep.dev/scopedsteps": {
     scenario: "run",
     symptom: "the named step cannot be read: the run never finishes",
@@ -359,6 +376,25 @@ const cases: Record<string, Case> = {
 };
 
 /**
+ * The Role in Tekton's namespace: its ConfigMap verbs share a name with the controller namespace's
+ * own, so they are keyed by describePermission too.
+ */
+const tektonDefaultsRole = "scoped-step-controller-tekton-defaults";
+const roleCases: Record<string, Case> = {
+  [`list configmaps (${tektonDefaultsRole})`]: {
+    scenario: "run",
+    symptom: "Tekton's config-defaults is never read: runs go without its default pod template",
+    check: (_w, c) =>
+      holdsFor("the defaults are never read", bound, () => !c.output().includes('"Tekton defaults read"')),
+  },
+  [`watch configmaps (${tektonDefaultsRole})`]: {
+    scenario: "run",
+    symptom: "Tekton's config-defaults is not watched: the controller re-lists with backoff",
+    check: relistsInALoop("configmaps"),
+  },
+};
+
+/**
  * The namespaced install binds tenant-access in the run's namespace only, so its Secret verbs no
  * longer cover the signing keys (a Role of their own does, with the cases above): without them a
  * run's credential Secret cannot be read or written. Keyed by describePermission.
@@ -382,9 +418,16 @@ const modes = {
 };
 type Mode = keyof typeof modes;
 const caseFor = (mode: Mode, p: Permission): Case | undefined =>
-  modes[mode].overrides[describePermission(p)] ?? cases[keyOf(p)];
+  modes[mode].overrides[describePermission(p)] ?? roleCases[describePermission(p)] ?? cases[keyOf(p)];
 
 const runParams = (w: RbacWorld) => [{ name: "endpoint", value: w.peer.endpoint }];
+/** A step from Tekton's git resolver; no resolver runs here, so the run waits for its answer. */
+const resolverRef = {
+  apiVersion: "scopedstep.dev/v1alpha1",
+  kind: "ScopedStep",
+  resolver: "git",
+  params: [{ name: "url", value: "https://git.example/catalog.git" }],
+};
 
 const keyOf = (p: Permission) => `${p.verb} ${p.group ? `${p.group}/` : ""}${p.resource}`;
 
@@ -406,6 +449,10 @@ async function scenario(
     return { w, c };
   }
   if (kind === "expired ledger entry") return { w, c };
+  if (kind === "resolver run") {
+    await w.createRun("deploy", { customRef: { ...resolverRef } });
+    return { w, c };
+  }
   if (kind === "planted pod") {
     // Without the controller's label, so only a read by name shows it is not the run's.
     await w.cluster.kc.makeApiClient(CoreV1Api).createNamespacedPod({
@@ -488,6 +535,10 @@ for (const mode of Object.keys(modes) as Mode[]) {
       Promise.resolve(c.output().includes('"configuration reloaded"') ? true : undefined),
     );
 
+    assert.ok(c.output().includes('"Tekton defaults read"'), "Tekton's config-defaults is read");
+    await w.createRun("resolved", { customRef: resolverRef });
+    await waitForMessage(w, "resolved", /waiting for resolver git \(ResolutionRequest git-[0-9a-f]+\)/);
+
     assert.deepEqual(forbiddenRequests(c), [], "no request was forbidden");
   });
 }
@@ -512,19 +563,23 @@ test("every verb of the controller's roles has a minimality case, and every case
   const used = new Set<string>();
   for (const mode of Object.keys(modes) as Mode[]) {
     for (const p of permissions(await modes[mode].rbac())) {
-      const key = describePermission(p) in modes[mode].overrides ? describePermission(p) : keyOf(p);
+      const described = describePermission(p);
+      const key = described in modes[mode].overrides || described in roleCases ? described : keyOf(p);
       assert.ok(caseFor(mode, p), `${mode}: ${describePermission(p)} has no case`);
       used.add(key);
     }
   }
-  assert.deepEqual([...used].sort(), [...Object.keys(cases), ...Object.keys(namespacedCases)].sort());
+  assert.deepEqual(
+    [...used].sort(),
+    [...Object.keys(cases), ...Object.keys(namespacedCases), ...Object.keys(roleCases)].sort(),
+  );
 });
 
 test("the namespaced install watches exactly the namespaces it binds the controller in, and grants nothing cluster-wide in them", async () => {
   const rbac = await namespacedRbac();
   assert.ok(rbac.bound.length > 0);
   assert.deepEqual([...rbac.watched].sort(), [...rbac.bound].sort());
-  const clusterWide = permissions({ ...rbac, roles: [], tenantRoles: [] });
+  const clusterWide = permissions({ ...rbac, roles: [], tenantRoles: [], tektonRoles: [] });
   for (const p of clusterWide) {
     assert.ok(
       ["scopedsteppolicies", "scopedsteppolicies/status", "namespaces"].includes(p.resource),

@@ -12,6 +12,10 @@ import assert from "node:assert/strict";
 import { IAMClient, PutRolePolicyCommand } from "@aws-sdk/client-iam";
 import { parse } from "yaml";
 import { loadConfig } from "../../controller/config.ts";
+import { parseTektonDefaults } from "../../controller/tekton-defaults.ts";
+import { withDefaultPodTemplate } from "../../tasks/scoped-step/default-pod-template.ts";
+import { resolverRef, scopedStepFrom } from "../../tasks/scoped-step/remote.ts";
+import { stepFromDefinition } from "../../tasks/scoped-step/step.ts";
 import type { CustomRun } from "../../tasks/scoped-step/types.ts";
 import { readDocs, yamlBlocks } from "../support/catalog.ts";
 import { realCluster } from "../support/cluster.ts";
@@ -41,6 +45,9 @@ const examples = {
   trait: block("The trait", "kind: Application"),
   policy: block("The policy", "kind: ScopedStepPolicy"),
   revokers: block("Revocation", "aws-revoker-roles:"),
+  tektonDefaults: block("Using it in a pipeline", "default-pod-template:"),
+  resolverRef: block("Using it in a pipeline", "resolver: git"),
+  wrappedStep: block("Using it in a pipeline", "kind: CustomRun"),
 };
 
 // The README's policy and Application decide, in place of the world's own.
@@ -207,6 +214,46 @@ test("README: the revoker roles line is a setting the controller loads", () => {
     "arn:aws:iam::444455556666:role/scoped-step-revoker",
     "arn:aws:iam::555566667777:role/scoped-step-revoker",
   ]);
+});
+
+// Loaded as the controller loads them, not run: the resolver example's repository is not
+// reachable here (tekton-resolvers.test.ts runs a wrapped step from Tekton's git resolver end to
+// end), and the ConfigMap would change the shared Tekton's defaults for every other test.
+test("README: Tekton's config-defaults example merges under a step's pod template as the README says", () => {
+  const cm = parse(examples.tektonDefaults) as {
+    metadata: { name: string; namespace: string };
+    data: Record<string, string>;
+  };
+  assert.deepEqual(cm.metadata, { name: "config-defaults", namespace: "tekton-pipelines" });
+  const defaults = parseTektonDefaults(cm.data, "ConfigMap tekton-pipelines/config-defaults");
+  assert.equal(defaults.resolutionTimeoutMs, 60_000);
+  const merged = withDefaultPodTemplate({ nodeSelector: { pool: "gpu" } }, defaults.podTemplate, "x");
+  assert.deepEqual(merged.template, {
+    nodeSelector: { pool: "gpu" },
+    tolerations: [{ key: "ci", operator: "Exists", effect: "NoSchedule" }],
+  });
+});
+
+test("README: the resolver example asks git for the wrapped ScopedStep example, which is a valid step", () => {
+  const [task] = parse(examples.resolverRef) as {
+    taskRef: NonNullable<CustomRun["spec"]["customRef"]>;
+    params: { name: string; value: string }[];
+  }[];
+  assert.ok(task);
+  const run = {
+    apiVersion: "tekton.dev/v1beta1",
+    kind: "CustomRun",
+    metadata: { name: "publish", namespace: "team-payments", uid: "u" },
+    spec: { customRef: task.taskRef, params: task.params },
+  } as CustomRun;
+  const ref = resolverRef(run);
+  assert.equal(ref?.resolver, "git");
+  assert.equal(ref.params.find((p) => p.name === "pathInRepo")?.value, "steps/s3-upload.yaml");
+  const got = scopedStepFrom(Buffer.from(examples.wrappedStep).toString("base64"), "resolver git");
+  assert.equal(got.name, "s3-upload");
+  const step = stepFromDefinition(got.spec, task.params, "ScopedStep s3-upload from resolver git");
+  assert.match(step.spec.script ?? "", /s3:\/\/payments-artifacts\//);
+  assert.deepEqual([step.spec.application, step.spec.component], ["payments", "api"]);
 });
 
 test("README: every yaml example is one of those above", () => {

@@ -29,6 +29,7 @@ import {
   callerPipeline,
   pipelineCondition,
   pipelineResults,
+  realTekton,
   startTektonWorld,
   type TektonWorld,
 } from "../support/tekton.ts";
@@ -197,6 +198,8 @@ async function keepLogs(install: Install, pods: V1Pod[]): Promise<void> {
 
 const installed: Promise<Install> = (async () => {
   const c = await realCluster();
+  // Tekton first, as an operator installs it: the release holds a Role in its namespace.
+  await realTekton();
   const objects = await applyRelease(c);
   const deployment = objects.find((o) => o.kind === "Deployment");
   assert.equal(

@@ -46,28 +46,25 @@ async function refusal(create: Promise<unknown>): Promise<string> {
   );
 }
 
-test("Tekton's controller, events controller and webhook run as Deployments from the images built here", async (t) => {
+test("Tekton's controller, events controller, webhook and resolvers run as Deployments from the images built here", async (t) => {
   const { cluster, tekton } = await setUp();
   t.diagnostic(`Tekton ready ${(tekton.readyMs / 1000).toFixed(1)} s after the first apply`);
   const apps = cluster.kc.makeApiClient(AppsV1Api);
   const images = cluster.images.tekton;
   const want: Record<string, string> = {
-    "tekton-pipelines-controller": images.controller,
-    "tekton-events-controller": images.events,
-    "tekton-pipelines-webhook": images.webhook,
+    "tekton-pipelines/tekton-pipelines-controller": images.controller,
+    "tekton-pipelines/tekton-events-controller": images.events,
+    "tekton-pipelines/tekton-pipelines-webhook": images.webhook,
+    "tekton-pipelines-resolvers/tekton-pipelines-remote-resolvers": images.resolvers,
   };
-  assert.deepEqual(
-    tekton.deployments.toSorted(),
-    Object.keys(want)
-      .map((n) => `tekton-pipelines/${n}`)
-      .sort(),
-  );
-  for (const [name, image] of Object.entries(want)) {
-    const d = await apps.readNamespacedDeployment({ namespace: "tekton-pipelines", name });
+  assert.deepEqual(tekton.deployments.toSorted(), Object.keys(want).sort());
+  for (const [key, image] of Object.entries(want)) {
+    const [namespace = "", name = ""] = key.split("/");
+    const d = await apps.readNamespacedDeployment({ namespace, name });
     assert.equal(d.spec?.template.spec?.containers[0]?.image, image, `${name} runs the local image`);
     assert.ok((d.status?.availableReplicas ?? 0) >= 1, `${name} is available`);
     const pods = await cluster.core.listNamespacedPod({
-      namespace: "tekton-pipelines",
+      namespace,
       labelSelector: `app.kubernetes.io/name=${d.spec?.selector.matchLabels?.["app.kubernetes.io/name"] ?? ""}`,
     });
     const running = pods.items.filter((p) => p.status?.phase === "Running");

@@ -21,6 +21,7 @@ import {
 import { ledgerEntryName, type LedgerEntry } from "../../tasks/scoped-step/ledger.ts";
 import type { LedgerPort } from "../../tasks/scoped-step/ports.ts";
 import { reconcileRun } from "../../tasks/scoped-step/reconcile.ts";
+import type { ResolutionRequest } from "../../tasks/scoped-step/remote.ts";
 import type { Application, CustomRun, CustomRunSpec } from "../../tasks/scoped-step/types.ts";
 
 const key = (namespace: string | undefined, name: string | undefined) => `${namespace ?? ""}/${name ?? ""}`;
@@ -41,6 +42,7 @@ export class FakeCluster implements ClusterPort {
   secrets = new Map<string, V1Secret>();
   applications = new Map<string, Application>();
   scopedSteps = new Map<string, { spec?: unknown }>();
+  resolutionRequests = new Map<string, ResolutionRequest>();
   private version = 0;
   /** Makes the next status write fail as if another writer got there first. */
   conflictOnNextWrite = false;
@@ -112,6 +114,17 @@ export class FakeCluster implements ClusterPort {
   }
   getScopedStep(namespace: string, name: string) {
     return Promise.resolve(clone(this.scopedSteps.get(key(namespace, name))));
+  }
+  getResolutionRequest(namespace: string, name: string) {
+    return Promise.resolve(clone(this.resolutionRequests.get(key(namespace, name))));
+  }
+  createResolutionRequest(request: ResolutionRequest) {
+    const k = key(request.metadata?.namespace, request.metadata?.name);
+    if (this.resolutionRequests.has(k)) return Promise.resolve(false);
+    const stored = this.bump(clone(request));
+    if (stored.metadata) stored.metadata.creationTimestamp = new Date(Date.now());
+    this.resolutionRequests.set(k, stored);
+    return Promise.resolve(true);
   }
   getPod(namespace: string, name: string) {
     return Promise.resolve(clone(this.pods.get(key(namespace, name))));

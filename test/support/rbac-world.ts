@@ -31,6 +31,8 @@ import { writeExpiredLedgerEntry } from "./ledger.ts";
 export const releasePath = fileURLToPath(new URL("../../catalog/release.yaml", import.meta.url));
 const namespacedDir = fileURLToPath(new URL("../../catalog/controller/0.1/namespaced", import.meta.url));
 export const releaseNamespace = "scoped-step";
+/** Tekton's namespace as the release names it (--tekton-namespace's default). */
+export const releaseTektonNamespace = "tekton-pipelines";
 export const serviceAccount = "scoped-step-controller";
 export const account = "111122223333";
 export const roleArn = `arn:aws:iam::${account}:role/rbac-deployer`;
@@ -50,6 +52,8 @@ export interface ControllerRbac {
   roles: { name: string; rules: Rule[] }[];
   /** ClusterRoles bound by a RoleBinding in each namespace the controller serves (namespaced install). */
   tenantRoles: { name: string; rules: Rule[] }[];
+  /** Roles in Tekton's namespace (its config-defaults ConfigMap). */
+  tektonRoles: { name: string; rules: Rule[] }[];
 }
 
 interface Doc {
@@ -111,9 +115,15 @@ const boundTo = (d: Doc) =>
     (s) => s.kind === "ServiceAccount" && s.name === serviceAccount && s.namespace === releaseNamespace,
   );
 
-/** RoleBindings of the controller in namespaces other than its own. */
+/** RoleBindings of the controller in namespaces other than its own and Tekton's. */
 const tenantBindings = (docs: Doc[]) =>
-  docs.filter((d) => d.kind === "RoleBinding" && d.metadata.namespace !== releaseNamespace && boundTo(d));
+  docs.filter(
+    (d) =>
+      d.kind === "RoleBinding" &&
+      d.metadata.namespace !== releaseNamespace &&
+      d.metadata.namespace !== releaseTektonNamespace &&
+      boundTo(d),
+  );
 
 function controllerRbac(docs: Doc[]): ControllerRbac {
   const roleOf = (kind: string, name: string, namespace?: string) => {
@@ -135,6 +145,11 @@ function controllerRbac(docs: Doc[]): ControllerRbac {
           ? roleOf("ClusterRole", b.roleRef.name)
           : roleOf("Role", b.roleRef?.name ?? "", releaseNamespace),
       ),
+    tektonRoles: docs
+      .filter(
+        (d) => d.kind === "RoleBinding" && d.metadata.namespace === releaseTektonNamespace && boundTo(d),
+      )
+      .map((b) => roleOf("Role", b.roleRef?.name ?? "", releaseTektonNamespace)),
     // Every tenant namespace gets the same ClusterRoles; the test binds them in its one namespace.
     tenantRoles: [...new Set(tenants.map((b) => b.roleRef?.name ?? ""))].map((name) => {
       if (tenants.some((b) => b.roleRef?.name === name && b.roleRef.kind !== "ClusterRole")) {
@@ -158,7 +173,7 @@ export const describePermission = (p: Permission) =>
 
 export function permissions(rbac: ControllerRbac): Permission[] {
   const out: Permission[] = [];
-  for (const role of [...rbac.clusterRoles, ...rbac.roles, ...rbac.tenantRoles]) {
+  for (const role of [...rbac.clusterRoles, ...rbac.roles, ...rbac.tenantRoles, ...rbac.tektonRoles]) {
     for (const rule of role.rules) {
       for (const group of rule.apiGroups) {
         for (const resource of rule.resources) {
@@ -191,6 +206,7 @@ export function without(rbac: ControllerRbac, p: Permission): ControllerRbac {
     clusterRoles: rbac.clusterRoles.map(strip),
     roles: rbac.roles.map(strip),
     tenantRoles: rbac.tenantRoles.map(strip),
+    tektonRoles: rbac.tektonRoles.map(strip),
   };
 }
 
@@ -272,6 +288,12 @@ export async function startRbacWorld(
   const suffix = randomBytes(4).toString("hex");
   const ns = await testNamespace(cluster, "rbac-run");
   const controllerNs = await testNamespace(cluster, "rbac-ctl");
+  // Tekton's namespace of this world, with a config-defaults for the controller to read.
+  const tektonNs = await testNamespace(cluster, "rbac-tkn");
+  await core.createNamespacedConfigMap({
+    namespace: tektonNs,
+    body: { metadata: { name: "config-defaults" }, data: { "default-maximum-resolution-timeout": "1m" } },
+  });
   // A label only a policy's namespaceSelector reads, so the controller must get the namespace.
   const selectorLabel = { "scopedstep.dev/rbac-test": suffix };
   await core.patchNamespace({ name: ns, body: { metadata: { labels: selectorLabel } } }, mergePatch);
@@ -326,6 +348,20 @@ export async function startRbacWorld(
     });
   }
   // The release ships the configuration ConfigMap; the controller reads it at start and watches it.
+  for (const role of rbac.tektonRoles) {
+    await rbacApi.createNamespacedRole({
+      namespace: tektonNs,
+      body: { metadata: { name: role.name }, rules: role.rules },
+    });
+    await rbacApi.createNamespacedRoleBinding({
+      namespace: tektonNs,
+      body: {
+        metadata: { name: role.name },
+        roleRef: { apiGroup: "rbac.authorization.k8s.io", kind: "Role", name: role.name },
+        subjects: [subject],
+      },
+    });
+  }
   await core.createNamespacedConfigMap({
     namespace: controllerNs,
     body: { metadata: { name: "scoped-step-config" }, data: { concurrency: "8" } },
@@ -445,6 +481,7 @@ export async function startRbacWorld(
           `--sts-endpoint=${peer.endpoint}`,
           `--iam-endpoint=${peer.endpoint}`,
           "--aws-region=eu-west-1",
+          `--tekton-namespace=${tektonNs}`,
         ],
         // The controller's own AWS credentials serve IAM only (deny-policy revocation).
         env: {
@@ -516,6 +553,20 @@ export function waitForReason(w: RbacWorld, name: string, reason: string, timeou
     async () => {
       const run = await w.getRun(name);
       return run?.status?.conditions?.find((c) => c.type === "Succeeded")?.reason === reason
+        ? run
+        : undefined;
+    },
+    { timeoutMs },
+  );
+}
+
+/** Waits for the run's condition message to match. */
+export function waitForMessage(w: RbacWorld, name: string, message: RegExp, timeoutMs = 30_000) {
+  return eventually(
+    `run ${name}'s message to match ${String(message)}`,
+    async () => {
+      const run = await w.getRun(name);
+      return message.test(run?.status?.conditions?.find((c) => c.type === "Succeeded")?.message ?? "")
         ? run
         : undefined;
     },

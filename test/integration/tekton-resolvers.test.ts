@@ -1,0 +1,267 @@
+// Steps from Tekton's own remote resolvers (cmd/resolvers of v1.15.1, its release Deployment on
+// the real node, under tini, with git): a PipelineRun on Tekton's controller makes a CustomRun
+// whose customRef names a resolver, the controller asks through a ResolutionRequest, the resolver
+// answers, and the step runs with minted credentials that are revoked after it. The git resolver
+// clones from a bare repository that `git daemon` serves on the node's address.
+import { after, test } from "node:test";
+import assert from "node:assert/strict";
+import { execFile, spawn } from "node:child_process";
+import { mkdir, mkdtemp, writeFile } from "node:fs/promises";
+import net from "node:net";
+import os from "node:os";
+import path from "node:path";
+import { promisify } from "node:util";
+import { CustomObjectsApi } from "@kubernetes/client-node";
+import { credentialSecretName } from "../../tasks/scoped-step/pod.ts";
+import type { ResolutionRequest } from "../../tasks/scoped-step/remote.ts";
+import type { CustomRun } from "../../tasks/scoped-step/types.ts";
+import { realCluster, testNamespace } from "../support/cluster.ts";
+import { account, sigv4 } from "../support/identity-world.ts";
+import { pipelineCondition, startTektonWorld, type TektonWorld } from "../support/tekton.ts";
+import { tenantConfig } from "../support/tenant.ts";
+import { eventually } from "../support/wait.ts";
+import { condition, resultsOf } from "../support/world.ts";
+
+const run = promisify(execFile);
+const scopedStep = { apiVersion: "scopedstep.dev/v1alpha1", kind: "ScopedStep" } as const;
+const deployRole = `arn:aws:iam::${account}:role/payments-deployer`;
+
+/** The catalog step: the image and the AWS endpoint come as params. */
+const whoami = [
+  "apiVersion: scopedstep.dev/v1alpha1",
+  "kind: ScopedStep",
+  "metadata:",
+  "  name: whoami",
+  "spec:",
+  "  params: [{ name: image }, { name: endpoint }]",
+  "  results: [{ name: caller }]",
+  "  image: $(params.image)",
+  "  env: [{ name: AWS_ENDPOINT_URL, value: $(params.endpoint) }]",
+  "  script: |",
+  "    set -e",
+  `    ${sigv4("sts")} -d "Action=GetCallerIdentity&Version=2011-06-15" "$AWS_ENDPOINT_URL" | sed -n 's:.*<Arn>\\(.*\\)</Arn>.*:\\1:p' > $(results.caller.path)`,
+  "  application: payments",
+  "  component: api",
+  "",
+].join("\n");
+/** As it sits in git: Tekton's resolvers pass on tekton.dev kinds only, so it is wrapped in a CustomRun. */
+const wrappedWhoami = [
+  "apiVersion: tekton.dev/v1beta1",
+  "kind: CustomRun",
+  "metadata: { name: whoami }",
+  "spec:",
+  "  customSpec:",
+  ...whoami.split("\n").map((l) => (l ? `    ${l}` : l)),
+].join("\n");
+
+/** A bare repository holding steps/whoami.yaml, served read-only by git daemon on `host`. */
+async function gitServer(host: string): Promise<string> {
+  const dir = await mkdtemp(path.join(os.tmpdir(), "scoped-step-git-"));
+  const work = path.join(dir, "work");
+  await mkdir(path.join(work, "steps"), { recursive: true });
+  await writeFile(path.join(work, "steps", "whoami.yaml"), wrappedWhoami);
+  await writeFile(path.join(work, "steps", "bare.yaml"), whoami);
+  const git = (cwd: string, ...args: string[]) =>
+    run("git", ["-c", "user.name=catalog", "-c", "user.email=catalog@example.com", ...args], { cwd });
+  await git(work, "init", "-q", "-b", "main");
+  await git(work, "add", ".");
+  await git(work, "commit", "-q", "-m", "whoami step");
+  await git(dir, "clone", "-q", "--bare", work, path.join(dir, "catalog.git"));
+  const port = await new Promise<number>((resolve, reject) => {
+    const s = net.createServer().listen(0, host, () => {
+      const a = s.address();
+      s.close(() => (typeof a === "object" && a ? resolve(a.port) : reject(new Error("no port"))));
+    });
+  });
+  // prettier-ignore
+  const daemon = spawn("git", ["daemon", "--reuseaddr", "--export-all", `--base-path=${dir}`,
+    `--listen=${host}`, `--port=${port}`, dir], { stdio: "ignore" });
+  after(() => daemon.kill());
+  await eventually(
+    `git daemon on ${host}:${port}`,
+    () =>
+      new Promise<true | undefined>((resolve) => {
+        const c = net.connect(port, host, () => (c.end(), resolve(true)));
+        c.on("error", () => resolve(undefined));
+      }),
+  );
+  return `git://${host}:${port}/catalog.git`;
+}
+
+const cluster = await realCluster();
+const world: Promise<{ w: TektonWorld; url: string }> = startTektonWorld(
+  {
+    aws: { allowedRoleArns: [`arn:aws:iam::${account}:role/payments-*`], maxSessionDuration: 3600 },
+    deliveryModes: ["env"],
+  },
+  { realNode: true },
+).then(async (w) => {
+  await w.createApplication("payments", [
+    {
+      name: "api",
+      type: "webservice",
+      traits: [
+        { type: "scoped-identity", properties: { aws: { roleArn: deployRole, region: "eu-west-1" } } },
+      ],
+    },
+  ]);
+  return { w, url: await gitServer(cluster.nodeIp) };
+});
+
+const customRunOf = async (w: TektonWorld, pipelineRun: string): Promise<CustomRun> => {
+  const [only] = await w.customRuns(pipelineRun);
+  assert.ok(only, `a CustomRun of ${pipelineRun}`);
+  return only;
+};
+
+test("a step from the git resolver runs end to end: PipelineRun → CustomRun → ResolutionRequest → minted → step → revoked", async () => {
+  const { w, url } = await world;
+  await w.createPipelineRun("from-git", {
+    pipelineSpec: {
+      tasks: [
+        {
+          name: "whoami",
+          taskRef: {
+            ...scopedStep,
+            resolver: "git",
+            params: [
+              { name: "url", value: url },
+              { name: "revision", value: "main" },
+              { name: "pathInRepo", value: "steps/whoami.yaml" },
+            ],
+          },
+          params: [
+            { name: "image", value: cluster.images.awscli },
+            { name: "endpoint", value: w.peer.endpoint },
+          ],
+        },
+      ],
+    },
+  });
+  const pr = await w.waitPipelineRunDone("from-git", 300_000);
+  const cr = await customRunOf(w, "from-git");
+  assert.equal(
+    pipelineCondition(pr)?.status,
+    "True",
+    `${pipelineCondition(pr)?.message ?? ""}; ${condition(cr)?.message ?? ""}`,
+  );
+  assert.equal(cr.spec.customRef?.resolver, "git", "Tekton passes the resolver on in customRef");
+  const results = resultsOf(cr);
+  assert.match(results.caller ?? "", /^arn:aws:sts::111122223333:assumed-role\/payments-deployer\//);
+  assert.ok(results["revoked-at"], "the credential was revoked");
+  await eventually("the credential Secret to be deleted", async () =>
+    (await w.secretData(credentialSecretName(cr.metadata.name ?? "", 0))) ? undefined : true,
+  );
+  // Answered by Tekton's git resolver, not by anyone else.
+  const requests = (await cluster.objects.listNamespacedCustomObject({
+    group: "resolution.tekton.dev",
+    version: "v1beta1",
+    plural: "resolutionrequests",
+    namespace: w.ns,
+  })) as { items: ResolutionRequest[] };
+  const mine = requests.items.filter((r) => r.metadata?.ownerReferences?.[0]?.uid === cr.metadata.uid);
+  assert.equal(mine.length, 1);
+  assert.equal(mine[0]?.status?.conditions?.find((c) => c.type === "Succeeded")?.status, "True");
+  assert.match(JSON.stringify(mine[0]?.status?.annotations ?? {}), /steps\/whoami.yaml/);
+});
+
+test("Tekton's resolvers' refusals end the run with ResolverFailed", async () => {
+  const { w, url } = await world;
+  const runWith = (name: string, resolver: string, params: { name: string; value: string }[]) =>
+    w.createPipelineRun(name, {
+      pipelineSpec: { tasks: [{ name: "step", taskRef: { ...scopedStep, resolver, params } }] },
+    });
+  await runWith("git-missing", "git", [
+    { name: "url", value: url },
+    { name: "revision", value: "main" },
+    { name: "pathInRepo", value: "steps/nothing.yaml" },
+  ]);
+  // Tekton's resolver framework passes on tekton.dev kinds only: a bare ScopedStep file is refused.
+  await runWith("git-bare", "git", [
+    { name: "url", value: url },
+    { name: "revision", value: "main" },
+    { name: "pathInRepo", value: "steps/bare.yaml" },
+  ]);
+  // Tekton's cluster resolver serves Tasks, Pipelines and StepActions only.
+  await runWith("cluster-kind", "cluster", [
+    { name: "kind", value: "scopedstep" },
+    { name: "name", value: "whoami" },
+    { name: "namespace", value: w.ns },
+  ]);
+  for (const [name, message] of [
+    ["git-missing", /resolver git \(ResolutionRequest git-[0-9a-f]+\) failed: .*steps\/nothing.yaml/],
+    [
+      "git-bare",
+      /resolver git \(ResolutionRequest git-[0-9a-f]+\) failed: .*resolved data is not of a supported type/,
+    ],
+    [
+      "cluster-kind",
+      /resolver cluster \(ResolutionRequest cluster-[0-9a-f]+\) failed: .*unknown or unsupported resource kind 'scopedstep'/,
+    ],
+  ] as const) {
+    await w.waitPipelineRunDone(name, 300_000);
+    const c = condition(await customRunOf(w, name));
+    assert.equal(c?.status, "False", `${name}: ${c?.message ?? ""}`);
+    assert.equal(c?.reason, "ResolverFailed", `${name}: ${c?.message ?? ""}`);
+    assert.match(c?.message ?? "", message);
+  }
+});
+
+test("as the tenant: another namespace's Task through the cluster resolver is refused as not a ScopedStep, and nothing of it shows", async () => {
+  const { w } = await world;
+  const other = await testNamespace(cluster, "other");
+  const secret = "build-token-5f2c9d";
+  await cluster.objects.createNamespacedCustomObject({
+    group: "tekton.dev",
+    version: "v1",
+    plural: "tasks",
+    namespace: other,
+    body: {
+      apiVersion: "tekton.dev/v1",
+      kind: "Task",
+      metadata: { name: "build" },
+      spec: { steps: [{ name: "build", image: "busybox", script: `echo ${secret}` }] },
+    },
+  });
+  const tenant = (await tenantConfig(cluster, w.ns)).makeApiClient(CustomObjectsApi);
+  await tenant.createNamespacedCustomObject({
+    group: "tekton.dev",
+    version: "v1",
+    plural: "pipelineruns",
+    namespace: w.ns,
+    body: {
+      apiVersion: "tekton.dev/v1",
+      kind: "PipelineRun",
+      metadata: { name: "borrow" },
+      spec: {
+        pipelineSpec: {
+          tasks: [
+            {
+              name: "step",
+              taskRef: {
+                ...scopedStep,
+                resolver: "cluster",
+                params: [
+                  { name: "kind", value: "task" },
+                  { name: "name", value: "build" },
+                  { name: "namespace", value: other },
+                ],
+              },
+            },
+          ],
+        },
+      },
+    },
+  });
+  const pr = await w.waitPipelineRunDone("borrow", 300_000);
+  const cr = await customRunOf(w, "borrow");
+  const c = condition(cr);
+  assert.equal(c?.reason, "NotAScopedStep", c?.message);
+  assert.match(c?.message ?? "", /returned a Task \(tekton.dev\/v1\), not a ScopedStep/);
+  for (const text of [
+    JSON.stringify(cr),
+    JSON.stringify(pr),
+    JSON.stringify(await w.events(cr.metadata.name ?? "")),
+  ])
+    assert.ok(!text.includes(secret), "the other namespace's Task shows nowhere the tenant reads");
+});
