@@ -115,8 +115,12 @@ for (const way of ["params", "customSpec", "ScopedStep"] as const) {
       condition(run)?.message,
       "CustomRun cancelled as the PipelineRun it belongs to has timed out.",
     );
-    await eventually("the cancelled step pod to be gone", async () =>
-      (await w.pods()).some((p) => p.metadata?.name === `${name}-pod`) ? undefined : true,
+    // Gone once its processes end: at once when the step has started (the entrypoint passes
+    // SIGTERM on), after the 30 s grace period when a loaded machine delivers it before then.
+    await eventually(
+      "the cancelled step pod to be gone",
+      async () => ((await w.pods()).some((p) => p.metadata?.name === `${name}-pod`) ? undefined : true),
+      { timeoutMs: 120_000 },
     );
     await w.waitForEvents(name, ["Cancelled"]);
   });

@@ -117,7 +117,8 @@ interface Case {
     | "empty key Secret"
     | "configuration change"
     | "expired ledger entry"
-    | "resolver run";
+    | "resolver run"
+    | "failing step";
   symptom: string;
   check: (w: RbacWorld, c: ControllerProcess) => Promise<void>;
 }
@@ -229,6 +230,16 @@ const cases: Record<string, Case> = {
     scenario: "run",
     symptom: "step pods are not watched: the controller re-lists with backoff",
     check: relistsInALoop("pods"),
+  },
+  "get pods/log": {
+    scenario: "failing step",
+    symptom: "a failed step's message lacks its last log lines",
+    check: async (w) => {
+      const run = await waitForReason(w, "deploy", "Failed", 120_000);
+      const message = condition(run)?.message ?? "";
+      assert.match(message, /exited with code 3/);
+      assert.doesNotMatch(message, /last words/);
+    },
   },
   "create pods": {
     scenario: "run",
@@ -464,7 +475,10 @@ async function scenario(
     });
   }
   const hold = kind === "cancel" || kind === "delete" ? "300" : "0";
-  await w.createRun("deploy", { params: [...runParams(w), { name: "hold", value: hold }] });
+  const exit = kind === "failing step" ? "3" : "0";
+  await w.createRun("deploy", {
+    params: [...runParams(w), { name: "hold", value: hold }, { name: "exit", value: exit }],
+  });
   if (hold === "300") {
     await waitForReason(w, "deploy", "Running", 120_000);
     if (kind === "cancel") await w.cancelRun("deploy");
@@ -515,6 +529,13 @@ for (const mode of Object.keys(modes) as Mode[]) {
     await waitForReason(w, "cancel", "Running");
     await w.cancelRun("cancel");
     await waitForReason(w, "cancel", "CustomRunCancelled");
+    // A failed step's message quotes its log (get pods/log).
+    await w.createRun("failing", { params: [...runParams(w), { name: "exit", value: "3" }] });
+    const failed = await waitForReason(w, "failing", "Failed", 120_000);
+    assert.match(
+      condition(failed)?.message ?? "",
+      /exited with code 3; last lines:[\s\S]*the step's last words/,
+    );
     await eventually("the cancelled run's pod to be gone", async () =>
       (await podPhase(w, "cancel-pod")) === undefined ? true : undefined,
     );

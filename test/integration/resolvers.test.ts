@@ -265,7 +265,7 @@ test("Tekton's default-pod-template applies to step pods, follows the ConfigMap,
     ["ci", "Exists", "NoSchedule"],
   );
   assert.equal(
-    created?.spec?.containers[0]?.env?.some((e) => e.name === "HTTP_PROXY"),
+    (created?.spec?.containers[0]?.env ?? []).some((e) => e.name === "HTTP_PROXY"),
     false,
     "env is not taken from the default",
   );

@@ -237,7 +237,10 @@ export interface RbacWorld {
 const runs = { group: "tekton.dev", version: "v1beta1", plural: "customruns" } as const;
 const mergePatch = setHeaderOptions("Content-Type", PatchStrategy.MergePatch);
 
-/** The step every scenario runs: proves it holds working AWS credentials, then waits if told to. */
+/**
+ * The step every scenario runs: proves it holds working AWS credentials, then waits if told to,
+ * says its last words and exits with the code it is given.
+ */
 export const stepSpec = {
   image: "amazon/aws-cli",
   application: "payments",
@@ -245,11 +248,13 @@ export const stepSpec = {
   params: [
     { name: "endpoint", description: "The AWS peer." },
     { name: "hold", description: "Seconds to keep running after the AWS call.", default: "0" },
+    { name: "exit", description: "The step's exit code.", default: "0" },
   ],
   results: [{ name: "caller" }],
   env: [
     { name: "AWS_ENDPOINT_URL", value: "$(params.endpoint)" },
     { name: "HOLD", value: "$(params.hold)" },
+    { name: "EXIT", value: "$(params.exit)" },
   ],
   script: [
     "set -e",
@@ -258,6 +263,8 @@ export const stepSpec = {
     "  \"$AWS_ENDPOINT_URL\" | sed -n 's:.*<Arn>\\(.*\\)</Arn>.*:\\1:p' > $(results.caller.path)",
     "test -s $(results.caller.path)",
     'sleep "$HOLD"',
+    'echo "the step\'s last words"',
+    'exit "$EXIT"',
   ].join("\n"),
 };
 
