@@ -81,10 +81,7 @@ const world: Promise<TektonWorld> = startExamplesWorld().then(async (w) => {
   );
   iam.destroy();
   w.peer.createBucket("payments-artifacts");
-  await (async () => {
-    for (const doc of await readDocs("catalog/scopedstep/s3-upload/0.1/s3-upload.yaml"))
-      await created(w, doc);
-  })();
+  for (const doc of await readDocs("catalog/scopedstep/s3-upload/0.1/s3-upload.yaml")) await created(w, doc);
   return w;
 });
 

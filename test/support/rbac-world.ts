@@ -340,35 +340,27 @@ export async function startRbacWorld(
     });
     cleanups.push(() => rbacApi.deleteClusterRole({ name }).catch(ignoreNotFound));
   }
-  for (const role of rbac.roles) {
-    await rbacApi.createNamespacedRole({
-      namespace: controllerNs,
-      body: { metadata: { name: role.name }, rules: role.rules },
-    });
-    await rbacApi.createNamespacedRoleBinding({
-      namespace: controllerNs,
-      body: {
-        metadata: { name: role.name },
-        roleRef: { apiGroup: "rbac.authorization.k8s.io", kind: "Role", name: role.name },
-        subjects: [subject],
-      },
-    });
+  // The release's Roles, each bound to the controller in its namespace: its own, and Tekton's.
+  for (const [namespace, roles] of [
+    [controllerNs, rbac.roles],
+    [tektonNs, rbac.tektonRoles],
+  ] as const) {
+    for (const role of roles) {
+      await rbacApi.createNamespacedRole({
+        namespace,
+        body: { metadata: { name: role.name }, rules: role.rules },
+      });
+      await rbacApi.createNamespacedRoleBinding({
+        namespace,
+        body: {
+          metadata: { name: role.name },
+          roleRef: { apiGroup: "rbac.authorization.k8s.io", kind: "Role", name: role.name },
+          subjects: [subject],
+        },
+      });
+    }
   }
   // The release ships the configuration ConfigMap; the controller reads it at start and watches it.
-  for (const role of rbac.tektonRoles) {
-    await rbacApi.createNamespacedRole({
-      namespace: tektonNs,
-      body: { metadata: { name: role.name }, rules: role.rules },
-    });
-    await rbacApi.createNamespacedRoleBinding({
-      namespace: tektonNs,
-      body: {
-        metadata: { name: role.name },
-        roleRef: { apiGroup: "rbac.authorization.k8s.io", kind: "Role", name: role.name },
-        subjects: [subject],
-      },
-    });
-  }
   await core.createNamespacedConfigMap({
     namespace: controllerNs,
     body: { metadata: { name: "scoped-step-config" }, data: { concurrency: "8" } },
