@@ -38,6 +38,18 @@ export const kubevela: UpstreamModule = {
   ],
 };
 
+/** The Prometheus Operator's CRDs, for the monitoring objects of the release. */
+export const prometheusOperator: UpstreamModule = {
+  module: "github.com/prometheus-operator/prometheus-operator",
+  version: "v0.85.0",
+  crdFiles: [
+    "example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml",
+    "example/prometheus-operator-crd/monitoring.coreos.com_prometheusrules.yaml",
+  ],
+};
+
+export const upstreamModules = [tekton, kubevela, prometheusOperator];
+
 export const goEnv = { ...process.env, GOTOOLCHAIN: "local", GOWORK: "off", GOFLAGS: "-mod=mod" };
 
 /** Downloads (or finds in the module cache) a module and returns its source directory. */
@@ -67,4 +79,10 @@ export async function buildTool(name: Tool): Promise<string> {
   child.child.stderr?.pipe(process.stderr);
   const { stdout } = await child;
   return stdout.trim();
+}
+
+// `node hack/cluster/upstream.ts download`: fetches every upstream module through the module proxy,
+// before anything enters the namespaces that have no way out (`make tools`).
+if (import.meta.main && process.argv[2] === "download") {
+  for (const mod of upstreamModules) console.log(await moduleDir(mod));
 }
