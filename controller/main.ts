@@ -2,6 +2,7 @@
 // endpoints, the leader-elected engine, and graceful shutdown on SIGTERM.
 import type { Logger } from "pino";
 import { keepPod, keepRun } from "../tasks/scoped-step/cached.ts";
+import { fallbackCauses } from "../tasks/scoped-step/credentials/aws-revocation.ts";
 import { credentialGauges } from "../tasks/scoped-step/gauges.ts";
 import { reconcileRun } from "../tasks/scoped-step/reconcile.ts";
 import { labels, managedByValue } from "../tasks/scoped-step/pod.ts";
@@ -83,9 +84,10 @@ if (missing.length > 0) {
 // Metrics read the engine, which is built after the context that reports to metrics.
 const live: { engine?: Engine<CustomRun> } = {};
 const metrics = new Metrics({
-  credentials: () => credentialGauges(live.engine?.objects() ?? [], new Date()),
+  credentials: () => credentialGauges(live.engine?.objects() ?? []),
   isLeader: () => live.engine?.isLeader() ?? false,
-  keyAgeSeconds: () => identity.issuer?.activeKeyAgeSeconds() ?? 0,
+  keyActivatedAt: () => identity.issuer?.activeKeyActivatedAt() ?? 0,
+  revocationFallbackCauses: fallbackCauses,
 });
 kube.onRequest = (method, path) => {
   const { verb, resource } = describeRequest(method, path);

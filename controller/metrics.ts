@@ -12,7 +12,12 @@ export interface MetricsSources {
   /** Read at each scrape; all zero on a replica that does not lead. */
   credentials: () => CredentialGauges;
   isLeader: () => boolean;
-  keyAgeSeconds?: () => number;
+  keyActivatedAt?: () => number;
+  /**
+   * Every value the fallback counter's `cause` label can take. Each series is exported at 0 from
+   * the start, so the first fallback after a start is an increase that `increase()` sees.
+   */
+  revocationFallbackCauses?: readonly string[];
 }
 
 export class Metrics implements RunMetricsPort {
@@ -52,13 +57,13 @@ export class Metrics implements RunMetricsPort {
     registers: [this.registry],
   });
   private readonly minted = new Counter({
-    name: "scoped_step_credentials_minted_total",
+    name: "scoped_step_credential_mints_total",
     help: "Credentials minted, by provider.",
     labelNames: ["provider"],
     registers: [this.registry],
   });
   private readonly revoked = new Counter({
-    name: "scoped_step_credentials_revoked_total",
+    name: "scoped_step_credential_revocations_total",
     help: "Credentials revoked, by provider.",
     labelNames: ["provider"],
     registers: [this.registry],
@@ -70,7 +75,7 @@ export class Metrics implements RunMetricsPort {
     registers: [this.registry],
   });
   private readonly failures = new Counter({
-    name: "scoped_step_credential_failures_total",
+    name: "scoped_step_credential_mint_failures_total",
     help: "Mints that failed, by provider and failure reason.",
     labelNames: ["provider", "reason"],
     registers: [this.registry],
@@ -83,7 +88,7 @@ export class Metrics implements RunMetricsPort {
     registers: [this.registry],
   });
   private readonly revokeDuration = new Histogram({
-    name: "scoped_step_credential_revoke_duration_seconds",
+    name: "scoped_step_credential_revocation_duration_seconds",
     help: "Time to revoke one credential (Secret deletion and any deny policy).",
     labelNames: ["provider"],
     buckets: latencyBuckets,
@@ -97,7 +102,7 @@ export class Metrics implements RunMetricsPort {
     registers: [this.registry],
   });
   private readonly podDuration = new Histogram({
-    name: "scoped_step_step_pod_duration_seconds",
+    name: "scoped_step_pod_duration_seconds",
     help: "Run time of step containers, from start to exit.",
     buckets: podBuckets,
     registers: [this.registry],
@@ -114,7 +119,16 @@ export class Metrics implements RunMetricsPort {
 
   constructor(sources: MetricsSources) {
     const queue = () => this.queue;
+    for (const cause of sources.revocationFallbackCauses ?? []) this.revocationFallbacks.inc({ cause }, 0);
     collectDefaultMetrics({ register: this.registry });
+    // prom-client's totals of these are gauges named like counters, which Prometheus's naming
+    // rules (promtool check metrics) refuse; the same figures by type stay (nodejs_active_handles…).
+    for (const name of [
+      "nodejs_active_handles_total",
+      "nodejs_active_requests_total",
+      "nodejs_active_resources_total",
+    ])
+      this.registry.removeSingleMetric(name);
     const registers = [this.registry];
     new Gauge({
       name: "scoped_step_workqueue_depth",
@@ -141,11 +155,11 @@ export class Metrics implements RunMetricsPort {
       },
     });
     new Gauge({
-      name: "scoped_step_signing_key_age_seconds",
-      help: "Age of the active token signing key.",
+      name: "scoped_step_signing_key_activated_timestamp_seconds",
+      help: "When the active token signing key began signing, in Unix seconds; 0 when this replica has no issuer.",
       registers,
       collect() {
-        this.set(sources.keyAgeSeconds?.() ?? 0);
+        this.set(sources.keyActivatedAt?.() ?? 0);
       },
     });
     // One computation per scrape: the first gauge collected sets all three (the registry collects
@@ -156,8 +170,8 @@ export class Metrics implements RunMetricsPort {
       registers: [],
     });
     const oldest = new Gauge({
-      name: "scoped_step_oldest_unrevoked_credential_age_seconds",
-      help: "Age of the oldest credential not yet revoked.",
+      name: "scoped_step_oldest_unrevoked_credential_timestamp_seconds",
+      help: "When the oldest credential not yet revoked was minted, in Unix seconds; 0 when there is none.",
       registers: [],
     });
     new Gauge({
@@ -168,7 +182,7 @@ export class Metrics implements RunMetricsPort {
         const figures = sources.credentials();
         this.set(figures.active);
         pending.set(figures.pendingRevocation);
-        oldest.set(figures.oldestUnrevokedSeconds);
+        oldest.set(figures.oldestUnrevokedSince);
       },
     });
     this.registry.registerMetric(pending);

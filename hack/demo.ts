@@ -350,8 +350,8 @@ try {
   const metrics = await (await fetch(`${issuer}/metrics`)).text();
   for (const name of [
     "scoped_step_runs_finished_total",
-    "scoped_step_credentials_minted_total",
-    "scoped_step_credentials_revoked_total",
+    "scoped_step_credential_mints_total",
+    "scoped_step_credential_revocations_total",
     "scoped_step_active_credentials",
     "scoped_step_credentials_pending_revocation",
     "scoped_step_sts_request_duration_seconds_count",

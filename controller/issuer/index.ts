@@ -16,7 +16,7 @@
 // key that stops signing loses its private half in the same write that retires it.
 //
 // The engine calls rotateIfDue() and reload() on a timer (every minute is plenty: keep the period
-// below clockSkewSeconds), exports activeKeyAgeSeconds() as a metric and mounts handler.
+// below clockSkewSeconds), exports activeKeyActivatedAt() as a metric and mounts handler.
 export { createIssuer, type Issuer, type IssuerOptions, type RotationResult } from "./issuer.ts";
 export type { TokenRequest, IssuedToken } from "./tokens.ts";
 export {

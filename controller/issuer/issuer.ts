@@ -18,7 +18,7 @@ import {
   activeKey,
   dropRetiredPrivateKeys,
   generateKey,
-  keyAgeSeconds,
+  keyActivatedAt,
   publicJwk,
   publishedKeys,
   rotationStep,
@@ -96,7 +96,8 @@ export interface Issuer {
   rotateIfDue(now?: Date): Promise<RotationResult>;
   /** Re-reads the key store to pick up other replicas' rotations; call it on a timer. */
   reload(): Promise<void>;
-  activeKeyAgeSeconds(now?: Date): number;
+  /** When the active key began signing, in Unix seconds. */
+  activeKeyActivatedAt(): number;
 }
 
 const maxWriteAttempts = 8;
@@ -230,8 +231,8 @@ export async function createIssuer(options: IssuerOptions): Promise<Issuer> {
     async reload() {
       await serial(() => converge(custody));
     },
-    activeKeyAgeSeconds(now = new Date()) {
-      return keyAgeSeconds(activeKey(loaded().stored.keys), now);
+    activeKeyActivatedAt() {
+      return keyActivatedAt(activeKey(loaded().stored.keys));
     },
   };
 }

@@ -156,6 +156,11 @@ export function keyAgeSeconds(key: StoredKey, now: Date): number {
   return seconds(key.activatedAt ?? key.createdAt, now);
 }
 
+/** When the key began signing, in Unix seconds. */
+export function keyActivatedAt(key: StoredKey): number {
+  return Date.parse(key.activatedAt ?? key.createdAt) / 1000;
+}
+
 /**
  * The key set after one scheduled step at `now`: prune retired keys whose tokens have all expired,
  * publish a next key when activation is `publishLeadSeconds` away, promote it once it has been

@@ -9,12 +9,12 @@ export interface CredentialGauges {
   active: number;
   /** Of those, the ones whose run no longer needs them: finished, cancelled or being deleted. */
   pendingRevocation: number;
-  /** Age in seconds of the oldest credential not yet revoked; 0 when there is none. */
-  oldestUnrevokedSeconds: number;
+  /** When the oldest credential not yet revoked was minted, in Unix seconds; 0 when there is none. */
+  oldestUnrevokedSince: number;
 }
 
-export function credentialGauges(runs: Iterable<CustomRun>, now: Date): CredentialGauges {
-  const figures: CredentialGauges = { active: 0, pendingRevocation: 0, oldestUnrevokedSeconds: 0 };
+export function credentialGauges(runs: Iterable<CustomRun>): CredentialGauges {
+  const figures: CredentialGauges = { active: 0, pendingRevocation: 0, oldestUnrevokedSince: 0 };
   for (const run of runs) {
     const credential = stepState(run.status ?? {}).credential;
     if (!credential || credential.state === "revoked") continue;
@@ -24,8 +24,8 @@ export function credentialGauges(runs: Iterable<CustomRun>, now: Date): Credenti
     }
     const since = credential.mintedAt ?? run.status?.startTime;
     if (since) {
-      const age = (now.getTime() - new Date(since).getTime()) / 1000;
-      figures.oldestUnrevokedSeconds = Math.max(figures.oldestUnrevokedSeconds, age);
+      const at = new Date(since).getTime() / 1000;
+      if (figures.oldestUnrevokedSince === 0 || at < figures.oldestUnrevokedSince) figures.oldestUnrevokedSince = at;
     }
   }
   return figures;

@@ -22,7 +22,7 @@ import type { Application, Param, ParamValue } from "../../tasks/scoped-step/typ
 import {
   catalogDocs,
   catalogFiles,
-  installMonitoringStandIns,
+  installMonitoringCrds,
   readDocs,
   repoRoot,
   yamlBlocks,
@@ -105,7 +105,7 @@ const cluster = testCluster();
 let scratch = "";
 before(async () => {
   const c = await cluster;
-  await installMonitoringStandIns(c.kc);
+  await installMonitoringCrds(c.kc);
   scratch = await testNamespace(c, "catalog");
 });
 
@@ -428,7 +428,7 @@ test("the Deployment's flags, Pod environment and the release's ConfigMap are va
 
 test("alerts and the dashboard use metrics the controller exports, and every alert has a runbook section", async () => {
   const metrics = new Metrics({
-    credentials: () => ({ active: 0, pendingRevocation: 0, oldestUnrevokedSeconds: 0 }),
+    credentials: () => ({ active: 0, pendingRevocation: 0, oldestUnrevokedSince: 0 }),
     isLeader: () => false,
   });
   const exported = new Map<string, string[]>();
@@ -477,11 +477,11 @@ test("alerts and the dashboard use metrics the controller exports, and every ale
     ScopedStepRevocationFellBackToExpiry: { for: "0m", metrics: ["scoped_step_revocation_fallbacks_total"] },
     ScopedStepCredentialHeldTooLong: {
       for: "5m",
-      metrics: ["scoped_step_oldest_unrevoked_credential_age_seconds"],
+      metrics: ["scoped_step_oldest_unrevoked_credential_timestamp_seconds"],
     },
     ScopedStepMintErrorRate: {
       for: "10m",
-      metrics: ["scoped_step_credential_failures_total", "scoped_step_credentials_minted_total"],
+      metrics: ["scoped_step_credential_mint_failures_total", "scoped_step_credential_mints_total"],
     },
     ScopedStepNoLeader: { for: "5m", metrics: ["scoped_step_leader"] },
     ScopedStepReconcileErrors: { for: "15m", metrics: ["scoped_step_reconcile_errors_total"] },

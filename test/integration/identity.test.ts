@@ -335,23 +335,24 @@ test("the controller serves health, readiness, its OIDC documents and Prometheus
     const line = text.split("\n").find((l) => l.startsWith(`${series} `));
     return line === undefined ? undefined : Number(line.split(" ").pop());
   };
-  assert.ok((value('scoped_step_credentials_minted_total{provider="aws"}') ?? 0) >= 1);
-  assert.ok((value('scoped_step_credentials_revoked_total{provider="aws"}') ?? 0) >= 1);
+  assert.ok((value('scoped_step_credential_mints_total{provider="aws"}') ?? 0) >= 1);
+  assert.ok((value('scoped_step_credential_revocations_total{provider="aws"}') ?? 0) >= 1);
   assert.ok((value('scoped_step_runs_finished_total{outcome="succeeded",reason="Succeeded"}') ?? 0) >= 1);
   assert.equal(value("scoped_step_leader"), 1);
   assert.equal(value("scoped_step_credentials_pending_revocation"), 0);
   assert.ok((value('scoped_step_sts_request_duration_seconds_count{outcome="ok"}') ?? 0) >= 1);
-  assert.ok((value("scoped_step_signing_key_age_seconds") ?? -1) >= 0);
+  const activated = value("scoped_step_signing_key_activated_timestamp_seconds") ?? 0;
+  assert.ok(activated > 0 && activated <= Date.now() / 1000, `key activated at ${activated}`);
   for (const name of [
     "scoped_step_reconcile_duration_seconds_bucket",
     "scoped_step_workqueue_depth",
     "scoped_step_workqueue_in_flight",
     "scoped_step_workqueue_wait_seconds_bucket",
     "scoped_step_credential_mint_duration_seconds_bucket",
-    "scoped_step_credential_revoke_duration_seconds_bucket",
+    "scoped_step_credential_revocation_duration_seconds_bucket",
     "scoped_step_active_credentials",
-    "scoped_step_oldest_unrevoked_credential_age_seconds",
-    "scoped_step_step_pod_duration_seconds_bucket",
+    "scoped_step_oldest_unrevoked_credential_timestamp_seconds",
+    "scoped_step_pod_duration_seconds_bucket",
     "process_resident_memory_bytes",
   ]) {
     assert.ok(text.includes(name), `${name} is exported`);

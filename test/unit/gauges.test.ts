@@ -44,39 +44,47 @@ function run(
 }
 
 test("no runs, or runs without a live credential, give zeros", () => {
-  const zero = { active: 0, pendingRevocation: 0, oldestUnrevokedSeconds: 0 };
-  assert.deepEqual(credentialGauges([], now), zero);
+  const zero = { active: 0, pendingRevocation: 0, oldestUnrevokedSince: 0 };
+  assert.deepEqual(credentialGauges([]), zero);
   assert.deepEqual(
-    credentialGauges(
-      [run(undefined), run({ state: "revoked", mintedAt: "2026-11-29T11:00:00Z" }, { done: true })],
-      now,
-    ),
+    credentialGauges([
+      run(undefined),
+      run({ state: "revoked", mintedAt: "2026-11-29T11:00:00Z" }, { done: true }),
+    ]),
     zero,
   );
 });
 
-test("a running step's credential is active, not pending; its age counts from minting", () => {
-  const figures = credentialGauges([run({ mintedAt: "2026-11-29T11:59:30.000Z" })], now);
-  assert.deepEqual(figures, { active: 1, pendingRevocation: 0, oldestUnrevokedSeconds: 30 });
+const unix = (iso: string) => Date.parse(iso) / 1000;
+
+test("a running step's credential is active, not pending; it dates from minting", () => {
+  const figures = credentialGauges([run({ mintedAt: "2026-11-29T11:59:30.000Z" })]);
+  assert.deepEqual(figures, {
+    active: 1,
+    pendingRevocation: 0,
+    oldestUnrevokedSince: unix("2026-11-29T11:59:30.000Z"),
+  });
 });
 
-test("a credential still being minted counts from the run's start", () => {
-  const figures = credentialGauges(
-    [run({ state: "minting" }, { startTime: "2026-11-29T11:59:50.000Z" })],
-    now,
-  );
-  assert.deepEqual(figures, { active: 1, pendingRevocation: 0, oldestUnrevokedSeconds: 10 });
+test("a credential still being minted dates from the run's start", () => {
+  const figures = credentialGauges([run({ state: "minting" }, { startTime: "2026-11-29T11:59:50.000Z" })]);
+  assert.deepEqual(figures, {
+    active: 1,
+    pendingRevocation: 0,
+    oldestUnrevokedSince: unix("2026-11-29T11:59:50.000Z"),
+  });
 });
 
 test("credentials of finished, cancelled and deleted runs are pending revocation; the oldest wins", () => {
-  const figures = credentialGauges(
-    [
-      run({ mintedAt: "2026-11-29T11:00:00.000Z" }, { done: true }),
-      run({ mintedAt: "2026-11-29T11:50:00.000Z" }, { cancelled: true }),
-      run({ mintedAt: "2026-11-29T11:55:00.000Z" }, { deleting: true }),
-      run({ mintedAt: "2026-11-29T11:59:00.000Z" }),
-    ],
-    now,
-  );
-  assert.deepEqual(figures, { active: 4, pendingRevocation: 3, oldestUnrevokedSeconds: 3600 });
+  const figures = credentialGauges([
+    run({ mintedAt: "2026-11-29T11:50:00.000Z" }, { cancelled: true }),
+    run({ mintedAt: "2026-11-29T11:00:00.000Z" }, { done: true }),
+    run({ mintedAt: "2026-11-29T11:55:00.000Z" }, { deleting: true }),
+    run({ mintedAt: "2026-11-29T11:59:00.000Z" }),
+  ]);
+  assert.deepEqual(figures, {
+    active: 4,
+    pendingRevocation: 3,
+    oldestUnrevokedSince: unix("2026-11-29T11:00:00.000Z"),
+  });
 });

@@ -15,7 +15,8 @@ const bucketSeconds = 300;
 const sidPrefix = "ScopedStepRevokedUntil";
 
 /** Why a deny could not be written, as a bounded metric label. */
-export type FallbackCause = "budget-exhausted" | "access-denied" | "role-not-found" | "no-revoker";
+export const fallbackCauses = ["budget-exhausted", "access-denied", "role-not-found", "no-revoker"] as const;
+export type FallbackCause = (typeof fallbackCauses)[number];
 
 export type DenyResult =
   | { denied: true }
