@@ -5,11 +5,12 @@
 # directory holding them when there are several: `kubernetes` is one binary for kube-apiserver,
 # kube-controller-manager, kube-scheduler, kube-proxy and kubelet (hack/kubernetes/main.go);
 # `containerd` holds containerd, ctr and containerd-shim-runc-v2; `tekton-images` and
-# `node-images` hold the static programs the local node's images are made of.
+# `node-images` hold the static programs the local node's images are made of. `vela-cue` renders
+# a KubeVela component and its traits as vela-core does (hack/vela-cue/main.go).
 #
 # `kube-apiserver` alone, from the same module, is what the control plane of every test run uses.
 #
-#   hack/build-tool.sh kube-apiserver|kubernetes|etcd|tekton-controller|containerd|tekton-images|node-images
+#   hack/build-tool.sh kube-apiserver|kubernetes|etcd|tekton-controller|containerd|tekton-images|node-images|vela-cue
 set -euo pipefail
 
 name="$1"
@@ -57,6 +58,12 @@ case "$name" in
   node-images)
     pkg="./pause ./report"
     version=v1
+    ldflags=""
+    export CGO_ENABLED=0
+    ;;
+  vela-cue)
+    pkg=.
+    version="cue-$(require_version cuelang.org/go)"
     ldflags=""
     export CGO_ENABLED=0
     ;;

@@ -15,6 +15,35 @@ export function identityComponent(
   };
 }
 
+/**
+ * The demo's component (`make demo`, Application payments): the payments API, whose trait gives its
+ * steps the deployer role, scoped down by an inline session policy to the team's release artifacts.
+ */
+export function demoComponent(roleArn: string) {
+  return identityComponent(
+    {
+      audience: "sts.amazonaws.com",
+      aws: {
+        roleArn,
+        region: "eu-west-1",
+        sessionDuration: 900,
+        sessionTags: { team: "payments" },
+        sessionPolicy: {
+          Version: "2012-10-17",
+          Statement: [
+            {
+              Effect: "Allow",
+              Action: ["s3:PutObject", "s3:GetObject"],
+              Resource: "arn:aws:s3:::payments-artifacts/releases/*",
+            },
+          ],
+        },
+      },
+    },
+    { image: "example/payments-api:1.4.2" },
+  );
+}
+
 export async function createApplication(
   objects: CustomObjectsApi,
   namespace: string,
