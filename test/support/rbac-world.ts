@@ -81,15 +81,33 @@ export async function releaseRbac(): Promise<ControllerRbac> {
  * to watch.
  */
 export async function namespacedRbac(): Promise<ControllerRbac & { bound: string[]; watched: string[] }> {
+  const { docs, watched } = await namespacedInstall();
+  const bound = tenantBindings(docs).map((d) => d.metadata.namespace ?? "");
+  return { ...controllerRbac(docs), bound, watched };
+}
+
+/**
+ * The namespaced install's documents (the release with the overlay), the ones the overlay
+ * deletes, what it adds, and the namespaces it has the controller watch.
+ */
+async function namespacedInstall(): Promise<{
+  docs: Doc[];
+  added: Doc[];
+  removed: Doc[];
+  watched: string[];
+}> {
   const k = parse(await readFile(path.join(namespacedDir, "kustomization.yaml"), "utf8")) as {
     resources: string[];
     patches: { patch: string }[];
   };
   if (!k.resources.includes("..")) throw new Error("the namespaced overlay does not build on the release");
   let docs = await readYamlDocs(releasePath);
+  const added: Doc[] = [];
   for (const resource of k.resources.filter((r) => r !== "..")) {
-    docs.push(...(await readYamlDocs(path.join(namespacedDir, resource))));
+    added.push(...(await readYamlDocs(path.join(namespacedDir, resource))));
   }
+  docs.push(...added);
+  const removed: Doc[] = [];
   let watched: string[] = [];
   for (const { patch } of k.patches) {
     const target = parse(patch) as Doc & { $patch?: string; data?: Record<string, string> };
@@ -101,13 +119,40 @@ export async function namespacedRbac(): Promise<ControllerRbac & { bound: string
       throw new Error(
         `the namespaced overlay patches ${target.kind} ${target.metadata.name}, which the release lacks`,
       );
-    if (target.$patch === "delete") docs = docs.filter((d) => !same(d));
+    if (target.$patch === "delete") {
+      removed.push(...docs.filter(same));
+      docs = docs.filter((d) => !same(d));
+    }
     const setting = target.data?.["watch-namespaces"];
     if (target.kind === "ConfigMap" && setting !== undefined)
       watched = setting.split(",").map((n) => n.trim());
   }
-  const bound = tenantBindings(docs).map((d) => d.metadata.namespace ?? "");
-  return { ...controllerRbac(docs), bound, watched };
+  return { docs, added, removed, watched };
+}
+
+/**
+ * What switching an installed release to the namespaced mode for `namespaces` takes, as an
+ * operator's copy of the overlay would do it: the objects the overlay adds, with its per-namespace
+ * RoleBindings made for `namespaces` instead of the examples it lists; the objects it deletes.
+ */
+export async function namespacedSwitch(
+  namespaces: string[],
+): Promise<{ apply: Record<string, unknown>[]; remove: { kind: string; name: string }[] }> {
+  const { added, removed } = await namespacedInstall();
+  const perNamespace = tenantBindings(added);
+  const [template] = perNamespace;
+  if (!template) throw new Error("the namespaced overlay binds no tenant namespace");
+  const bindings = namespaces.map((ns) => ({
+    ...template,
+    metadata: { ...template.metadata, namespace: ns },
+  }));
+  return {
+    apply: [...added.filter((d) => !perNamespace.includes(d)), ...bindings] as unknown as Record<
+      string,
+      unknown
+    >[],
+    remove: removed.map((d) => ({ kind: d.kind, name: d.metadata.name })),
+  };
 }
 
 const boundTo = (d: Doc) =>
