@@ -16,8 +16,8 @@ node_modules/.installed: package.json package-lock.json
 	touch $@
 
 ## tools: install the node's Debian packages; build (or take from the cache) etcd, the Kubernetes
-## commands, containerd, the programs of the node's images (Tekton's among them) and vela-cue
-## (KubeVela's CUE rendering); unpack Prometheus and promtool; download the modules whose CRDs the
+## commands, containerd, the programs of the node's images (Tekton's among them), vela-cue
+## (KubeVela's CUE rendering) and KubeVela's controller; unpack Prometheus and promtool; download the modules whose CRDs the
 ## clusters install
 tools:
 	hack/cluster/ensure-packages.sh
@@ -28,6 +28,7 @@ tools:
 	hack/build-tool.sh tekton-images >/dev/null
 	hack/build-tool.sh node-images >/dev/null
 	hack/build-tool.sh vela-cue >/dev/null
+	hack/build-tool.sh vela-core >/dev/null
 	hack/prometheus.sh >/dev/null
 	$(NODE) hack/cluster/upstream.ts download >/dev/null
 

@@ -49,6 +49,7 @@ export async function createApplication(
   namespace: string,
   name: string,
   components: unknown[],
+  annotations?: Record<string, string>,
 ): Promise<void> {
   await objects.createNamespacedCustomObject({
     group: "core.oam.dev",
@@ -58,7 +59,7 @@ export async function createApplication(
     body: {
       apiVersion: "core.oam.dev/v1beta1",
       kind: "Application",
-      metadata: { name },
+      metadata: { name, ...(annotations ? { annotations } : {}) },
       spec: { components },
     },
   });
