@@ -17,7 +17,7 @@ import {
   RbacAuthorizationV1Api,
   setHeaderOptions,
 } from "@kubernetes/client-node";
-import { parse, parseAllDocuments } from "yaml";
+import { parseAllDocuments } from "yaml";
 import type { CustomRun, CustomRunSpec } from "../../tasks/scoped-step/types.ts";
 import { startAwsPeer, type AwsPeer } from "./aws/server.ts";
 import { createTrustingRole, registerIssuer } from "./aws/trust.ts";
@@ -25,11 +25,11 @@ import { testCluster, testNamespace, type TestCluster } from "./cluster.ts";
 import { startController, type ControllerProcess } from "./controller.ts";
 import { startTestKubelet, type TestKubelet } from "./kubelet.ts";
 import { eventually } from "./wait.ts";
+import { namespacedInstall } from "./catalog.ts";
 import { createApplication, identityComponent } from "./application.ts";
 import { writeExpiredLedgerEntry } from "./ledger.ts";
 
 export const releasePath = fileURLToPath(new URL("../../catalog/release.yaml", import.meta.url));
-const namespacedDir = fileURLToPath(new URL("../../catalog/controller/0.1/namespaced", import.meta.url));
 export const releaseNamespace = "scoped-step";
 /** Tekton's namespace as the release names it (--tekton-namespace's default). */
 export const releaseTektonNamespace = "tekton-pipelines";
@@ -81,31 +81,10 @@ export async function releaseRbac(): Promise<ControllerRbac> {
  * to watch.
  */
 export async function namespacedRbac(): Promise<ControllerRbac & { bound: string[]; watched: string[] }> {
-  const k = parse(await readFile(path.join(namespacedDir, "kustomization.yaml"), "utf8")) as {
-    resources: string[];
-    patches: { patch: string }[];
-  };
-  if (!k.resources.includes("..")) throw new Error("the namespaced overlay does not build on the release");
-  let docs = await readYamlDocs(releasePath);
-  for (const resource of k.resources.filter((r) => r !== "..")) {
-    docs.push(...(await readYamlDocs(path.join(namespacedDir, resource))));
-  }
-  let watched: string[] = [];
-  for (const { patch } of k.patches) {
-    const target = parse(patch) as Doc & { $patch?: string; data?: Record<string, string> };
-    const same = (d: Doc) =>
-      d.kind === target.kind &&
-      d.metadata.name === target.metadata.name &&
-      d.metadata.namespace === target.metadata.namespace;
-    if (!docs.some(same))
-      throw new Error(
-        `the namespaced overlay patches ${target.kind} ${target.metadata.name}, which the release lacks`,
-      );
-    if (target.$patch === "delete") docs = docs.filter((d) => !same(d));
-    const setting = target.data?.["watch-namespaces"];
-    if (target.kind === "ConfigMap" && setting !== undefined)
-      watched = setting.split(",").map((n) => n.trim());
-  }
+  const docs = (await namespacedInstall()) as unknown as (Doc & { data?: Record<string, string> })[];
+  const config = docs.find((d) => d.kind === "ConfigMap" && d.metadata.name === "scoped-step-config");
+  const setting = config?.data?.["watch-namespaces"];
+  const watched = setting === undefined ? [] : setting.split(",").map((n) => n.trim());
   const bound = tenantBindings(docs).map((d) => d.metadata.namespace ?? "");
   return { ...controllerRbac(docs), bound, watched };
 }
