@@ -25,7 +25,8 @@ export function credentialGauges(runs: Iterable<CustomRun>): CredentialGauges {
     const since = credential.mintedAt ?? run.status?.startTime;
     if (since) {
       const at = new Date(since).getTime() / 1000;
-      if (figures.oldestUnrevokedSince === 0 || at < figures.oldestUnrevokedSince) figures.oldestUnrevokedSince = at;
+      if (figures.oldestUnrevokedSince === 0 || at < figures.oldestUnrevokedSince)
+        figures.oldestUnrevokedSince = at;
     }
   }
   return figures;

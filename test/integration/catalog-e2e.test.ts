@@ -22,6 +22,7 @@ import { catalogDocs, readDocs, repoRoot } from "../support/catalog.ts";
 import { realCluster } from "../support/cluster.ts";
 import { createRaw, deleteRaw, statusMessage, type ApiObject } from "../support/raw-api.ts";
 import {
+  assertNoSecretWritten,
   pipelineCondition,
   pipelineResults,
   startExamplesWorld,
@@ -263,4 +264,8 @@ test("every Tekton object in the catalog passes Tekton's admission webhook as wr
     checked++;
   }
   assert.ok(checked >= 10, `${checked} Tekton objects`);
+});
+
+test("no credential or token the runs were issued was written to a log, status, event or pod", async () => {
+  await assertNoSecretWritten(await world);
 });

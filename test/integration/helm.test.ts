@@ -16,9 +16,10 @@ import { checkIssuerUrl } from "../../controller/issuer/documents.ts";
 import { buildTool } from "../../hack/cluster/upstream.ts";
 import { chartDir } from "../../hack/helm-chart.ts";
 import { packageVersion, releaseFiles } from "../../hack/release.ts";
-import { installMonitoringCrds, namespacedInstall, readDocs, repoRoot } from "../support/catalog.ts";
+import { installMonitoringCrds, readDocs, repoRoot } from "../support/catalog.ts";
 import { testCluster, testNamespace } from "../support/cluster.ts";
 import { createRaw, statusMessage, type ApiObject } from "../support/raw-api.ts";
+import { namespacedInstall } from "../support/rbac-world.ts";
 
 const run = promisify(execFile);
 const chart = path.join(repoRoot, chartDir);
@@ -155,12 +156,14 @@ test("watchNamespaces renders the namespaced install of catalog/controller/0.1/n
   // The overlay's example lists team-a and team-b, in its RoleBindings and in its ConfigMap patch.
   // The chart labels every object with its version, as release.yaml does; the overlay's own
   // objects, which kustomize applies as written, carry no version label.
-  const namespaced = (await namespacedInstall()).filter(notNamespace);
+  const { docs, watched } = await namespacedInstall();
+  assert.deepEqual(watched, ["team-a", "team-b"]);
+  const namespaced = (docs as unknown as ApiObject[]).filter(notNamespace);
+  settings(namespaced)["watch-namespaces"] = watched.join(",");
   const version = await packageVersion();
   for (const o of namespaced) {
     o.metadata.labels = { ...(o.metadata.labels as object), "app.kubernetes.io/version": version };
   }
-  assert.equal(settings(namespaced)["watch-namespaces"], "team-a,team-b");
   assertSameObjects(
     await render(["--set", "watchNamespaces={team-a,team-b}"]),
     namespaced,

@@ -21,6 +21,7 @@ import { readDocs, yamlBlocks } from "../support/catalog.ts";
 import { realCluster } from "../support/cluster.ts";
 import { createRaw, statusMessage, type ApiObject } from "../support/raw-api.ts";
 import {
+  assertNoSecretWritten,
   pipelineCondition,
   pipelineResults,
   startExamplesWorld,
@@ -255,4 +256,8 @@ test("README: the resolver example asks git for the wrapped ScopedStep example, 
 
 test("README: every yaml example is one of those above", () => {
   assert.equal(blocks.length, Object.keys(examples).length, blocks.map((b) => b.heading).join(", "));
+});
+
+test("no credential or token the runs were issued was written to a log, status, event or pod", async () => {
+  await assertNoSecretWritten(await world);
 });

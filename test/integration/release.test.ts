@@ -4,18 +4,23 @@
 // (hack/cluster/controller-image.ts), running as the release's Deployment with its ServiceAccount
 // and only its RBAC, its probes and securityContext, and in-cluster config. Tekton's controller
 // drives the PipelineRuns; the AWS peer trusts the issuer the controller serves through its Service.
+// Then release-monitoring.yaml over the Prometheus Operator's CRDs, scraped by Prometheus; then the
+// same install switched to the namespaced mode.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
-import { readFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import {
   AppsV1Api,
+  AuthorizationV1Api,
   CoordinationV1Api,
   KubernetesObjectApi,
   PatchStrategy,
+  RbacAuthorizationV1Api,
   setHeaderOptions,
   type KubernetesObject,
   type V1Pod,
@@ -23,8 +28,11 @@ import {
 import { parseAllDocuments } from "yaml";
 import { buildTool } from "../../hack/cluster/upstream.ts";
 import { credentialSecretName } from "../../tasks/scoped-step/pod.ts";
+import { installMonitoringCrds } from "../support/catalog.ts";
+import { namespacedSwitch } from "../support/rbac-world.ts";
 import { realCluster, type NodeTestCluster } from "../support/cluster.ts";
 import { account, deployRole, sigv4 } from "../support/identity-world.ts";
+import { prometheusTools, promtool, startPrometheus, writeRuleFile } from "../support/prometheus.ts";
 import {
   callerPipeline,
   pipelineCondition,
@@ -37,6 +45,7 @@ import { eventually } from "../support/wait.ts";
 
 const run = promisify(execFile);
 const releaseFile = fileURLToPath(new URL("../../catalog/release.yaml", import.meta.url));
+const monitoringFile = fileURLToPath(new URL("../../catalog/release-monitoring.yaml", import.meta.url));
 const namespace = "scoped-step";
 const name = "scoped-step-controller";
 const selector = "app.kubernetes.io/name=scoped-step,app.kubernetes.io/component=controller";
@@ -50,9 +59,9 @@ interface Install {
   logs: Map<string, string>;
 }
 
-/** `kubectl apply --server-side -f catalog/release.yaml`. */
-async function applyRelease(c: NodeTestCluster): Promise<KubernetesObject[]> {
-  const docs = parseAllDocuments(await readFile(releaseFile, "utf8"));
+/** `kubectl apply --server-side -f <file>`. */
+async function applyManifests(c: NodeTestCluster, file: string): Promise<KubernetesObject[]> {
+  const docs = parseAllDocuments(await readFile(file, "utf8"));
   const objects = (Array.isArray(docs) ? docs : []).map((d) => d.toJS() as KubernetesObject).filter(Boolean);
   const api = KubernetesObjectApi.makeApiClient(c.kc);
   for (const obj of objects) {
@@ -200,7 +209,7 @@ const installed: Promise<Install> = (async () => {
   const c = await realCluster();
   // Tekton first, as an operator installs it: the release holds a Role in its namespace.
   await realTekton();
-  const objects = await applyRelease(c);
+  const objects = await applyManifests(c, releaseFile);
   const deployment = objects.find((o) => o.kind === "Deployment");
   assert.equal(
     (deployment as { spec?: { template?: { spec?: { containers?: { image?: string }[] } } } }).spec?.template
@@ -317,6 +326,81 @@ test("the controller serves its OIDC discovery document and keys through its Ser
     assert.ok(key.kid && stored.includes(key.kid), `key ${key.kid} is the Secret's`);
 });
 
+test("release-monitoring.yaml applies over the Prometheus Operator's CRDs; Prometheus scrapes the replicas its ServiceMonitor selects, and promtool passes their /metrics", async (t) => {
+  const { c } = await installed;
+  // The two kinds the file uses, from the operator's own module, as an operator installs them.
+  await installMonitoringCrds(c.kc);
+  const monitoring = await applyManifests(c, monitoringFile);
+  assert.deepEqual(monitoring.map((o) => o.kind).sort(), ["ConfigMap", "PrometheusRule", "ServiceMonitor"]);
+  const api = KubernetesObjectApi.makeApiClient(c.kc);
+  const monitor = (await api.read({
+    apiVersion: "monitoring.coreos.com/v1",
+    kind: "ServiceMonitor",
+    metadata: { namespace, name },
+  })) as unknown as {
+    spec: {
+      selector: { matchLabels: Record<string, string> };
+      namespaceSelector: { matchNames: string[] };
+      endpoints: { port: string; path: string }[];
+    };
+  };
+  const rule = (await api.read({
+    apiVersion: "monitoring.coreos.com/v1",
+    kind: "PrometheusRule",
+    metadata: { namespace, name },
+  })) as unknown as { spec: { groups: { rules: unknown[] }[] } };
+  assert.equal(rule.spec.groups.flatMap((g) => g.rules).length, 6, "the API server kept every rule");
+
+  // What the Prometheus Operator would derive from the ServiceMonitor: the Services it selects,
+  // their named port, and each ready replica behind it.
+  assert.deepEqual(monitor.spec.namespaceSelector.matchNames, [namespace]);
+  const labelSelector = Object.entries(monitor.spec.selector.matchLabels)
+    .map(([k, v]) => `${k}=${v}`)
+    .join(",");
+  const services = (await c.core.listNamespacedService({ namespace, labelSelector })).items;
+  assert.deepEqual(
+    services.map((s) => s.metadata?.name),
+    [name],
+    "the ServiceMonitor selects the controller's Service",
+  );
+  const [endpoint] = monitor.spec.endpoints;
+  assert.ok(endpoint);
+  const servicePort = services[0]?.spec?.ports?.find((p) => p.name === endpoint.port);
+  assert.ok(servicePort, `the Service has a port named ${endpoint.port}`);
+  const pods = await controllerPods(c);
+  const targets = pods.map((pod) => {
+    const port = pod.spec?.containers[0]?.ports?.find((p) => p.name === servicePort.targetPort);
+    assert.ok(port && pod.status?.podIP, `${pod.metadata?.name ?? ""} serves the Service's target port`);
+    return { pod: pod.metadata?.name ?? "", address: `${pod.status.podIP}:${port.containerPort}` };
+  });
+  assert.equal(targets.length, 2);
+
+  const tools = await prometheusTools();
+  for (const target of targets) {
+    const text = await (await fetch(`http://${target.address}${endpoint.path}`)).text();
+    const lint = await promtool(tools, ["check", "metrics"], text);
+    assert.equal(lint.code, 0, `promtool check metrics on ${target.pod}:\n${lint.output}`);
+  }
+  const dir = await mkdtemp(path.join(os.tmpdir(), "monitoring-"));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  const prometheus = await startPrometheus(tools, {
+    targets: targets.map((target) => ({ address: target.address, labels: { namespace, pod: target.pod } })),
+    metricsPath: endpoint.path,
+    ruleFile: await writeRuleFile(dir),
+  });
+  t.after(() => prometheus.stop());
+  // Both replicas are up, and exactly one of them leads.
+  await eventually(
+    "Prometheus to scrape both replicas",
+    async () => {
+      const up = (await prometheus.query('up{job="scoped-step"}')).result;
+      const leader = (await prometheus.query("sum(scoped_step_leader)")).result[0]?.value[1];
+      return up.length === 2 && up.every((r) => r.value[1] === "1") && leader === "1" ? true : undefined;
+    },
+    { timeoutMs: 60_000 },
+  );
+});
+
 test("a PipelineRun runs through the Deployment's pods: minted, used by the step, revoked", async () => {
   const install = await installed;
   const { c, w } = install;
@@ -392,6 +476,41 @@ test("a rolling restart while a step runs loses no run", async () => {
   );
   w.peer.putObject("artifacts", "go", "go");
   await assertRanWithMintedIdentity(install, "through-restart");
+});
+
+test("the same install switched to the namespaced mode runs pipelines in its namespace, with no access elsewhere", async () => {
+  const install = await installed;
+  const { c, w } = install;
+  await keepLogs(install, await controllerPods(c));
+  // As an operator applies their copy of catalog/controller/0.1/namespaced over the release.
+  const change = await namespacedSwitch([w.ns]);
+  const api = KubernetesObjectApi.makeApiClient(c.kc);
+  for (const obj of change.apply) {
+    await api.patch(obj, undefined, undefined, "kubectl", false, PatchStrategy.ServerSideApply);
+  }
+  const rbac = c.kc.makeApiClient(RbacAuthorizationV1Api);
+  for (const { kind, name: removed } of change.remove) {
+    assert.equal(kind, "ClusterRoleBinding", "the overlay deletes only the cluster-wide binding");
+    await rbac.deleteClusterRoleBinding({ name: removed });
+  }
+  // The controller's ServiceAccount now reaches pods in the watched namespace only.
+  const user = `system:serviceaccount:${namespace}:${name}`;
+  const may = async (ns: string) =>
+    (
+      await c.kc.makeApiClient(AuthorizationV1Api).createSubjectAccessReview({
+        body: { spec: { user, resourceAttributes: { namespace: ns, verb: "list", resource: "pods" } } },
+      })
+    ).status?.allowed;
+  await eventually("the cluster-wide binding to be gone from authorization", async () =>
+    (await may("default")) === false ? true : undefined,
+  );
+  assert.equal(await may(w.ns), true);
+
+  await rolloutRestart(c);
+  await rolledOut(c, "in the namespaced mode");
+  await w.createPipelineRun("namespaced", callerPipeline(w, c.images));
+  await assertRanWithMintedIdentity(install, "namespaced");
+  await keepLogs(install, await controllerPods(c));
 });
 
 test("the controller needed nothing the release does not grant", async () => {

@@ -11,6 +11,7 @@ import { readDocs } from "../support/catalog.ts";
 import { realCluster } from "../support/cluster.ts";
 import { account, deployRole, sigv4 } from "../support/identity-world.ts";
 import {
+  assertNoSecretWritten,
   callerPipeline,
   pipelineCondition,
   pipelineResults,
@@ -819,4 +820,8 @@ test("the pod template places the step on the real scheduler; a step it cannot p
   assert.equal(condition(ended)?.reason, "CustomRunTimedOut");
   await podGone(w, ended);
   await credentialsGone(w, ended);
+});
+
+test("no credential or token the runs were issued was written to a log, status, event or pod", async () => {
+  await assertNoSecretWritten(await world);
 });

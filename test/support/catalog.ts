@@ -4,7 +4,7 @@ import { readdir, readFile } from "node:fs/promises";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { ApiextensionsV1Api, type KubeConfig } from "@kubernetes/client-node";
-import { parse, parseAllDocuments } from "yaml";
+import { parseAllDocuments } from "yaml";
 import { installCrds, readCrds, upstreamCrdFiles } from "../../hack/cluster/crds.ts";
 import { prometheusOperator } from "../../hack/cluster/upstream.ts";
 import { chartDir } from "../../hack/helm-chart.ts";
@@ -59,45 +59,6 @@ export async function catalogDocs(): Promise<{ file: string; doc: ApiObject }[]>
     for (const doc of await readDocs(file)) out.push({ file, doc });
   }
   return out;
-}
-
-/**
- * The namespaced install as kustomize builds it: catalog/release.yaml with the overlay in
- * catalog/controller/0.1/namespaced, its resources added, the targets of its `$patch: delete`
- * patches removed and its other patches' data merged into their targets.
- */
-export async function namespacedInstall(): Promise<ApiObject[]> {
-  const dir = "catalog/controller/0.1/namespaced";
-  const k = parse(await readFile(path.join(repoRoot, dir, "kustomization.yaml"), "utf8")) as {
-    resources: string[];
-    patches: { patch: string }[];
-  };
-  if (!k.resources.includes("..")) throw new Error("the namespaced overlay does not build on the release");
-  let docs = await readDocs("catalog/release.yaml");
-  for (const resource of k.resources.filter((r) => r !== ".."))
-    docs.push(...(await readDocs(`${dir}/${resource}`)));
-  for (const { patch } of k.patches) {
-    const target = parse(patch) as ApiObject & { $patch?: string; data?: Record<string, string> };
-    const same = (d: ApiObject) =>
-      d.kind === target.kind &&
-      d.metadata.name === target.metadata.name &&
-      d.metadata.namespace === target.metadata.namespace;
-    const found = docs.find(same);
-    if (!found)
-      throw new Error(
-        `the namespaced overlay patches ${target.kind} ${target.metadata.name ?? ""}, which the release lacks`,
-      );
-    const unknown = Object.keys(target).filter(
-      (key) => !["apiVersion", "kind", "metadata", "data", "$patch"].includes(key),
-    );
-    if (unknown.length > 0)
-      throw new Error(
-        `the namespaced overlay's patch sets ${unknown.join(", ")}, which this reader does not merge`,
-      );
-    if (target.$patch === "delete") docs = docs.filter((d) => !same(d));
-    else Object.assign((found as { data?: Record<string, string> }).data ?? {}, target.data);
-  }
-  return docs;
 }
 
 /**

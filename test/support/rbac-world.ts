@@ -17,7 +17,7 @@ import {
   RbacAuthorizationV1Api,
   setHeaderOptions,
 } from "@kubernetes/client-node";
-import { parseAllDocuments } from "yaml";
+import { parse, parseAllDocuments } from "yaml";
 import type { CustomRun, CustomRunSpec } from "../../tasks/scoped-step/types.ts";
 import { startAwsPeer, type AwsPeer } from "./aws/server.ts";
 import { createTrustingRole, registerIssuer } from "./aws/trust.ts";
@@ -25,11 +25,11 @@ import { testCluster, testNamespace, type TestCluster } from "./cluster.ts";
 import { startController, type ControllerProcess } from "./controller.ts";
 import { startTestKubelet, type TestKubelet } from "./kubelet.ts";
 import { eventually } from "./wait.ts";
-import { namespacedInstall } from "./catalog.ts";
 import { createApplication, identityComponent } from "./application.ts";
 import { writeExpiredLedgerEntry } from "./ledger.ts";
 
 export const releasePath = fileURLToPath(new URL("../../catalog/release.yaml", import.meta.url));
+const namespacedDir = fileURLToPath(new URL("../../catalog/controller/0.1/namespaced", import.meta.url));
 export const releaseNamespace = "scoped-step";
 /** Tekton's namespace as the release names it (--tekton-namespace's default). */
 export const releaseTektonNamespace = "tekton-pipelines";
@@ -81,12 +81,78 @@ export async function releaseRbac(): Promise<ControllerRbac> {
  * to watch.
  */
 export async function namespacedRbac(): Promise<ControllerRbac & { bound: string[]; watched: string[] }> {
-  const docs = (await namespacedInstall()) as unknown as (Doc & { data?: Record<string, string> })[];
-  const config = docs.find((d) => d.kind === "ConfigMap" && d.metadata.name === "scoped-step-config");
-  const setting = config?.data?.["watch-namespaces"];
-  const watched = setting === undefined ? [] : setting.split(",").map((n) => n.trim());
+  const { docs, watched } = await namespacedInstall();
   const bound = tenantBindings(docs).map((d) => d.metadata.namespace ?? "");
   return { ...controllerRbac(docs), bound, watched };
+}
+
+/**
+ * The namespaced install's documents (the release with the overlay), the ones the overlay
+ * deletes, what it adds, and the namespaces it has the controller watch.
+ */
+export async function namespacedInstall(): Promise<{
+  docs: Doc[];
+  added: Doc[];
+  removed: Doc[];
+  watched: string[];
+}> {
+  const k = parse(await readFile(path.join(namespacedDir, "kustomization.yaml"), "utf8")) as {
+    resources: string[];
+    patches: { patch: string }[];
+  };
+  if (!k.resources.includes("..")) throw new Error("the namespaced overlay does not build on the release");
+  let docs = await readYamlDocs(releasePath);
+  const added: Doc[] = [];
+  for (const resource of k.resources.filter((r) => r !== "..")) {
+    added.push(...(await readYamlDocs(path.join(namespacedDir, resource))));
+  }
+  docs.push(...added);
+  const removed: Doc[] = [];
+  let watched: string[] = [];
+  for (const { patch } of k.patches) {
+    const target = parse(patch) as Doc & { $patch?: string; data?: Record<string, string> };
+    const same = (d: Doc) =>
+      d.kind === target.kind &&
+      d.metadata.name === target.metadata.name &&
+      d.metadata.namespace === target.metadata.namespace;
+    if (!docs.some(same))
+      throw new Error(
+        `the namespaced overlay patches ${target.kind} ${target.metadata.name}, which the release lacks`,
+      );
+    if (target.$patch === "delete") {
+      removed.push(...docs.filter(same));
+      docs = docs.filter((d) => !same(d));
+    }
+    const setting = target.data?.["watch-namespaces"];
+    if (target.kind === "ConfigMap" && setting !== undefined)
+      watched = setting.split(",").map((n) => n.trim());
+  }
+  return { docs, added, removed, watched };
+}
+
+/**
+ * What switching an installed release to the namespaced mode for `namespaces` takes, as an
+ * operator's copy of the overlay would do it: the objects the overlay adds, with its per-namespace
+ * RoleBindings made for `namespaces` instead of the examples it lists; the objects it deletes.
+ */
+export async function namespacedSwitch(
+  namespaces: string[],
+): Promise<{ apply: Record<string, unknown>[]; remove: { kind: string; name: string }[] }> {
+  const { added, removed } = await namespacedInstall();
+  const perNamespace = tenantBindings(added);
+  const [template] = perNamespace;
+  if (!template) throw new Error("the namespaced overlay binds no tenant namespace");
+  const bindings = namespaces.map((ns) => ({
+    ...template,
+    metadata: { ...template.metadata, namespace: ns },
+  }));
+  return {
+    apply: [...added.filter((d) => !perNamespace.includes(d)), ...bindings] as unknown as Record<
+      string,
+      unknown
+    >[],
+    remove: removed.map((d) => ({ kind: d.kind, name: d.metadata.name })),
+  };
 }
 
 const boundTo = (d: Doc) =>

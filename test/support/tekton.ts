@@ -2,6 +2,7 @@
 // too, so PipelineRuns drive our CustomRuns for real: a local process watching the world's
 // namespace only, whose TaskRun pods run on the test kubelet, or on the real node Tekton installed
 // as a release (controller and webhook as Deployments). Opt-in: only the end-to-end suite starts it.
+import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import path from "node:path";
 import { promisify } from "node:util";
@@ -13,7 +14,7 @@ import { installTekton, type InstalledTekton } from "../../hack/cluster/tekton-i
 import { buildTool } from "../../hack/cluster/upstream.ts";
 import type { Condition, CustomRun } from "../../tasks/scoped-step/types.ts";
 import { realCluster } from "./cluster.ts";
-import { startIdentityWorld, type IdentityWorld } from "./identity-world.ts";
+import { published, startIdentityWorld, type IdentityWorld } from "./identity-world.ts";
 import { eventually } from "./wait.ts";
 
 export interface PipelineRun {
@@ -287,4 +288,39 @@ export async function startExamplesWorld(): Promise<TektonWorld> {
     name: `${w.ns}-identity`,
   });
   return w;
+}
+
+/**
+ * Every place a run's secret could end up where people and tools look: the controller's log, the
+ * CustomRuns, PipelineRuns and TaskRuns, the Events, and the pods (spec, annotations, labels,
+ * status with termination messages), of the world's namespace, as one text.
+ */
+export async function writtenByRuns(w: TektonWorld): Promise<string> {
+  const list = (plural: string, version = "v1") =>
+    w.cluster.objects.listNamespacedCustomObject({ group: "tekton.dev", version, namespace: w.ns, plural });
+  const pods = await w.cluster.core.listNamespacedPod({ namespace: w.ns });
+  return [
+    await published(w),
+    JSON.stringify(await list("pipelineruns")),
+    JSON.stringify(await list("taskruns")),
+    JSON.stringify(pods),
+  ].join("\n");
+}
+
+/**
+ * No credential the AWS peer issued to the world's runs, nor any token it was shown, was written
+ * anywhere `writtenByRuns` reads. Fails, too, when nothing was issued: the search would prove
+ * nothing.
+ */
+export async function assertNoSecretWritten(w: TektonWorld): Promise<void> {
+  const secrets = w.peer.issuedSecrets();
+  assert.ok(secrets.length > 0, "the runs were issued credentials");
+  const text = await writtenByRuns(w);
+  const hits = secrets.filter((s) => text.includes(s));
+  assert.deepEqual(
+    hits.map((h) => `${h.slice(0, 4)}… (${h.length} characters)`),
+    [],
+    "credential values were written",
+  );
+  assert.doesNotMatch(text, /eyJ[\w-]{10,}\.[\w-]{10,}\.[\w-]+/, "a JWT was written");
 }

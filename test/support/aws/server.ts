@@ -126,6 +126,11 @@ export interface AwsPeer {
   /** The invalidations made on a distribution, oldest first. */
   invalidations(id: string): Invalidation[];
   sessions(): SessionInfo[];
+  /**
+   * Every secret the peer handed out or was shown (secret access keys, session tokens, web identity
+   * tokens), for tests that search what was written for them. Never for anything else.
+   */
+  issuedSecrets(): string[];
   calls(): CallRecord[];
   /** The next `count` calls of `action` (e.g. "AssumeRoleWithWebIdentity", "GetObject") fail so. */
   failNext(action: string, code: string, message?: string, count?: number): void;
@@ -442,6 +447,7 @@ export async function startAwsPeer(opts: AwsPeerOptions = {}): Promise<AwsPeer> 
     roles: new Map(),
     managedPolicies: new Map(),
     sessions: new Map(),
+    tokensSeen: new Set(),
     buckets: new Map(),
     distributions: new Map(),
     calls: [],
@@ -562,6 +568,10 @@ export async function startAwsPeer(opts: AwsPeerOptions = {}): Promise<AwsPeer> 
     invalidations: (id) => [...(state.distributions.get(id) ?? [])],
 
     sessions: () => [...state.sessions.values()].map(sessionInfo),
+    issuedSecrets: () => [
+      ...[...state.sessions.values()].flatMap((s) => [s.secretAccessKey, s.sessionToken]),
+      ...state.tokensSeen,
+    ],
 
     calls: () => state.calls.map((c) => ({ ...c })),
 

@@ -106,6 +106,8 @@ export interface PeerState {
   roles: Map<string, Role>;
   managedPolicies: Map<string, PolicyDocument>;
   sessions: Map<string, Session>;
+  /** Every web identity token AssumeRoleWithWebIdentity was given, accepted or not. */
+  tokensSeen: Set<string>;
   buckets: Map<string, Map<string, StoredObject>>;
   /** CloudFront distributions of the admin's account, by id, with the invalidations made. */
   distributions: Map<string, Invalidation[]>;

@@ -226,6 +226,7 @@ export async function assumeRoleWithWebIdentity(
   const providers = new Map(
     [...state.providers.values()].filter((p) => p.accountId === account).map((p) => [p.hostPath, p]),
   );
+  state.tokensSeen.add(token);
   const verified = await verifyWebIdentityToken(token, providers, at, state.fetchTimeoutMs);
   const claims = sessionClaims(verified.claims);
   const role = state.roles.get(roleArn);
