@@ -71,7 +71,8 @@ export type Tool =
   | "tekton-controller"
   | "containerd"
   | "tekton-images"
-  | "node-images";
+  | "node-images"
+  | "helm";
 
 /** Builds (or takes from the cache) Go programs wrapped under hack/ (see build-tool.sh). */
 export async function buildTool(name: Tool): Promise<string> {
