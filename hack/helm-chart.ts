@@ -154,6 +154,26 @@ function deployment(doc: Document, t: TemplateWriter, imageRepository: string): 
   if (!found) throw new Error(`the Deployment has no container running ${imageRepository}`);
 }
 
+/** Annotations only when given (IRSA's role ARN), so that the default render is release.yaml's. */
+function serviceAccount(doc: Document, t: TemplateWriter): void {
+  if (get(doc, ["metadata", "annotations"]) !== undefined)
+    throw new Error("the ServiceAccount has annotations of its own: merge them with the chart's");
+  doc.setIn(
+    [
+      "metadata",
+      t.slot((indent) =>
+        [
+          `${" ".repeat(indent)}{{- with .Values.serviceAccount.annotations }}`,
+          `${" ".repeat(indent)}annotations:`,
+          `${" ".repeat(indent + 2)}{{- toYaml . | nindent ${indent + 2} }}`,
+          `${" ".repeat(indent)}{{- end }}`,
+        ].join("\n"),
+      ),
+    ],
+    "",
+  );
+}
+
 function configMap(doc: Document, t: TemplateWriter): void {
   for (const [flag, value] of Object.entries(settings)) {
     if (get(doc, ["data", flag]) === undefined) throw new Error(`${configMapName} has no ${flag}`);
@@ -304,6 +324,7 @@ export function helmChartFiles(sources: ChartSources): GeneratedFile[] {
       if (kind === "Namespace") when = ".Values.namespace.create";
       if (dropped.some((d) => sameObject(original, d.kind, d.name))) when = "not .Values.watchNamespaces";
       if (kind === "Deployment") deployment(doc, t, sources.imageRepository);
+      if (kind === "ServiceAccount") serviceAccount(doc, t);
       if (kind === "ConfigMap" && get(original, ["metadata", "name"]) === configMapName) configMap(doc, t);
       let file = base(source);
       if (source.endsWith("(configMapGenerator)")) {
@@ -400,6 +421,11 @@ awsRegion: ${y(data["aws-region"])}
 # with that access bound in these namespaces only and nothing cluster-wide in them.
 watchNamespaces: []
 
+serviceAccount:
+  # Annotations on the controller's ServiceAccount, e.g. eks.amazonaws.com/role-arn (IRSA): the AWS
+  # identity that deny-policy revocation writes IAM with. Minting needs no AWS credentials.
+  annotations: {}
+
 monitoring:
   # The ServiceMonitor, PrometheusRule (alerts) and Grafana dashboard ConfigMap of
   # catalog/release-monitoring.yaml. They need the Prometheus Operator's CRDs.
@@ -451,6 +477,11 @@ const valuesSchema = {
       type: "array",
       uniqueItems: true,
       items: { type: "string", maxLength: 63, pattern: dnsLabel },
+    },
+    serviceAccount: {
+      type: "object",
+      additionalProperties: false,
+      properties: { annotations: { type: "object", additionalProperties: { type: "string" } } },
     },
     monitoring: {
       type: "object",

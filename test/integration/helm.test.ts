@@ -152,6 +152,21 @@ test("issuerUrl and awsRegion change the controller's settings ConfigMap only", 
   );
 });
 
+const revokerRole = "arn:aws:iam::111122223333:role/scoped-step-revoker";
+
+test("serviceAccount.annotations (IRSA's role ARN) annotate the controller's ServiceAccount only", async () => {
+  const role = revokerRole;
+  assertSameObjects(
+    await render(["--set-string", `serviceAccount.annotations.eks\\.amazonaws\\.com/role-arn=${role}`]),
+    await expected((objects) => {
+      find(objects, "ServiceAccount", "scoped-step-controller").metadata.annotations = {
+        "eks.amazonaws.com/role-arn": role,
+      };
+    }),
+    "serviceAccount.annotations",
+  );
+});
+
 test("watchNamespaces renders the namespaced install of catalog/controller/0.1/namespaced, for the namespaces listed", async () => {
   // The overlay's example lists team-a and team-b, in its RoleBindings and in its ConfigMap patch.
   // The chart labels every object with its version, as release.yaml does; the overlay's own
@@ -255,6 +270,8 @@ test("helm lint --strict passes, with default values and with every value set", 
     [
       "--set",
       "issuerUrl=https://oidc.example.com,watchNamespaces={team-a,team-b},monitoring.enabled=true,namespace.create=true,replicas=3",
+      "--set-string",
+      `serviceAccount.annotations.eks\\.amazonaws\\.com/role-arn=${revokerRole}`,
     ],
   ]) {
     for (const strict of [[], ["--strict"]]) {
@@ -275,6 +292,8 @@ test("with every value set, the API server accepts what the chart renders: serve
       `issuerUrl=https://oidc.example.com,awsRegion=eu-west-1,watchNamespaces={${ns}},monitoring.enabled=true,replicas=3`,
       "--set",
       "image.repository=registry.example/scoped-step,image.tag=1.2.3,resources.limits.cpu=null",
+      "--set-string",
+      `serviceAccount.annotations.eks\\.amazonaws\\.com/role-arn=${revokerRole}`,
     ],
     ns,
   );
