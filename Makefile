@@ -17,8 +17,8 @@ node_modules/.installed: package.json package-lock.json
 
 ## tools: install the node's Debian packages; build (or take from the cache) etcd, the Kubernetes
 ## commands, containerd, the programs of the node's images (Tekton's among them), vela-cue
-## (KubeVela's CUE rendering) and KubeVela's controller; unpack Prometheus and promtool; download the modules whose CRDs the
-## clusters install
+## (KubeVela's CUE rendering) and KubeVela's controller; unpack Prometheus and promtool; build helm,
+## which renders and lints the chart; download the modules whose CRDs the clusters install
 tools:
 	hack/cluster/ensure-packages.sh
 	hack/build-tool.sh etcd >/dev/null
@@ -27,6 +27,7 @@ tools:
 	hack/build-tool.sh containerd >/dev/null
 	hack/build-tool.sh tekton-images >/dev/null
 	hack/build-tool.sh node-images >/dev/null
+	hack/build-tool.sh helm >/dev/null
 	hack/build-tool.sh vela-cue >/dev/null
 	hack/build-tool.sh vela-core >/dev/null
 	hack/prometheus.sh >/dev/null
@@ -47,7 +48,8 @@ generate: node_modules/.installed
 	$(NODE) tasks/scoped-step/crd.ts > catalog/crds/scopedstep.yaml
 	$(NODE) tasks/scoped-step/policy-crd.ts > catalog/crds/scopedsteppolicy.yaml
 
-## release: catalog files derived from the sources (release.yaml, release-monitoring.yaml, the scoped-identity trait)
+## release: catalog files derived from the sources (release.yaml, release-monitoring.yaml, the Helm chart,
+## the scoped-identity trait)
 release: generate
 	$(NODE) hack/release.ts
 

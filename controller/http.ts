@@ -1,5 +1,6 @@
 // The controller's HTTP endpoints: health, readiness, metrics and the OIDC documents.
-import http from "node:http";
+import type http from "node:http";
+import { nodeHttp } from "./builtin.ts";
 
 export interface HttpRoutes {
   ready: () => { ok: boolean; why: string };
@@ -9,7 +10,7 @@ export interface HttpRoutes {
 }
 
 export function startHttpServer(host: string, port: number, routes: HttpRoutes): Promise<http.Server> {
-  const server = http.createServer((req, res) => {
+  const server = nodeHttp.createServer((req, res) => {
     const path = (req.url ?? "/").split("?")[0];
     if (path === "/healthz") {
       res.writeHead(200, { "Content-Type": "text/plain" }).end("ok");

@@ -6,12 +6,13 @@
 // here; any other kind of kubeconfig user (exec plugins, auth providers) goes through
 // @kubernetes/client-node's KubeConfig, loaded only then.
 import { readFileSync, statSync } from "node:fs";
-import http from "node:http";
-import https from "node:https";
+import type http from "node:http";
+import type https from "node:https";
 import { homedir } from "node:os";
 import path from "node:path";
 import type { KubeConfig } from "@kubernetes/client-node";
 import { parse as parseYaml } from "yaml";
+import { nodeHttp, nodeHttps } from "./builtin.ts";
 
 /** A request the API server answered with an error status; `status` is its Status object, if any. */
 export class KubeError extends Error {
@@ -80,7 +81,7 @@ function queryString(query: RequestOptions["query"]): string {
 
 function makeClient(endpoint: Endpoint): Kube {
   const { server, agent } = endpoint;
-  const transport = server.protocol === "https:" ? https : http;
+  const transport = server.protocol === "https:" ? nodeHttps : nodeHttp;
   const base = server.pathname.replace(/\/$/, "");
 
   const send = async (method: string, pathAndQuery: string, headers: Record<string, string>) =>
@@ -275,7 +276,9 @@ function fromKubeconfigFile(file: string): Endpoint | undefined {
 
 function agentFor(server: URL, tls: https.AgentOptions): http.Agent {
   const common = { keepAlive: true, maxFreeSockets: 16 };
-  return server.protocol === "https:" ? new https.Agent({ ...common, ...tls }) : new http.Agent(common);
+  return server.protocol === "https:"
+    ? new nodeHttps.Agent({ ...common, ...tls })
+    : new nodeHttp.Agent(common);
 }
 
 const inCluster = "/var/run/secrets/kubernetes.io/serviceaccount";

@@ -5,13 +5,13 @@
 # directory holding them when there are several: `kubernetes` is one binary for kube-apiserver,
 # kube-controller-manager, kube-scheduler, kube-proxy and kubelet (hack/kubernetes/main.go);
 # `containerd` holds containerd, ctr and containerd-shim-runc-v2; `tekton-images` and
-# `node-images` hold the static programs the local node's images are made of. `vela-cue` renders
-# a KubeVela component and its traits as vela-core does (hack/vela-cue/main.go); `vela-core` is
-# KubeVela's controller itself.
+# `node-images` hold the static programs the local node's images are made of. `helm` renders and
+# lints the chart under catalog/helm. `vela-cue` renders a KubeVela component and its traits as
+# vela-core does (hack/vela-cue/main.go); `vela-core` is KubeVela's controller itself.
 #
 # `kube-apiserver` alone, from the same module, is what the control plane of every test run uses.
 #
-#   hack/build-tool.sh kube-apiserver|kubernetes|etcd|tekton-controller|containerd|tekton-images|node-images|vela-cue|vela-core
+#   hack/build-tool.sh kube-apiserver|kubernetes|etcd|tekton-controller|containerd|tekton-images|node-images|helm|vela-cue|vela-core
 set -euo pipefail
 
 name="$1"
@@ -80,6 +80,21 @@ case "$name" in
     version="$(require_version github.com/containerd/containerd/v2)"
     ldflags="-X github.com/containerd/containerd/v2/version.Version=$version"
     tags=no_btrfs
+    export CGO_ENABLED=0
+    ;;
+  helm)
+    # As helm's Makefile builds it: its version, and the Kubernetes version `helm lint` and
+    # `helm template` assume (one more than client-go's major, client-go's minor).
+    pkg=helm.sh/helm/v3/cmd/helm
+    version="$(require_version helm.sh/helm/v3)"
+    client_go="$(require_version k8s.io/client-go)"
+    client_go="${client_go#v}"
+    k8s_major=$((${client_go%%.*} + 1))
+    k8s_minor="$(echo "$client_go" | cut -d. -f2)"
+    ldflags="-X helm.sh/helm/v3/internal/version.version=$version -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+    for p in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
+      ldflags="$ldflags -X $p.k8sVersionMajor=$k8s_major -X $p.k8sVersionMinor=$k8s_minor"
+    done
     export CGO_ENABLED=0
     ;;
   *) echo "unknown tool $name" >&2; exit 2 ;;

@@ -3,22 +3,26 @@
 //     kustomization.yaml (the same list `kubectl apply -k` reads);
 //   - catalog/release-monitoring.yaml: ServiceMonitor, PrometheusRule and the Grafana dashboard,
 //     from monitoring/kustomization.yaml (they need the Prometheus Operator's CRDs);
+//   - catalog/helm/scoped-step: the Helm chart that renders release.yaml's objects (hack/helm-chart.ts);
 //   - the scoped-identity TraitDefinition, whose CUE parameter block is generated from the same
 //     JSON Schema the controller validates traits with (traitSchema), and KubeVela's schema
 //     ConfigMap for it, so `vela show scoped-identity` works without KubeVela compiling the CUE.
 // Every object of a release carries app.kubernetes.io/version = package.json's version; comments
 // in the sources are kept. test/integration/catalog.test.ts fails when a committed copy is stale.
-import { readFile, stat, writeFile } from "node:fs/promises";
+import { mkdir, readFile, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { format, resolveConfig } from "prettier";
+import { format, getFileInfo, resolveConfig } from "prettier";
 import { Document, parse, parseAllDocuments, stringify } from "yaml";
 import { traitSchema } from "../tasks/scoped-step/schema.ts";
+import { helmChartFiles, type SourceDocument } from "./helm-chart.ts";
 
 export const repoRoot = fileURLToPath(new URL("..", import.meta.url));
 export const controllerDir = "catalog/controller/0.1";
 export const traitDir = "catalog/trait/scoped-identity/0.1";
 export const imageRepository = "ghcr.io/scoped-step/scoped-step";
+/** The namespace every object of the releases lives in (the chart: the release's namespace). */
+export const releaseNamespace = "scoped-step";
 
 const versionLabel = "app.kubernetes.io/version";
 /** No folding: long lines (CUE, PromQL, JSON) stay as written, multi-line text as literal blocks. */
@@ -295,6 +299,30 @@ async function kustomizationDocuments(dir: string): Promise<{ source: string; do
   return out;
 }
 
+/**
+ * The namespaced install's overlay (namespaced/kustomization.yaml): the documents it adds to the
+ * release, and its patches. kustomize applies it; the Helm chart renders it when watchNamespaces is set.
+ */
+async function namespacedOverlay(): Promise<{
+  documents: SourceDocument[];
+  patches: Record<string, unknown>[];
+}> {
+  const dir = `${controllerDir}/namespaced`;
+  const k = parse(await readFile(path.join(repoRoot, dir, "kustomization.yaml"), "utf8")) as {
+    resources?: string[];
+    patches?: { patch: string }[];
+  };
+  const documents: SourceDocument[] = [];
+  for (const resource of (k.resources ?? []).filter((r) => r !== "..")) {
+    const source = `${dir}/${resource}`;
+    for (const doc of parseAllDocuments(await readFile(path.join(repoRoot, source), "utf8")) as Document[]) {
+      if (doc.errors.length > 0) throw new Error(`${source}: ${doc.errors.map((e) => e.message).join("; ")}`);
+      if (doc.contents !== null) documents.push({ source, doc });
+    }
+  }
+  return { documents, patches: (k.patches ?? []).map((p) => parse(p.patch) as Record<string, unknown>) };
+}
+
 function stamp(doc: Document, version: string): void {
   doc.setIn(["metadata", "labels", versionLabel], version);
   if (doc.getIn(["kind"]) === "Deployment") {
@@ -336,6 +364,11 @@ async function release(dir: string, title: string, version: string): Promise<str
 }
 
 async function pretty(file: string, text: string): Promise<string> {
+  // Helm's templates are not YAML until rendered (.prettierignore), and NOTES.txt is plain text.
+  const info = await getFileInfo(path.join(repoRoot, file), {
+    ignorePath: path.join(repoRoot, ".prettierignore"),
+  });
+  if (info.ignored || !info.inferredParser) return text;
   const options = (await resolveConfig(path.join(repoRoot, file))) ?? {};
   return format(text, { ...options, filepath: path.join(repoRoot, file) });
 }
@@ -373,12 +406,21 @@ export async function releaseFiles(): Promise<GeneratedFile[]> {
         version,
       ),
     },
+    ...helmChartFiles({
+      version,
+      imageRepository,
+      releaseNamespace,
+      release: await kustomizationDocuments(controllerDir),
+      monitoring: await kustomizationDocuments(`${controllerDir}/monitoring`),
+      namespaced: await namespacedOverlay(),
+    }),
   ];
   return Promise.all(files.map(async (f) => ({ path: f.path, content: await pretty(f.path, f.content) })));
 }
 
 if (import.meta.main) {
   for (const file of await releaseFiles()) {
+    await mkdir(path.dirname(path.join(repoRoot, file.path)), { recursive: true });
     await writeFile(path.join(repoRoot, file.path), file.content);
     console.log(file.path);
   }

@@ -1,7 +1,7 @@
 // Starting and stopping the control plane's processes. Each runs under guard.sh, which ends it when
 // this Node process dies, however it dies.
 import { spawn, type ChildProcess } from "node:child_process";
-import { openSync, closeSync } from "node:fs";
+import { openSync, closeSync, readFileSync } from "node:fs";
 import net from "node:net";
 import path from "node:path";
 import { hackDir } from "./upstream.ts";
@@ -50,6 +50,15 @@ export async function freePorts(count: number): Promise<number[]> {
   return ports;
 }
 
+/** The last lines of a log file, or why there are none. */
+export function logTail(file: string, lines = 40): string {
+  try {
+    return readFileSync(file, "utf8").trimEnd().split("\n").slice(-lines).join("\n");
+  } catch (err) {
+    return `(unreadable: ${String(err)})`;
+  }
+}
+
 /** Polls until check() returns true, a process given as `alive` exits, or the deadline passes. */
 export async function waitFor(
   what: string,
@@ -59,8 +68,13 @@ export async function waitFor(
   const deadline = Date.now() + opts.timeoutMs;
   let lastError = "";
   while (Date.now() < deadline) {
-    if (opts.alive && (opts.alive.child.exitCode !== null || opts.alive.child.signalCode !== null)) {
-      throw new Error(`${opts.alive.name} exited while waiting for ${what}; see ${opts.alive.logFile}`);
+    const alive = opts.alive;
+    if (alive && (alive.child.exitCode !== null || alive.child.signalCode !== null)) {
+      // The log sits under the namespaces' own /tmp, gone once the run ends: quote its end here.
+      const how = alive.child.signalCode ?? `code ${String(alive.child.exitCode)}`;
+      throw new Error(
+        `${alive.name} exited (${how}) while waiting for ${what}; the end of ${alive.logFile}:\n${logTail(alive.logFile)}`,
+      );
     }
     try {
       if (await check()) return;

@@ -72,6 +72,7 @@ export type Tool =
   | "containerd"
   | "tekton-images"
   | "node-images"
+  | "helm"
   | "vela-cue"
   | "vela-core";
 

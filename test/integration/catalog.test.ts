@@ -34,7 +34,7 @@ import { createRaw, readRaw, statusMessage, type ApiObject } from "../support/ra
 const read = (file: string) => readFile(path.join(repoRoot, file), "utf8");
 type Obj = Record<string, unknown>;
 
-test("the release files and the scoped-identity trait are generated from the current sources (`make release`)", async () => {
+test("the release files, the Helm chart and the scoped-identity trait are generated from the current sources (`make release`)", async () => {
   for (const file of await releaseFiles()) {
     assert.equal(await read(file.path), file.content, `${file.path} is stale: run \`make release\``);
   }

@@ -90,7 +90,7 @@ export async function namespacedRbac(): Promise<ControllerRbac & { bound: string
  * The namespaced install's documents (the release with the overlay), the ones the overlay
  * deletes, what it adds, and the namespaces it has the controller watch.
  */
-async function namespacedInstall(): Promise<{
+export async function namespacedInstall(): Promise<{
   docs: Doc[];
   added: Doc[];
   removed: Doc[];
