@@ -16,9 +16,9 @@ node_modules/.installed: package.json package-lock.json
 	touch $@
 
 ## tools: install the node's Debian packages; build (or take from the cache) etcd, the Kubernetes
-## commands, containerd and the programs of the node's images (Tekton's among them); unpack
-## Prometheus and promtool; build helm, which renders and lints the chart; download the modules whose
-## CRDs the clusters install
+## commands, containerd, the programs of the node's images (Tekton's among them), vela-cue
+## (KubeVela's CUE rendering) and KubeVela's controller; unpack Prometheus and promtool; build helm,
+## which renders and lints the chart; download the modules whose CRDs the clusters install
 tools:
 	hack/cluster/ensure-packages.sh
 	hack/build-tool.sh etcd >/dev/null
@@ -28,6 +28,8 @@ tools:
 	hack/build-tool.sh tekton-images >/dev/null
 	hack/build-tool.sh node-images >/dev/null
 	hack/build-tool.sh helm >/dev/null
+	hack/build-tool.sh vela-cue >/dev/null
+	hack/build-tool.sh vela-core >/dev/null
 	hack/prometheus.sh >/dev/null
 	$(NODE) hack/cluster/upstream.ts download >/dev/null
 

@@ -6,11 +6,12 @@
 # kube-controller-manager, kube-scheduler, kube-proxy and kubelet (hack/kubernetes/main.go);
 # `containerd` holds containerd, ctr and containerd-shim-runc-v2; `tekton-images` and
 # `node-images` hold the static programs the local node's images are made of. `helm` renders and
-# lints the chart under catalog/helm.
+# lints the chart under catalog/helm. `vela-cue` renders a KubeVela component and its traits as
+# vela-core does (hack/vela-cue/main.go); `vela-core` is KubeVela's controller itself.
 #
 # `kube-apiserver` alone, from the same module, is what the control plane of every test run uses.
 #
-#   hack/build-tool.sh kube-apiserver|kubernetes|etcd|tekton-controller|containerd|tekton-images|node-images|helm
+#   hack/build-tool.sh kube-apiserver|kubernetes|etcd|tekton-controller|containerd|tekton-images|node-images|helm|vela-cue|vela-core
 set -euo pipefail
 
 name="$1"
@@ -58,6 +59,18 @@ case "$name" in
   node-images)
     pkg="./pause ./report"
     version=v1
+    ldflags=""
+    export CGO_ENABLED=0
+    ;;
+  vela-core)
+    pkg=github.com/oam-dev/kubevela/cmd/core
+    version="$(require_version github.com/oam-dev/kubevela)"
+    ldflags="-X github.com/oam-dev/kubevela/version.VelaVersion=$version"
+    export CGO_ENABLED=0
+    ;;
+  vela-cue)
+    pkg=.
+    version="cue-$(require_version cuelang.org/go)"
     ldflags=""
     export CGO_ENABLED=0
     ;;

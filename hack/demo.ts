@@ -16,7 +16,7 @@ import { waitFor } from "./cluster/processes.ts";
 import { startAwsPeer } from "../test/support/aws/server.ts";
 import { createTrustingRole, registerIssuer } from "../test/support/aws/trust.ts";
 import type { CustomRun } from "../tasks/scoped-step/types.ts";
-import { createApplication, identityComponent } from "../test/support/application.ts";
+import { createApplication, demoComponent } from "../test/support/application.ts";
 
 const started = Date.now();
 const elapsed = () => `${((Date.now() - started) / 1000).toFixed(1)}s`;
@@ -79,30 +79,7 @@ try {
       },
     },
   });
-  await createApplication(objects, team, "payments", [
-    identityComponent(
-      {
-        audience: "sts.amazonaws.com",
-        aws: {
-          roleArn,
-          region: "eu-west-1",
-          sessionDuration: 900,
-          sessionTags: { team: "payments" },
-          sessionPolicy: {
-            Version: "2012-10-17",
-            Statement: [
-              {
-                Effect: "Allow",
-                Action: ["s3:PutObject", "s3:GetObject"],
-                Resource: "arn:aws:s3:::payments-artifacts/releases/*",
-              },
-            ],
-          },
-        },
-      },
-      { image: "example/payments-api:1.4.2" },
-    ),
-  ]);
+  await createApplication(objects, team, "payments", [demoComponent(roleArn)]);
   const sigv4 = `curl -s --aws-sigv4 "aws:amz:eu-west-1:SERVICE" --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" -H "x-amz-security-token: $AWS_SESSION_TOKEN"`;
   await objects.createNamespacedCustomObject({
     group: "scopedstep.dev",

@@ -72,7 +72,9 @@ export type Tool =
   | "containerd"
   | "tekton-images"
   | "node-images"
-  | "helm";
+  | "helm"
+  | "vela-cue"
+  | "vela-core";
 
 /** Builds (or takes from the cache) Go programs wrapped under hack/ (see build-tool.sh). */
 export async function buildTool(name: Tool): Promise<string> {
