@@ -30,6 +30,7 @@ import {
   type TektonWorld,
 } from "../support/tekton.ts";
 import { provisionHostPathClaims } from "../support/volumes.ts";
+import { policyInUse } from "../support/policy.ts";
 import { condition, resultsOf } from "../support/world.ts";
 
 const c = await realCluster();
@@ -202,7 +203,8 @@ for (const entry of entries) {
       const [application] = await apply(w, path.join(dir, "samples/application.yaml"));
       assert.ok(application);
       trustRoles(w, application);
-      await apply(w, path.join(dir, "samples/scoped-step-policy.yaml"));
+      for (const policy of await apply(w, path.join(dir, "samples/scoped-step-policy.yaml")))
+        await policyInUse(w.cluster.objects, policy.metadata.name ?? "");
       entry.prepare?.(w);
       if (existsSync(path.join(repoRoot, dir, "tests/resources.yaml")))
         await apply(w, path.join(dir, "tests/resources.yaml"));

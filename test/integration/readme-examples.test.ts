@@ -28,6 +28,7 @@ import {
   type TektonWorld,
 } from "../support/tekton.ts";
 import { provisionHostPathClaims } from "../support/volumes.ts";
+import { policyInUse } from "../support/policy.ts";
 import { condition, resultsOf } from "../support/world.ts";
 
 const c = await realCluster();
@@ -58,6 +59,7 @@ const world: Promise<TektonWorld> = startExamplesWorld().then(async (w) => {
   assert.deepEqual(policy.spec.namespaces, ["team-payments"]);
   policy.spec.namespaces = [w.ns];
   await created(w, policy);
+  await policyInUse(w.cluster.objects, policy.metadata.name ?? "");
   // The trait's Application, in the test's namespace rather than team-payments.
   const application = parse(examples.trait) as ApiObject;
   assert.equal(application.metadata.namespace, "team-payments");

@@ -1,5 +1,6 @@
 // ScopedStepPolicy objects for tests, the demo and the benchmarks.
 import type { CustomObjectsApi } from "@kubernetes/client-node";
+import { eventually } from "./wait.ts";
 
 /** Creates the cluster-scoped ScopedStepPolicy `name` with this spec. */
 export async function createScopedStepPolicy(
@@ -13,4 +14,30 @@ export async function createScopedStepPolicy(
     plural: "scopedsteppolicies",
     body: { apiVersion: "scopedstep.dev/v1alpha1", kind: "ScopedStepPolicy", metadata: { name }, spec },
   });
+}
+
+/**
+ * Waits until the controller has taken the policy into use (its Ready condition is True for the
+ * current generation): a run created sooner may be judged without it, as having no policy at all.
+ */
+export async function policyInUse(objects: CustomObjectsApi, name: string): Promise<void> {
+  await eventually(
+    `ScopedStepPolicy ${name} to be in use`,
+    async () => {
+      const policy = (await objects.getClusterCustomObject({
+        group: "scopedstep.dev",
+        version: "v1alpha1",
+        plural: "scopedsteppolicies",
+        name,
+      })) as {
+        metadata: { generation?: number };
+        status?: { observedGeneration?: number; conditions?: { type: string; status: string }[] };
+      };
+      const ready = policy.status?.conditions?.find((c) => c.type === "Ready");
+      return ready?.status === "True" && policy.status?.observedGeneration === policy.metadata.generation
+        ? true
+        : undefined;
+    },
+    { timeoutMs: 60_000 },
+  );
 }
