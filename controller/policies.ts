@@ -84,10 +84,13 @@ export class PolicyStore {
     return [...this.valid.values()];
   }
 
-  /** A namespace's labels, plus kubernetes.io/metadata.name; cached for namespaceLabelsTtlMs. */
-  async namespaceLabels(name: string): Promise<Record<string, string>> {
+  /**
+   * A namespace's labels, plus kubernetes.io/metadata.name; cached for namespaceLabelsTtlMs unless
+   * `fresh`.
+   */
+  async namespaceLabels(name: string, fresh = false): Promise<Record<string, string>> {
     const cached = this.labels.get(name);
-    if (cached && cached.expires > Date.now()) return { ...cached.labels };
+    if (!fresh && cached && cached.expires > Date.now()) return { ...cached.labels };
     let labels: Record<string, string>;
     try {
       const ns = await this.opts.kube.request<V1Namespace>("GET", resourcePath(namespaces, undefined, name));
@@ -116,15 +119,12 @@ export class PolicyStore {
     const needsLabels = policies.some(
       (p) => p.spec.namespaceSelector && (p.spec.namespaces ?? [namespace]).includes(namespace),
     );
-    const namespaceLabels = needsLabels ? await this.namespaceLabels(namespace) : { [nameLabel]: namespace };
-    const decision = evaluatePolicy(policies, {
-      namespace,
-      namespaceLabels,
-      trait,
-      traitRef,
-      retries,
-      podTemplateFields,
-    });
+    const evaluate = (namespaceLabels: Record<string, string>) =>
+      evaluatePolicy(policies, { namespace, namespaceLabels, trait, traitRef, retries, podTemplateFields });
+    let decision = evaluate(needsLabels ? await this.namespaceLabels(namespace) : { [nameLabel]: namespace });
+    // Cached labels only ever speed up a grant: a denial is decided again on the labels the
+    // namespace has now, so a label an operator has just set counts at once.
+    if (!decision.allowed && needsLabels) decision = evaluate(await this.namespaceLabels(namespace, true));
     if (decision.allowed || decision.reason !== "PolicyNotFound") return decision;
     // The operator meant to select this namespace, but the policy is ignored: say why.
     const ignored = [...this.invalid].filter(([, p]) => p.namespaces.includes(namespace));
