@@ -204,7 +204,7 @@ for (const entry of entries) {
       assert.ok(application);
       trustRoles(w, application);
       for (const policy of await apply(w, path.join(dir, "samples/scoped-step-policy.yaml")))
-        await policyInUse(w.cluster.objects, policy.metadata.name ?? "");
+        await policyInUse(w.cluster.objects, policy.metadata.name ?? "", () => w.controller?.output() ?? "");
       entry.prepare?.(w);
       if (existsSync(path.join(repoRoot, dir, "tests/resources.yaml")))
         await apply(w, path.join(dir, "tests/resources.yaml"));

@@ -152,7 +152,10 @@ test("a controller killed after the intent is in the ledger revokes on restart f
   await w.restartController();
   await eventually("the session to be refused by the peer", () => refused(read));
   await revokedEntry(w, "orphaned");
-  assert.match(w.controller?.output() ?? "", /"via":"ledger".*"why":"run deleted"/);
+  // The audit line follows the ledger's update.
+  await eventually("the revocation's audit line, from the ledger", () =>
+    Promise.resolve(/"via":"ledger".*"why":"run deleted"/.test(w.controller?.output() ?? "") || undefined),
+  );
 });
 
 test("ledger entries are removed once their sessions have expired, and kept until then", async () => {

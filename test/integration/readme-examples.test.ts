@@ -59,7 +59,7 @@ const world: Promise<TektonWorld> = startExamplesWorld().then(async (w) => {
   assert.deepEqual(policy.spec.namespaces, ["team-payments"]);
   policy.spec.namespaces = [w.ns];
   await created(w, policy);
-  await policyInUse(w.cluster.objects, policy.metadata.name ?? "");
+  await policyInUse(w.cluster.objects, policy.metadata.name ?? "", () => w.controller?.output() ?? "");
   // The trait's Application, in the test's namespace rather than team-payments.
   const application = parse(examples.trait) as ApiObject;
   assert.equal(application.metadata.namespace, "team-payments");

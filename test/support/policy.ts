@@ -19,8 +19,27 @@ export async function createScopedStepPolicy(
 /**
  * Waits until the controller has taken the policy into use (its Ready condition is True for the
  * current generation): a run created sooner may be judged without it, as having no policy at all.
+ * Every controller on the cluster writes that condition; with `log`, the output of the one that
+ * will judge the runs, also until that one has logged loading it.
  */
-export async function policyInUse(objects: CustomObjectsApi, name: string): Promise<void> {
+export async function policyInUse(
+  objects: CustomObjectsApi,
+  name: string,
+  log?: () => string,
+): Promise<void> {
+  if (log) {
+    await eventually(
+      `the controller to load ScopedStepPolicy ${name}`,
+      () =>
+        Promise.resolve(
+          log()
+            .split("\n")
+            .some((l) => l.includes('"msg":"policy loaded"') && l.includes(`"policy":"${name}"`)) ||
+            undefined,
+        ),
+      { timeoutMs: 60_000 },
+    );
+  }
   await eventually(
     `ScopedStepPolicy ${name} to be in use`,
     async () => {
