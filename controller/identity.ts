@@ -106,7 +106,7 @@ export async function buildIdentity(
       const grant = requireGrant(
         await policies.decide(namespace, trait.properties, ref, run.retries, run.podTemplateFields),
       );
-      if (config.credentials === "aws") requireIssuerMode(grant.policy, grant.issuer, config.issuerMode);
+      requireIssuerMode(grant.policy, grant.issuer, config.issuerMode);
       return {
         trait,
         policy: grant.policy,
