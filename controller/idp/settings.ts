@@ -261,7 +261,13 @@ export function parseExternalIssuer(text: string, allowInsecure = false): Extern
       );
     settings.expect[claim] = checkTemplate(`expect.${claim}`, template);
   }
-  if (!("sub" in settings.expect))
-    throw new Error("expect.sub is required: the token's subject is what AWS trust policies match");
+  if (Object.keys(settings.expect).length === 0)
+    throw new Error("expect must name at least one claim the IdP's token must carry (sub by default)");
+  // Some IdPs put a subject of their own in sub (Keycloak's brokered user id): the run may be
+  // bound through another claim, but it must be bound through one.
+  if (grant === "token-exchange" && !Object.values(settings.expect).some((t) => t.includes("{subject}")))
+    throw new Error(
+      "expect must check at least one claim against {subject} (sub by default): otherwise the IdP could hand the run a token for another subject",
+    );
   return settings;
 }

@@ -605,7 +605,7 @@ test("a bad external issuer setting stops the controller at start with a message
     [
       "no subject check",
       [`--external-issuer=${JSON.stringify({ ...idp, expect: { namespace: "{namespace}" } })}`],
-      /: expect.sub is required/,
+      /: expect must check at least one claim against \{subject\}/,
     ],
     [
       "reserved parameter",
