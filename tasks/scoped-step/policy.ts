@@ -42,7 +42,7 @@ export interface PolicyGrant {
   policy: string;
   revocation: Revocation;
   /** The issuer the policy requires its runs' tokens from; undefined: either. */
-  issuer: PolicySpec["issuer"];
+  issuer?: NonNullable<PolicySpec["issuer"]>;
   subjectTemplate: string;
   allowTenantSuppliedSubjectFacts: boolean;
   audience: string;
@@ -297,7 +297,7 @@ function grant(policy: ScopedStepPolicy, trait: TraitProperties): PolicyGrant {
     allowed: true,
     policy: policy.metadata.name,
     revocation: spec.revocation,
-    issuer: spec.issuer,
+    ...(spec.issuer ? { issuer: spec.issuer } : {}),
     subjectTemplate: spec.subjectTemplate || defaultSubjectTemplate,
     allowTenantSuppliedSubjectFacts: spec.allowTenantSuppliedSubjectFacts,
     audience: trait.audience,
