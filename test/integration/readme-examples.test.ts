@@ -10,6 +10,9 @@
 // ConfigMap line) are loaded as the controller loads them.
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
 import { IAMClient, PutRolePolicyCommand } from "@aws-sdk/client-iam";
 import { parse } from "yaml";
 import { loadConfig } from "../../controller/config.ts";
@@ -50,6 +53,7 @@ const examples = {
   tektonDefaults: block("Using it in a pipeline", "default-pod-template:"),
   resolverRef: block("Using it in a pipeline", "resolver: git"),
   wrappedStep: block("Using it in a pipeline", "kind: CustomRun"),
+  externalIssuer: block("External issuer mode", "issuer-mode: external"),
 };
 
 // The README's policy and Application decide, in place of the world's own.
@@ -217,6 +221,36 @@ test("README: the revoker roles line is a setting the controller loads", () => {
     "arn:aws:iam::444455556666:role/scoped-step-revoker",
     "arn:aws:iam::555566667777:role/scoped-step-revoker",
   ]);
+});
+
+test("README: the external issuer example is a setting the controller loads, with the defaults it shows", () => {
+  // The secret file is where the README's Deployment would mount it; here, a file of the test's.
+  const secretFile = path.join(mkdtempSync(path.join(tmpdir(), "readme-idp-")), "client-secret");
+  writeFileSync(secretFile, "client-secret-value");
+  const text = examples.externalIssuer.replace("/var/run/secrets/scoped-step-idp/client-secret", secretFile);
+  const data = parse(text) as Record<string, string>;
+  const config = loadConfig(["--issuer-url=https://oidc.example.com/scoped-step"], {}, data);
+  assert.equal(config.issuerMode, "external");
+  assert.deepEqual(config.externalIssuer?.expect, {
+    sub: "{subject}",
+    "https://aws.amazon.com/source_identity": "{sourceIdentity}",
+  });
+  assert.deepEqual(config.externalIssuer?.parameters, { audience: "{audience}" });
+  assert.equal(config.externalIssuer?.clientAuth, "client_secret_basic");
+  const defaults = loadConfig(
+    [],
+    {},
+    {
+      ...data,
+      "issuer-url": "https://oidc.example.com/scoped-step",
+      "external-issuer": `{issuer: "${config.externalIssuer?.issuer ?? ""}", clientId: x, clientSecretFile: "${secretFile}"}`,
+    },
+  );
+  assert.deepEqual(
+    { ...defaults.externalIssuer, clientId: config.externalIssuer?.clientId },
+    config.externalIssuer,
+    "the example shows the defaults",
+  );
 });
 
 // Loaded as the controller loads it, not applied: the ConfigMap would change the shared Tekton's

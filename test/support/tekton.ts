@@ -152,7 +152,13 @@ export function realTekton(): Promise<InstalledTekton> {
  */
 export async function startTektonWorld(
   policy: Record<string, unknown>,
-  opts: { realNode?: boolean; issuer?: string; controller?: boolean; stepAwsEndpoint?: boolean } = {},
+  opts: {
+    realNode?: boolean;
+    issuer?: string;
+    controller?: boolean;
+    stepAwsEndpoint?: boolean;
+    awsTrusts?: string;
+  } = {},
 ): Promise<TektonWorld> {
   const node = opts.realNode ? await realCluster() : undefined;
   const base = await startIdentityWorld(policy, {
@@ -160,6 +166,7 @@ export async function startTektonWorld(
     ...(opts.issuer ? { issuer: opts.issuer } : {}),
     ...(opts.controller === false ? { controller: false } : {}),
     ...(opts.stepAwsEndpoint ? { stepAwsEndpoint: true } : {}),
+    ...(opts.awsTrusts ? { awsTrusts: opts.awsTrusts } : {}),
   });
   const { objects, kubeconfig, kc } = base.cluster;
   const ns = base.ns;
