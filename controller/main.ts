@@ -207,6 +207,9 @@ maintenance.unref();
 const server = await startHttpServer(config.httpHost, config.httpPort, {
   ready: () => {
     if (!identity.policies.synced) return { ok: false, why: "policies not synced" };
+    // Never sign with anything but the configured key: until it answers, take no traffic.
+    if (identity.issuer && !identity.issuer.ready)
+      return { ok: false, why: `signing key unavailable: ${identity.issuer.notReadyReason ?? "starting"}` };
     if (engine.isLeader() && !engine.synced()) return { ok: false, why: "informers not synced" };
     return { ok: true, why: "" };
   },
