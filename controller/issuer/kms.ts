@@ -69,7 +69,7 @@ const isKmsError = (err: unknown): err is KMSServiceException => err instanceof 
 function kmsFailure(err: unknown, doing: string): KmsKeyError {
   if (err instanceof Error && err.name === "CredentialsProviderError") {
     return new KmsKeyError(
-      `the controller has no AWS credentials for KMS while ${doing}: ${err.message}; give its ServiceAccount an IAM role (IRSA or Pod Identity) or AWS_* environment variables`,
+      `the controller has no AWS credentials for KMS ${doing}: ${err.message}; give its ServiceAccount an IAM role (IRSA or Pod Identity) or AWS_* environment variables`,
       "NoCredentials",
       false,
       err,
@@ -77,7 +77,7 @@ function kmsFailure(err: unknown, doing: string): KmsKeyError {
   }
   if (!isKmsError(err)) {
     const why = err instanceof Error ? err.message : String(err);
-    return new KmsKeyError(`KMS did not answer while ${doing}: ${why}`, "Unreachable", true, err);
+    return new KmsKeyError(`KMS did not answer ${doing}: ${why}`, "Unreachable", true, err);
   }
   const transient = transientCodes.has(err.name) || (err.$metadata.httpStatusCode ?? 0) >= 500;
   const advice = transient
@@ -131,13 +131,13 @@ export function kmsKeys(conn: KmsConnection, client?: KMSClient): KmsKeys {
       try {
         meta = (await kms.send(new DescribeKeyCommand({ KeyId: conn.keyId }))).KeyMetadata;
       } catch (err) {
-        throw kmsFailure(err, `to describe ${conn.keyId}`);
+        throw kmsFailure(err, `DescribeKey on ${conn.keyId}`);
       }
       if (!meta?.Arn) throw new KmsKeyError(`KMS described ${conn.keyId} without an ARN`, "NoArn", true);
       const why = unusableKey(meta);
       if (why) {
         throw new KmsKeyError(
-          `${conn.keyId} names KMS key ${meta.Arn}, which cannot sign tokens: ${why}`,
+          `kms-key-id ${conn.keyId} names KMS key ${meta.Arn}, which cannot sign tokens: ${why}`,
           "UnusableKey",
           false,
         );
@@ -150,7 +150,7 @@ export function kmsKeys(conn: KmsConnection, client?: KMSClient): KmsKeys {
       try {
         spki = (await kms.send(new GetPublicKeyCommand({ KeyId: meta.Arn }))).PublicKey;
       } catch (err) {
-        throw kmsFailure(err, `the public key of ${meta.Arn}`);
+        throw kmsFailure(err, `GetPublicKey on ${meta.Arn}`);
       }
       if (!spki) throw new KmsKeyError(`KMS returned no public key for ${meta.Arn}`, "NoPublicKey", true);
       const publicJwk = await spkiToJwk(spki, alg);
@@ -174,7 +174,7 @@ export function kmsKeys(conn: KmsConnection, client?: KMSClient): KmsKeys {
               )
             ).Signature;
           } catch (err) {
-            throw kmsFailure(err, `to sign with ${kmsKeyArn}`);
+            throw kmsFailure(err, `Sign with ${kmsKeyArn}`);
           }
           if (!signature)
             throw new KmsKeyError(`KMS returned no signature from ${kmsKeyArn}`, "NoSignature", true);
