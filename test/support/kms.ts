@@ -30,7 +30,10 @@ export interface LocalKms {
   createSigningKey(spec?: KeySpec): Promise<string>;
   /** Points `alias` (alias/...) at `keyArn`, creating the alias the first time. */
   pointAlias(alias: string, keyArn: string): Promise<void>;
-  stop(): Promise<void>;
+  /** Its port and data directory, to start it again with the same keys (`keepData` on stop). */
+  port: number;
+  dataPath: string;
+  stop(opts?: { keepData?: boolean }): Promise<void>;
 }
 
 /** Credentials for the SDK: local-kms ignores them, the SDK needs some to sign. */
@@ -44,13 +47,13 @@ after(async () => {
 let binary: Promise<string> | undefined;
 
 export async function startLocalKms(
-  opts: { region?: string; accountId?: string; port?: number } = {},
+  opts: { region?: string; accountId?: string; port?: number; dataPath?: string } = {},
 ): Promise<LocalKms> {
   binary ??= buildTool("local-kms");
   const region = opts.region ?? "eu-west-1";
   const accountId = opts.accountId ?? "111122223333";
   const port = opts.port ?? (await freePorts(1))[0] ?? 0;
-  const dataPath = await mkdtemp(path.join(os.tmpdir(), "local-kms-"));
+  const dataPath = opts.dataPath ?? (await mkdtemp(path.join(os.tmpdir(), "local-kms-")));
   // It listens on every interface of the port: inside the test run's own network namespace.
   const child: ChildProcess = spawn(await binary, [], {
     env: {
@@ -75,6 +78,8 @@ export async function startLocalKms(
     region,
     accountId,
     client,
+    port,
+    dataPath,
     output: () => output,
     async createSigningKey(spec = "ECC_NIST_P256") {
       const created = await client.send(new CreateKeyCommand({ KeySpec: spec, KeyUsage: "SIGN_VERIFY" }));
@@ -90,14 +95,14 @@ export async function startLocalKms(
         await client.send(new CreateAliasCommand({ AliasName: alias, TargetKeyId: keyArn }));
       }
     },
-    async stop() {
+    async stop({ keepData = false } = {}) {
       if (stopped) return;
       stopped = true;
       running.delete(kms);
       if (child.exitCode === null && child.signalCode === null) child.kill("SIGTERM");
       await exited;
       client.destroy();
-      await rm(dataPath, { recursive: true, force: true });
+      if (!keepData) await rm(dataPath, { recursive: true, force: true });
     },
   };
   running.add(kms);
