@@ -15,6 +15,7 @@ import { Metrics } from "./metrics.ts";
 import { kubeEvents } from "./events.ts";
 import { startHttpServer } from "./http.ts";
 import { buildIdentity } from "./identity.ts";
+import { KmsKeyError } from "./issuer/index.ts";
 import { customRunType, kubeClusterPort, podType } from "./kube.ts";
 import { apiErrorMessage, describeRequest, loadKube } from "./kube-client.ts";
 import { kubeLedger } from "./ledger.ts";
@@ -97,8 +98,10 @@ kube.onRequest = (method, path) => {
 const identity = await buildIdentity(kube, config, log, {
   onStsCall: (s, o) => metrics.stsCall(s, o),
   onRevocationFallback: (cause) => metrics.revocationFellBack(cause),
-}).catch((err: unknown) => {
+}).catch(async (err: unknown) => {
   log.fatal({ err }, "could not set up the identity side (issuer, credentials, policy)");
+  // A signing key KMS refuses is the operator's to fix: say so next to the CrashLoopBackOff.
+  if (err instanceof KmsKeyError) await podEvent(kube, config.namespace, err.reason, err.message);
   process.exit(2);
 });
 
