@@ -33,6 +33,7 @@ export interface LocalKms {
   /** Its port and data directory, to start it again with the same keys (`keepData` on stop). */
   port: number;
   dataPath: string;
+  pid: number | undefined;
   stop(opts?: { keepData?: boolean }): Promise<void>;
 }
 
@@ -80,6 +81,7 @@ export async function startLocalKms(
     client,
     port,
     dataPath,
+    pid: child.pid,
     output: () => output,
     async createSigningKey(spec = "ECC_NIST_P256") {
       const created = await client.send(new CreateKeyCommand({ KeySpec: spec, KeyUsage: "SIGN_VERIFY" }));
