@@ -3,6 +3,7 @@
 // Every replica runs one; they agree through the key store alone, so no leader is needed.
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Kube } from "../kube-client.ts";
+import { calculateJwkThumbprint } from "jose";
 import { pino, type Logger } from "pino";
 import { checkSubjectTemplate, defaultSubjectTemplate, IssuerConfigError, limits } from "./claims.ts";
 import {
@@ -94,6 +95,11 @@ interface KeySource {
   check(keys: KeySet): Promise<KeySet | undefined>;
   /** Start-up checks the key's holder (KMS) first: until it answers, the issuer is not ready. */
   checkOnStart: boolean;
+  /**
+   * The keys to sign with and publish, from a set as stored: the KMS store publishes only keys
+   * whose public half KMS itself returns, so whoever can write the set cannot add a key of their own.
+   */
+  served?: (keys: KeySet) => Promise<KeySet>;
   signer(key: StoredKey): Promise<SigningKey>;
 }
 
@@ -158,6 +164,7 @@ export async function createIssuer(options: IssuerOptions): Promise<Issuer> {
 
   const adopt = async (stored: StoredKeySet & { keys: KeySet }): Promise<Loaded> => {
     if (stored.version !== undefined && current?.stored.version === stored.version) return current;
+    if (source.served) stored = { ...stored, keys: await source.served(stored.keys) };
     const active = activeKey(stored.keys);
     let signing = current?.signing;
     if (signing?.kid !== active.kid) {
@@ -342,21 +349,11 @@ function kmsSource(options: IssuerOptions, policy: RotationPolicy, log: Logger):
       ? configMapKeyStore(options.kube, options.namespace, options.secretName)
       : undefined);
   if (!store) throw new IssuerConfigError("the KMS key store needs a namespace for its key set");
-  const knownIn = (keys: KeySet | undefined) => (arn: string) => {
-    const key = keys?.keys.find((k) => k.kmsKeyArn === arn);
-    if (!key?.publicJwk || !key.kmsKeyArn) return undefined;
-    return {
-      kid: key.kid,
-      alg: key.alg,
-      kmsKeyArn: key.kmsKeyArn,
-      publicJwk: key.publicJwk,
-    } satisfies KmsTarget;
-  };
   return {
     store,
     first: async (now) => firstKmsKeySet(await kms.resolve(), now),
     async step(keys, now) {
-      const target = await kms.resolve(knownIn(keys));
+      const target = await kms.resolve();
       if (targetRetired(keys, target)) {
         log.warn(
           { kmsKeyArn: target.kmsKeyArn, kid: target.kid },
@@ -367,6 +364,7 @@ function kmsSource(options: IssuerOptions, policy: RotationPolicy, log: Logger):
     },
     check: () => Promise.resolve(undefined),
     checkOnStart: true,
+    served: (keys) => keysKmsVouchesFor(keys, kms, store.location, log),
     signer(key) {
       if (!key.kmsKeyArn) {
         return Promise.reject(new IssuerConfigError(`key ${key.kid} in ${store.location} is not a KMS key`));
@@ -374,6 +372,46 @@ function kmsSource(options: IssuerOptions, policy: RotationPolicy, log: Logger):
       return Promise.resolve(kms.signer({ kid: key.kid, alg: key.alg, kmsKeyArn: key.kmsKeyArn }));
     },
   };
+}
+
+/**
+ * The keys of a stored set that KMS vouches for: each names a KMS key ARN whose public key, as
+ * GetPublicKey returns it, is the one stored (and its thumbprint the kid). Others are left out of
+ * the JWKS with a warning; a retired key KMS no longer serves (disabled or deleted) too, so keep
+ * an old key enabled until it is pruned. No active key left means nothing can sign.
+ */
+async function keysKmsVouchesFor(keys: KeySet, kms: KmsKeys, location: string, log: Logger): Promise<KeySet> {
+  const vouched: StoredKey[] = [];
+  for (const key of keys.keys) {
+    const leave = (why: string) =>
+      log.warn({ kid: key.kid, kmsKeyArn: key.kmsKeyArn, state: key.state }, `key not published: ${why}`);
+    if (!key.kmsKeyArn || !key.publicJwk) {
+      leave(`${location} holds it without a KMS key ARN`);
+      continue;
+    }
+    let truth: KmsTarget;
+    try {
+      truth = await kms.publicKey(key.kmsKeyArn);
+    } catch (err) {
+      if (!(err instanceof KmsKeyError) || err.transient || key.state !== "retired") throw err;
+      leave(`KMS no longer serves its public key (${err.code})`);
+      continue;
+    }
+    const stored = await calculateJwkThumbprint({ ...key.publicJwk }, "sha256");
+    if (truth.kid !== key.kid || stored !== key.kid) {
+      leave(`its public key in ${location} is not the one KMS holds for ${key.kmsKeyArn}`);
+      continue;
+    }
+    vouched.push(key);
+  }
+  if (!vouched.some((k) => k.state === "active")) {
+    throw new KmsKeyError(
+      `the active key in ${location} does not match its KMS key: delete the ConfigMap's key set to start over from kms-key-id`,
+      "KeySetMismatch",
+      false,
+    );
+  }
+  return { version: 1, keys: vouched };
 }
 
 function describeChange(before: KeySet | undefined, after: KeySet, activeKid: string): RotationResult {

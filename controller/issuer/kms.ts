@@ -110,7 +110,9 @@ export interface KmsKeys {
   /** Where the keys are, for logs and messages (no secret in it). */
   readonly location: string;
   /** The key the configured alias or ARN names now, checked to be a usable signing key. */
-  resolve(known?: (arn: string) => KmsTarget | undefined): Promise<KmsTarget>;
+  resolve(): Promise<KmsTarget>;
+  /** KMS's own public key for a key ARN (cached: it never changes). */
+  publicKey(arn: string): Promise<KmsTarget>;
   signer(key: { kid: string; alg: SigningAlgorithm; kmsKeyArn: string }): SigningKey;
   destroy(): void;
 }
@@ -124,9 +126,34 @@ export function kmsKeys(conn: KmsConnection, client?: KMSClient): KmsKeys {
       ...(conn.endpoint ? { endpoint: conn.endpoint } : {}),
     });
   const location = `KMS key ${conn.keyId} (${conn.endpoint ?? conn.region})`;
+  // Public keys never change: one GetPublicKey per key for the life of the process.
+  const publicKeys = new Map<string, Promise<KmsTarget>>();
+  const fetchPublicKey = async (arn: string): Promise<KmsTarget> => {
+    let answer;
+    try {
+      answer = await kms.send(new GetPublicKeyCommand({ KeyId: arn }));
+    } catch (err) {
+      throw kmsFailure(err, `GetPublicKey on ${arn}`);
+    }
+    const alg = algorithms[answer.KeySpec ?? ""]?.alg;
+    if (!answer.PublicKey || !alg || answer.KeyId !== arn) {
+      throw new KmsKeyError(`KMS returned no usable public key for ${arn}`, "NoPublicKey", false);
+    }
+    const publicJwk = await spkiToJwk(answer.PublicKey, alg);
+    return { kid: await calculateJwkThumbprint(publicJwk, "sha256"), alg, kmsKeyArn: arn, publicJwk };
+  };
+  const publicKey = (arn: string): Promise<KmsTarget> => {
+    let known = publicKeys.get(arn);
+    if (!known) {
+      known = fetchPublicKey(arn);
+      publicKeys.set(arn, known);
+      known.catch(() => publicKeys.delete(arn));
+    }
+    return known;
+  };
   return {
     location,
-    async resolve(known) {
+    async resolve() {
       let meta: KeyMetadata | undefined;
       try {
         meta = (await kms.send(new DescribeKeyCommand({ KeyId: conn.keyId }))).KeyMetadata;
@@ -142,20 +169,9 @@ export function kmsKeys(conn: KmsConnection, client?: KMSClient): KmsKeys {
           false,
         );
       }
-      // Public keys never change: one GetPublicKey per key, ever.
-      const cached = known?.(meta.Arn);
-      if (cached) return cached;
-      const alg = algorithms[meta.KeySpec ?? ""]?.alg ?? "ES256";
-      let spki: Uint8Array | undefined;
-      try {
-        spki = (await kms.send(new GetPublicKeyCommand({ KeyId: meta.Arn }))).PublicKey;
-      } catch (err) {
-        throw kmsFailure(err, `GetPublicKey on ${meta.Arn}`);
-      }
-      if (!spki) throw new KmsKeyError(`KMS returned no public key for ${meta.Arn}`, "NoPublicKey", true);
-      const publicJwk = await spkiToJwk(spki, alg);
-      return { kid: await calculateJwkThumbprint(publicJwk, "sha256"), alg, kmsKeyArn: meta.Arn, publicJwk };
+      return publicKey(meta.Arn);
     },
+    publicKey,
     signer({ kid, alg, kmsKeyArn }) {
       return {
         kid,

@@ -8,7 +8,7 @@ import http from "node:http";
 import { CreateKeyCommand, DisableKeyCommand } from "@aws-sdk/client-kms";
 import { AssumeRoleWithWebIdentityCommand, STSClient } from "@aws-sdk/client-sts";
 import { CoreV1Api } from "@kubernetes/client-node";
-import { calculateJwkThumbprint, decodeProtectedHeader } from "jose";
+import { calculateJwkThumbprint, decodeProtectedHeader, exportJWK, generateKeyPair, SignJWT } from "jose";
 import { createIssuer, type Issuer, type TokenRequest } from "../../controller/issuer/index.ts";
 import { KmsKeyError } from "../../controller/issuer/kms.ts";
 import { kubeFromKubeConfig } from "../../controller/kube-client.ts";
@@ -94,7 +94,7 @@ async function setup(kms: LocalKms, keyId: string, extra: { keyPublishLeadSecond
     const cm = await core.readNamespacedConfigMap({ namespace, name: "scoped-step-signing-keys" });
     return cm.data?.["keys.json"] ?? "";
   };
-  return { namespace, options, peer, sts, serve, stored, core };
+  return { namespace, options, peer, sts, serve, stored, core, issuerUrl: trusted.issuer };
 }
 
 test("tokens signed by KMS through an alias verify at the AWS peer; the JWKS and the stored set hold no private key", async () => {
@@ -302,6 +302,65 @@ test("KMS unreachable at start: not ready and no documents until it answers, the
       assert.match(err.message, /KMS did not answer Sign with/);
       return true;
     });
+  } finally {
+    await stop();
+  }
+});
+
+test("a key planted in the key-set ConfigMap is never published: the JWKS holds only public keys KMS itself returns", async () => {
+  const kms = await startLocalKms();
+  const arn = await kms.createSigningKey();
+  const s = await setup(kms, arn);
+  const issuer = await createIssuer(s.options);
+  const stop = await s.serve(issuer);
+  try {
+    const legit = issuer.jwks().keys.map((k) => k.kid);
+    // Someone who can write the ConfigMap adds a key of their own, under the real key's ARN and
+    // under an ARN KMS does not know.
+    const { privateKey, publicKey } = await generateKeyPair("ES256", { extractable: true });
+    const { kty, crv, x, y } = await exportJWK(publicKey);
+    const planted = { kty, crv, x, y };
+    const kid = await calculateJwkThumbprint(planted, "sha256");
+    const cm = await s.core.readNamespacedConfigMap({
+      namespace: s.namespace,
+      name: "scoped-step-signing-keys",
+    });
+    const set = JSON.parse(cm.data?.["keys.json"] ?? "") as { keys: Record<string, unknown>[] };
+    const now = new Date().toISOString();
+    const entry = { kid, alg: "ES256", state: "retired", createdAt: now, retiredAt: now, publicJwk: planted };
+    set.keys.push({ ...entry, kmsKeyArn: arn });
+    set.keys.push({
+      ...entry,
+      kmsKeyArn: arn.replace(/key\/.*/, "key/00000000-0000-4000-8000-000000000000"),
+    });
+    await s.core.replaceNamespacedConfigMap({
+      namespace: s.namespace,
+      name: "scoped-step-signing-keys",
+      body: { metadata: cm.metadata, data: { "keys.json": JSON.stringify(set) } },
+    });
+    await issuer.reload();
+    assert.deepEqual(
+      issuer.jwks().keys.map((k) => k.kid),
+      legit,
+      "the planted key is not published",
+    );
+    const replica = await createIssuer(s.options);
+    assert.deepEqual(
+      replica.jwks().keys.map((k) => k.kid),
+      legit,
+      "nor by a replica starting now",
+    );
+
+    const forged = await new SignJWT({})
+      .setProtectedHeader({ alg: "ES256", kid, typ: "JWT" })
+      .setIssuer(s.issuerUrl)
+      .setSubject("system:scoped-step:team-a:payments:api")
+      .setAudience("sts.amazonaws.com")
+      .setIssuedAt()
+      .setExpirationTime("10m")
+      .sign(privateKey);
+    assert.match(await peerVerdict(s.sts, forged), /InvalidIdentityToken/);
+    assert.equal(await peerVerdict(s.sts, (await issuer.issueToken(request)).token), "ok");
   } finally {
     await stop();
   }
