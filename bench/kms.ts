@@ -6,6 +6,8 @@
 import http from "node:http";
 import type { KeySpec } from "@aws-sdk/client-kms";
 import { pino } from "pino";
+import { inOwnNamespaces } from "../hack/cluster/enter.ts";
+import { buildTool } from "../hack/cluster/upstream.ts";
 import { createIssuer, memoryKeyStore, type Issuer } from "../controller/issuer/index.ts";
 import { awsProvider } from "../tasks/scoped-step/credentials/aws.ts";
 import type { Grant, RunFacts } from "../tasks/scoped-step/credentials/types.ts";
@@ -13,6 +15,11 @@ import { resolveTrait } from "../tasks/scoped-step/trait.ts";
 import { startAwsPeer } from "../test/support/aws/server.ts";
 import { kmsCredentials, startLocalKms } from "../test/support/kms.ts";
 import { percentile, processUsage } from "./support.ts";
+
+// local-kms listens on every interface: build it (outside, where the module proxy is), then run
+// everything inside network namespaces of its own, where only loopback exists.
+await buildTool("local-kms");
+await inOwnNamespaces({ node: false });
 
 const count = Number(process.argv[2] ?? 1000);
 const log = pino({ level: "silent" });
