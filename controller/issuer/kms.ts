@@ -66,7 +66,8 @@ export class KmsKeyError extends Error {
 
 const isKmsError = (err: unknown): err is KMSServiceException => err instanceof KMSServiceException;
 
-function kmsFailure(err: unknown, doing: string): KmsKeyError {
+/** A KMS call's failure as a KmsKeyError: transient (retried) or a refusal (ends the run). */
+export function kmsFailure(err: unknown, doing: string): KmsKeyError {
   if (err instanceof Error && err.name === "CredentialsProviderError") {
     return new KmsKeyError(
       `the controller has no AWS credentials for KMS ${doing}: ${err.message}; give its ServiceAccount an IAM role (IRSA or Pod Identity) or AWS_* environment variables`,

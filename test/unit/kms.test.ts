@@ -1,9 +1,9 @@
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { generateKeyPairSync, sign, verify } from "node:crypto";
-import type { KeyMetadata } from "@aws-sdk/client-kms";
+import { KMSServiceException, type KeyMetadata } from "@aws-sdk/client-kms";
 import { calculateJwkThumbprint } from "jose";
-import { derToJoseSignature, spkiToJwk, unusableKey } from "../../controller/issuer/kms.ts";
+import { derToJoseSignature, kmsFailure, spkiToJwk, unusableKey } from "../../controller/issuer/kms.ts";
 import {
   firstKmsKeySet,
   kmsRotationStep,
@@ -203,5 +203,49 @@ describe("KMS key rotation", () => {
       await calculateJwkThumbprint(jwk, "sha256"),
       await calculateJwkThumbprint(publicKey.export({ format: "jwk" }), "sha256"),
     );
+  });
+});
+
+describe("KMS errors", () => {
+  const kmsError = (name: string, status: number) =>
+    new KMSServiceException({
+      name,
+      $fault: status >= 500 ? "server" : "client",
+      $metadata: { httpStatusCode: status },
+      message: `${name} said no`,
+    });
+
+  test("throttling, KMS's own failures and no answer are retried; refusals end the run with KMS's code", () => {
+    for (const [err, transient, code] of [
+      [kmsError("ThrottlingException", 400), true, "ThrottlingException"],
+      [kmsError("KMSInternalException", 500), true, "KMSInternalException"],
+      [kmsError("DependencyTimeoutException", 503), true, "DependencyTimeoutException"],
+      [kmsError("KeyUnavailableException", 500), true, "KeyUnavailableException"],
+      [kmsError("SomethingNew", 502), true, "SomethingNew"],
+      [
+        Object.assign(new Error("connect ECONNREFUSED 127.0.0.1:4599"), { code: "ECONNREFUSED" }),
+        true,
+        "Unreachable",
+      ],
+      [kmsError("AccessDeniedException", 400), false, "AccessDeniedException"],
+      [kmsError("DisabledException", 400), false, "DisabledException"],
+      [kmsError("KMSInvalidStateException", 400), false, "KMSInvalidStateException"],
+      [kmsError("NotFoundException", 400), false, "NotFoundException"],
+      [kmsError("InvalidKeyUsageException", 400), false, "InvalidKeyUsageException"],
+      [
+        Object.assign(new Error("Could not load credentials from any providers"), {
+          name: "CredentialsProviderError",
+        }),
+        false,
+        "NoCredentials",
+      ],
+    ] as const) {
+      const failure = kmsFailure(err, "Sign with arn:aws:kms:eu-west-1:111122223333:key/k");
+      assert.equal(failure.transient, transient, code);
+      assert.equal(failure.code, code);
+      assert.equal(failure.reason, "SigningKeyUnavailable");
+      assert.match(failure.message, /Sign with arn:aws:kms:eu-west-1:111122223333:key\/k/);
+      if (!transient) assert.match(failure.message, /platform operator|credentials/);
+    }
   });
 });
