@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages a real node needs when any is missing: runc, the CNI plugins,
 # iptables and conntrack for kube-proxy, podman to build images (with runc: Debian's default crun
-# cannot run containers here), busybox-static and awscli for the images' contents. apt-get update
+# cannot run containers here), busybox-static, awscli and skopeo for the images' contents,
+# docker-registry for the AWS peer's ECR registry. apt-get update
 # runs once, only when something is missing. Exits non-zero, naming what is missing, when any of
 # them cannot be installed: the real cluster and the controller image need every one.
 set -euo pipefail
@@ -17,6 +18,8 @@ wanted=(
   awscli:/usr/bin/aws
   tini:/usr/bin/tini-static
   git:/usr/bin/git
+  skopeo:/usr/bin/skopeo
+  docker-registry:/usr/bin/docker-registry
 )
 missing=()
 for entry in "${wanted[@]}"; do

@@ -35,6 +35,8 @@ export interface NodeImages {
   busybox: string;
   /** Debian's awscli and curl, with busybox for a shell. */
   awscli: string;
+  /** Debian's skopeo and curl, with busybox for a shell: what an image push step needs. */
+  skopeo: string;
   /** No shell: one static program (hack/node-images/report) that prints its arguments. */
   static: string;
   /** Tekton's own images, laid out as ko builds them (tektonRecipes). */
@@ -174,10 +176,11 @@ const staticImage = (name: string, binary: string, to: string): Recipe => ({
   },
 });
 
-/** The node's own images: the sandbox, and three kinds of image for steps. */
+/** The node's own images: the sandbox, and four kinds of image for steps. */
 export async function nodeRecipes(): Promise<Recipe[]> {
   const nodeDir = await buildTool("node-images");
   const awsPackages = await packageClosure(["awscli", "curl", "ca-certificates"]);
+  const skopeoPackages = await packageClosure(["skopeo", "curl", "ca-certificates"]);
   // Gives Debian's aws CLI the AWS_ENDPOINT_URL of the CLI it stands in for (hack/node-images/aws).
   const awsEndpointShim = fileURLToPath(new URL("../node-images/aws", import.meta.url));
   return [
@@ -202,6 +205,17 @@ export async function nodeRecipes(): Promise<Recipe[]> {
         await addBusybox(root);
         // Ahead of /usr/bin on the default PATH.
         await addFile(root, awsEndpointShim, "/usr/local/bin/aws");
+      },
+    },
+    {
+      // containers-common, among skopeo's dependencies, brings /etc/containers/policy.json.
+      name: "skopeo",
+      inputs: ["/bin/busybox", ...skopeoPackages],
+      entrypoint: ["/bin/sh"],
+      fill: async (root) => {
+        await addPackages(root, skopeoPackages);
+        await baseFiles(root);
+        await addBusybox(root);
       },
     },
   ];
@@ -305,6 +319,7 @@ export async function buildImages(
     pause: ref("pause"),
     busybox: ref("busybox"),
     awscli: ref("awscli"),
+    skopeo: ref("skopeo"),
     static: ref("static"),
     tekton: Object.fromEntries(tektonPrograms.map((n) => [n, ref(`tekton/${n}`)])) as NodeImages["tekton"],
     archives: [...built.values()].map((b) => b.archive),

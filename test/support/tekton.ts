@@ -263,7 +263,8 @@ export async function startTektonWorld(
 /**
  * A world for examples as users write them (the catalog's, the README's): on the real node, the
  * images built here answering to the references the examples name (Debian's aws CLI as
- * amazon/aws-cli:2.27.9, busybox as busybox:1.37: no registry is reachable), every step given the
+ * amazon/aws-cli:2.27.9, busybox as busybox:1.37, Debian's skopeo as quay.io/skopeo/stable:v1.18.0:
+ * no registry is reachable), every step given the
  * AWS peer as AWS_ENDPOINT_URL (--step-aws-endpoint), and no policy of the world's own: the
  * examples' policies decide.
  */
@@ -273,6 +274,7 @@ export async function startExamplesWorld(): Promise<TektonWorld> {
   for (const [image, reference] of [
     [c.images.awscli, "docker.io/amazon/aws-cli:2.27.9"],
     [c.images.busybox, "docker.io/library/busybox:1.37"],
+    [c.images.skopeo, "quay.io/skopeo/stable:v1.18.0"],
   ] as const) {
     // prettier-ignore
     await run(ctr, ["--address", c.containerdSocket, "-n", "k8s.io", "images", "tag", "--force", image, reference]);

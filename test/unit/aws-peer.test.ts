@@ -2,7 +2,13 @@
 // loopback: each behaviour here is one the controller's tests rely on AWS to have.
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
+import { execFile } from "node:child_process";
+import { createHash } from "node:crypto";
+import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { createServer } from "node:http";
+import os from "node:os";
+import path from "node:path";
+import { promisify } from "node:util";
 import type { AddressInfo } from "node:net";
 import { describe, test } from "node:test";
 import type { TestContext } from "node:test";
@@ -14,6 +20,7 @@ import {
   PutRolePolicyCommand,
 } from "@aws-sdk/client-iam";
 import { CloudFrontClient, CreateInvalidationCommand } from "@aws-sdk/client-cloudfront";
+import { ECRClient, GetAuthorizationTokenCommand } from "@aws-sdk/client-ecr";
 import { GetObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client } from "@aws-sdk/client-s3";
 import {
   AssumeRoleCommand,
@@ -136,6 +143,7 @@ const ROLE_PERMISSIONS = {
       Action: "cloudfront:CreateInvalidation",
       Resource: `arn:aws:cloudfront::${ACCOUNT}:distribution/*`,
     },
+    { Effect: "Allow", Action: "ecr:*", Resource: "*" },
   ],
 };
 
@@ -1062,6 +1070,201 @@ describe("Accounts", () => {
     assert.ok(
       f.peer.rolePolicies(`arn:aws:iam::${OTHER}:role/target`).deny,
       "written in the revoker's account",
+    );
+  });
+});
+
+describe("ECR: registry passwords and pushes authorised per repository", () => {
+  const REPOSITORY = "payments/api";
+  const repositoryArn = (name: string) => `arn:aws:ecr:${REGION}:${ACCOUNT}:repository/${name}`;
+  const pushPolicy = (repository: string) =>
+    JSON.stringify({
+      Version: "2012-10-17",
+      Statement: [
+        { Effect: "Allow", Action: "ecr:GetAuthorizationToken", Resource: "*" },
+        {
+          Effect: "Allow",
+          Action: [
+            "ecr:BatchCheckLayerAvailability",
+            "ecr:InitiateLayerUpload",
+            "ecr:UploadLayerPart",
+            "ecr:CompleteLayerUpload",
+            "ecr:PutImage",
+          ],
+          Resource: repositoryArn(repository),
+        },
+      ],
+    });
+
+  /** A docker-archive (as `docker save` writes) of one layer holding one file. */
+  async function imageArchive(t: TestContext, content: string): Promise<string> {
+    const dir = await mkdtemp(path.join(os.tmpdir(), "aws-peer-image-"));
+    t.after(() => rm(dir, { recursive: true, force: true }));
+    await mkdir(path.join(dir, "rootfs"));
+    await writeFile(path.join(dir, "rootfs", "hello.txt"), content);
+    await promisify(execFile)("tar", [
+      "-C",
+      path.join(dir, "rootfs"),
+      "-cf",
+      path.join(dir, "layer.tar"),
+      ".",
+    ]);
+    const layer = await readFile(path.join(dir, "layer.tar"));
+    const config = JSON.stringify({
+      architecture: "amd64",
+      os: "linux",
+      config: {},
+      rootfs: { type: "layers", diff_ids: [`sha256:${createHash("sha256").update(layer).digest("hex")}`] },
+    });
+    await writeFile(path.join(dir, "config.json"), config);
+    await writeFile(
+      path.join(dir, "manifest.json"),
+      JSON.stringify([{ Config: "config.json", RepoTags: [], Layers: ["layer.tar"] }]),
+    );
+    const archive = path.join(dir, "image.tar");
+    await promisify(execFile)("tar", [
+      "-C",
+      dir,
+      "-cf",
+      archive,
+      "config.json",
+      "manifest.json",
+      "layer.tar",
+    ]);
+    return archive;
+  }
+
+  /** `skopeo copy` to the peer's registry, as the catalog's ecr-push step runs it. */
+  async function push(peer: AwsPeer, archive: string, reference: string, creds: string | undefined) {
+    const host = peer.endpoint.replace(/^http:\/\//, "");
+    const args = ["copy", "--retry-times", "0", "--dest-tls-verify=false"];
+    if (creds !== undefined) args.push("--dest-creds", creds);
+    try {
+      await promisify(execFile)("skopeo", [
+        ...args,
+        `docker-archive:${archive}`,
+        `docker://${host}/${reference}`,
+      ]);
+      return { ok: true, stderr: "" };
+    } catch (err) {
+      return { ok: false, stderr: String((err as { stderr?: string }).stderr ?? err) };
+    }
+  }
+
+  async function registryLogin(t: TestContext, peer: AwsPeer, credentials: Credentials) {
+    const ecr = new ECRClient({
+      endpoint: peer.endpoint,
+      region: REGION,
+      credentials: sdkCredentials(credentials),
+    });
+    t.after(() => ecr.destroy());
+    const out = await ecr.send(new GetAuthorizationTokenCommand({}));
+    const [data] = out.authorizationData ?? [];
+    assert.ok(data?.authorizationToken && data.expiresAt);
+    assert.equal(data.proxyEndpoint, `https://${ACCOUNT}.dkr.ecr.${REGION}.amazonaws.com`);
+    return {
+      creds: Buffer.from(data.authorizationToken, "base64").toString("utf8"),
+      expiresAt: data.expiresAt,
+    };
+  }
+
+  test("a session pushes to the repository its policy names, and to no other", async (t) => {
+    const f = await fixture(t);
+    await f.peer.startRegistry(REGION);
+    f.peer.createRepository(REPOSITORY);
+    f.peer.createRepository("payments/worker");
+    const { credentials, arn } = await f.assume({ Policy: pushPolicy(REPOSITORY) });
+    const { creds, expiresAt } = await registryLogin(t, f.peer, credentials);
+    assert.match(creds, /^AWS:[\w-]{40,}$/);
+    // STS answers the expiration to the second; the password ends with the session, not later.
+    const sessionEnds = (credentials.Expiration ?? new Date(0)).getTime() + 1000;
+    assert.ok(expiresAt.getTime() <= sessionEnds, "the password ends with the session");
+    const archive = await imageArchive(t, "hello from the image\n");
+
+    const pushed = await push(f.peer, archive, `${REPOSITORY}:1.0.0`, creds);
+    assert.ok(pushed.ok, pushed.stderr);
+    const manifest = await f.peer.registryManifest(REPOSITORY, "1.0.0");
+    assert.ok(manifest, "the registry holds the tag");
+    assert.equal(manifest.digest, `sha256:${createHash("sha256").update(manifest.body).digest("hex")}`);
+    const puts = f.peer.calls().filter((c) => c.service === "ecr" && c.action === "PutImage");
+    assert.deepEqual(
+      puts.map((c) => [c.outcome, c.resource, c.principal]),
+      [["ok", repositoryArn(REPOSITORY), arn]],
+    );
+
+    const elsewhere = await push(f.peer, archive, "payments/worker:1.0.0", creds);
+    assert.equal(elsewhere.ok, false);
+    assert.match(elsewhere.stderr, /denied|not authorized|forbidden/i);
+    assert.equal(await f.peer.registryManifest("payments/worker", "1.0.0"), undefined);
+    const refused = f.peer
+      .calls()
+      .find((c) => c.service === "ecr" && c.resource === repositoryArn("payments/worker"));
+    assert.equal(refused?.outcome, "DENIED");
+  });
+
+  test("refuses no password, a made-up one, an expired session's, a revoked session's and a missing repository", async (t) => {
+    const f = await fixture(t);
+    await f.peer.startRegistry(REGION);
+    f.peer.createRepository(REPOSITORY);
+    const archive = await imageArchive(t, "hello\n");
+    const noCreds = await push(f.peer, archive, `${REPOSITORY}:a`, undefined);
+    assert.equal(noCreds.ok, false);
+    assert.match(noCreds.stderr, /unauthorized|authentication required/i);
+    const madeUp = await push(f.peer, archive, `${REPOSITORY}:a`, "AWS:not-a-password");
+    assert.equal(madeUp.ok, false);
+    assert.match(madeUp.stderr, /unauthorized|authentication required/i);
+
+    const { credentials, roleId } = await f.assume({ Policy: pushPolicy("*") });
+    const { creds } = await registryLogin(t, f.peer, credentials);
+    const missing = await push(f.peer, archive, "payments/none:a", creds);
+    assert.equal(missing.ok, false);
+    assert.match(missing.stderr, /name unknown|does not exist/i);
+
+    // A deny on the session's aws:userid, as deny-policy revocation writes it, stops its pushes.
+    const deny = JSON.stringify({
+      Version: "2012-10-17",
+      Statement: [
+        { Effect: "Deny", Action: "*", Resource: "*", Condition: { StringEquals: { "aws:userid": roleId } } },
+      ],
+    });
+    await adminIam(t, f.peer).send(
+      new PutRolePolicyCommand({ RoleName: "deployer", PolicyName: "revoke", PolicyDocument: deny }),
+    );
+    const revoked = await push(f.peer, archive, `${REPOSITORY}:b`, creds);
+    assert.equal(revoked.ok, false);
+    assert.match(revoked.stderr, /denied|not authorized|forbidden/i);
+    assert.equal(await f.peer.registryManifest(REPOSITORY, "b"), undefined);
+
+    const second = await f.assume({ Policy: pushPolicy("*"), RoleSessionName: "run-2" });
+    const login = await registryLogin(t, f.peer, second.credentials);
+    f.peer.advanceClock(3600);
+    const expired = await push(f.peer, archive, `${REPOSITORY}:c`, login.creds);
+    assert.equal(expired.ok, false);
+    assert.match(expired.stderr, /unauthorized|authentication required/i);
+    assert.ok(
+      f.peer.issuedSecrets().includes(login.creds.slice("AWS:".length)),
+      "passwords count as secrets",
+    );
+  });
+
+  test("GetAuthorizationToken needs ecr:GetAuthorizationToken", async (t) => {
+    const f = await fixture(t);
+    const onlyS3 = JSON.stringify({
+      Version: "2012-10-17",
+      Statement: [{ Effect: "Allow", Action: "s3:GetObject", Resource: "*" }],
+    });
+    const { credentials, arn } = await f.assume({ Policy: onlyS3 });
+    const ecr = new ECRClient({
+      endpoint: f.peer.endpoint,
+      region: REGION,
+      credentials: sdkCredentials(credentials),
+    });
+    t.after(() => ecr.destroy());
+    const denied = await failure(ecr.send(new GetAuthorizationTokenCommand({})));
+    assert.equal(denied.name, "AccessDeniedException");
+    assert.match(
+      denied.message,
+      new RegExp(`^User: ${arn} is not authorized to perform: ecr:GetAuthorizationToken`),
     );
   });
 });

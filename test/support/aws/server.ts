@@ -1,7 +1,9 @@
 // The AWS test peer: one HTTP server on loopback speaking STS, IAM (query protocol), S3 and
-// CloudFront's CreateInvalidation (REST) to the real AWS SDK and CLI, so minting, scoping and revocation are exercised over the real wire
-// protocols. Requests are routed by the SigV4 credential scope's service; unsigned form posts
-// (AssumeRoleWithWebIdentity) by their Action; anything else unsigned is anonymous S3.
+// CloudFront's CreateInvalidation (REST), ECR's GetAuthorizationToken (JSON) and an ECR registry
+// (the OCI distribution API under /v2/) to the real AWS SDK, CLI and registry clients, so minting,
+// scoping and revocation are exercised over the real wire protocols. Requests are routed by the
+// SigV4 credential scope's service; unsigned form posts (AssumeRoleWithWebIdentity) by their
+// Action; unsigned requests under /v2/ to the registry; anything else unsigned is anonymous S3.
 import { randomBytes } from "node:crypto";
 import { createServer } from "node:http";
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from "node:http";
@@ -15,6 +17,14 @@ import {
   distributionArn,
   type Invalidation,
 } from "./cloudfront.ts";
+import {
+  ecrError,
+  handleEcrApi,
+  handleRegistry,
+  repositoryArn,
+  startRegistry,
+  type Registry,
+} from "./ecr.ts";
 import { IAM_ACTIONS, handleIam } from "./iam.ts";
 import { issuerHostPath } from "./oidc.ts";
 import { parsePolicy, parsePolicyValue } from "./policy.ts";
@@ -125,6 +135,18 @@ export interface AwsPeer {
   createDistribution(id: string): { arn: string };
   /** The invalidations made on a distribution, oldest first. */
   invalidations(id: string): Invalidation[];
+  /**
+   * Starts the ECR registry (Debian's docker-registry behind the peer's own /v2/), for repositories
+   * in `region` of the admin's account. Pushes go to `<peer host:port>/<repository>`.
+   */
+  startRegistry(region: string): Promise<void>;
+  /** An empty ECR repository in the admin's account. */
+  createRepository(name: string): { arn: string };
+  /** What the registry holds for `repository:reference`, fetched from it directly. */
+  registryManifest(
+    repository: string,
+    reference: string,
+  ): Promise<{ digest: string; mediaType: string; body: Buffer } | undefined>;
   sessions(): SessionInfo[];
   /**
    * Every secret the peer handed out or was shown (secret access keys, session tokens, web identity
@@ -312,6 +334,30 @@ function handleCloudFrontExchange(state: PeerState, ex: Exchange, method: string
   }
 }
 
+function handleEcrExchange(state: PeerState, ex: Exchange): HttpReply {
+  const headers = { "Content-Type": "application/x-amz-json-1.1", "x-amzn-RequestId": ex.id };
+  const target = header(ex.headers, "x-amz-target") ?? "";
+  try {
+    let principal: Principal;
+    try {
+      principal = authenticateExchange(state, ex, "ecr");
+    } catch (err) {
+      throw err instanceof AuthFailure ? queryAuthError(err) : err;
+    }
+    const injected = takeInjected(state, target.split(".").pop() ?? "", "ecr");
+    if (injected) {
+      ex.record.injected = true;
+      throw injected;
+    }
+    const reply = handleEcrApi(state, principal, target, ex.auth?.region ?? "", ex.record);
+    return { ...reply, headers: { ...headers, ...reply.headers } };
+  } catch (err) {
+    ex.record.action ??= target;
+    const error = err instanceof AwsError ? err : internalError(err, "ServerException");
+    return { status: error.status, headers, body: ecrError(error) };
+  }
+}
+
 const notImplementedHere = (what: string) =>
   new AwsError("NotImplemented", `The AWS peer does not implement ${what}`, 501);
 
@@ -327,6 +373,7 @@ function serviceOf(ex: Exchange): string {
     const action = queryParams(ex).get("Action");
     if (action) return IAM_ACTIONS.has(action) ? "iam" : "sts";
   }
+  if (ex.wire.rawPath === "/v2" || ex.wire.rawPath.startsWith("/v2/")) return "registry";
   return "s3";
 }
 
@@ -339,7 +386,12 @@ function readBody(req: IncomingMessage): Promise<Buffer> {
   });
 }
 
-async function serve(state: PeerState, req: IncomingMessage, res: ServerResponse): Promise<void> {
+async function serve(
+  state: PeerState,
+  registry: () => Registry | undefined,
+  req: IncomingMessage,
+  res: ServerResponse,
+): Promise<void> {
   const method = req.method ?? "GET";
   const url = req.url ?? "/";
   const q = url.indexOf("?");
@@ -375,7 +427,20 @@ async function serve(state: PeerState, req: IncomingMessage, res: ServerResponse
   if (service === "sts" || service === "iam") reply = await handleQuery(state, service, ex);
   else if (service === "s3") reply = handleS3Exchange(state, ex, method);
   else if (service === "cloudfront") reply = handleCloudFrontExchange(state, ex, method);
-  else {
+  else if (service === "ecr") reply = handleEcrExchange(state, ex);
+  else if (service === "registry") {
+    const { rawPath, rawQuery } = ex.wire;
+    reply = await handleRegistry(
+      state,
+      registry(),
+      method,
+      rawPath,
+      rawQuery,
+      ex.headers,
+      ex.body,
+      ex.record,
+    );
+  } else {
     const error = new AwsError("InvalidAction", `The AWS peer does not implement the ${service} service`);
     reply = {
       status: 400,
@@ -385,14 +450,18 @@ async function serve(state: PeerState, req: IncomingMessage, res: ServerResponse
     ex.record.action = `${service}:?`;
   }
 
+  const text = String(reply.body);
   const outcome =
     reply.status < 300
       ? "ok"
-      : (/<Code>([^<]*)<\/Code>/.exec(String(reply.body))?.[1] ?? String(reply.status));
+      : (/<Code>([^<]*)<\/Code>/.exec(text)?.[1] ??
+        /"(?:__type|code)":"([^"]*)"/.exec(text)?.[1] ??
+        String(reply.status));
+  const known = ["iam", "s3", "cloudfront", "ecr"] as const;
   state.calls.push({
     ...ex.record,
     at: now(state),
-    service: service === "iam" || service === "s3" || service === "cloudfront" ? service : "sts",
+    service: service === "registry" ? "ecr" : (known.find((k) => k === service) ?? "sts"),
     action: ex.record.action ?? "",
     outcome,
     status: reply.status,
@@ -450,14 +519,18 @@ export async function startAwsPeer(opts: AwsPeerOptions = {}): Promise<AwsPeer> 
     tokensSeen: new Set(),
     buckets: new Map(),
     distributions: new Map(),
+    registryRegion: "us-east-1",
+    repositories: new Set(),
+    registryPasswords: new Map(),
     calls: [],
     failures: [],
   };
   for (const [arn, doc] of Object.entries(AWS_MANAGED))
     state.managedPolicies.set(arn, toDocument(doc, "identity"));
 
+  let registry: Registry | undefined;
   const server = createServer((req, res) => {
-    serve(state, req, res).catch((err: unknown) => {
+    serve(state, () => registry, req, res).catch((err: unknown) => {
       console.error("aws peer: request failed", err);
       if (!res.headersSent) res.writeHead(500);
       res.end();
@@ -482,11 +555,13 @@ export async function startAwsPeer(opts: AwsPeerOptions = {}): Promise<AwsPeer> 
     accountId,
     adminCredentials: { accessKeyId: admin.accessKeyId, secretAccessKey: admin.secretAccessKey },
 
-    stop: () =>
-      new Promise<void>((resolve) => {
+    async stop() {
+      await new Promise<void>((resolve) => {
         server.close(() => resolve());
         server.closeAllConnections();
-      }),
+      });
+      await registry?.stop();
+    },
 
     registerOidcProvider({ url, audiences, thumbprints = [], accountId: owner = accountId }) {
       const parsed = new URL(url);
@@ -567,10 +642,38 @@ export async function startAwsPeer(opts: AwsPeerOptions = {}): Promise<AwsPeer> 
 
     invalidations: (id) => [...(state.distributions.get(id) ?? [])],
 
+    async startRegistry(region) {
+      state.registryRegion = region;
+      registry ??= await startRegistry();
+    },
+
+    createRepository(name) {
+      state.repositories.add(name);
+      return { arn: repositoryArn(state.registryRegion, accountId, name) };
+    },
+
+    async registryManifest(repository, reference) {
+      if (!registry) throw new Error("aws peer: the registry is not started");
+      const accept = [
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.docker.distribution.manifest.v2+json",
+      ].join(", ");
+      const path = `/v2/${repository}/manifests/${reference}`;
+      const reply = await registry.forward("GET", path, "", { host: "localhost", accept }, Buffer.alloc(0));
+      if (reply.status === 404) return undefined;
+      if (reply.status !== 200) throw new Error(`aws peer: registry answered ${reply.status} to GET ${path}`);
+      return {
+        digest: reply.headers["docker-content-digest"] ?? "",
+        mediaType: reply.headers["content-type"] ?? "",
+        body: Buffer.from(reply.body),
+      };
+    },
+
     sessions: () => [...state.sessions.values()].map(sessionInfo),
     issuedSecrets: () => [
       ...[...state.sessions.values()].flatMap((s) => [s.secretAccessKey, s.sessionToken]),
       ...state.tokensSeen,
+      ...[...state.registryPasswords.keys()].flatMap((p) => [p, Buffer.from(`AWS:${p}`).toString("base64")]),
     ],
 
     calls: () => state.calls.map((c) => ({ ...c })),

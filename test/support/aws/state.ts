@@ -62,6 +62,7 @@ export interface AdminUser {
 }
 
 import type { Invalidation } from "./cloudfront.ts";
+import type { RegistryPassword } from "./ecr.ts";
 
 export interface StoredObject {
   body: Buffer;
@@ -73,7 +74,7 @@ export interface StoredObject {
 
 export interface CallRecord {
   at: Date;
-  service: "sts" | "iam" | "s3" | "cloudfront";
+  service: "sts" | "iam" | "s3" | "cloudfront" | "ecr";
   action: string;
   /** "ok", or the AWS error code that was answered. */
   outcome: string;
@@ -111,6 +112,10 @@ export interface PeerState {
   buckets: Map<string, Map<string, StoredObject>>;
   /** CloudFront distributions of the admin's account, by id, with the invalidations made. */
   distributions: Map<string, Invalidation[]>;
+  /** ECR: the region of the one registry, its repositories by name, and the passwords issued. */
+  registryRegion: string;
+  repositories: Set<string>;
+  registryPasswords: Map<string, RegistryPassword>;
   calls: CallRecord[];
   failures: InjectedFailure[];
 }
