@@ -365,3 +365,30 @@ test("a key planted in the key-set ConfigMap is never published: the JWKS holds 
     await stop();
   }
 });
+
+test("the alias moved to a key that cannot sign tokens: nothing is published, the active key keeps signing", async () => {
+  const kms = await startLocalKms();
+  const good = await kms.createSigningKey();
+  await kms.pointAlias("alias/moved", good);
+  const s = await setup(kms, "alias/moved", { keyPublishLeadSeconds: 0 });
+  const issuer = await createIssuer(s.options);
+  const stop = await s.serve(issuer);
+  try {
+    const before = issuer.jwks().keys.map((k) => k.kid);
+    // KMS lets an alias move only between keys of the same usage: here, a signing key not enabled.
+    const disabled = await kms.createSigningKey();
+    await kms.client.send(new DisableKeyCommand({ KeyId: disabled }));
+    await kms.pointAlias("alias/moved", disabled);
+    await assert.rejects(
+      issuer.rotateIfDue(),
+      /kms-key-id alias\/moved names KMS key .* cannot sign tokens: its state is Disabled/,
+    );
+    assert.deepEqual(
+      issuer.jwks().keys.map((k) => k.kid),
+      before,
+    );
+    assert.equal(await peerVerdict(s.sts, (await issuer.issueToken(request)).token), "ok");
+  } finally {
+    await stop();
+  }
+});
