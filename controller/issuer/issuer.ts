@@ -2,8 +2,6 @@
 // tokens with the active key, serve the public documents, and rotate when the engine says so.
 // Every replica runs one; they agree through the key store alone, so no leader is needed.
 import type { IncomingMessage, ServerResponse } from "node:http";
-import type { Kube } from "../kube-client.ts";
-import { calculateJwkThumbprint } from "jose";
 import { pino, type Logger } from "pino";
 import { checkSubjectTemplate, defaultSubjectTemplate, IssuerConfigError, limits } from "./claims.ts";
 import {
@@ -14,30 +12,20 @@ import {
   type DiscoveryDocument,
   type Jwks,
 } from "./documents.ts";
-import { configMapKeyStore, secretKeyStore, type KeyStore, type StoredKeySet } from "./key-store.ts";
+import { kmsSource, secretSource, type SourceOptions } from "./key-source.ts";
+import type { StoredKeySet } from "./key-store.ts";
 import {
   activeKey,
-  dropRetiredPrivateKeys,
-  generateKey,
   keyActivatedAt,
   publicJwk,
   publishedKeys,
-  rotationStep,
   signingAlgorithms,
   type KeySet,
   type RotationPolicy,
   type SigningAlgorithm,
-  type StoredKey,
 } from "./keys.ts";
-import { kmsKeys, KmsKeyError, type KmsConnection, type KmsKeys } from "./kms.ts";
-import { firstKmsKeySet, kmsRotationStep, targetRetired, type KmsTarget } from "./kms-rotation.ts";
-import {
-  importSigningKey,
-  signToken,
-  type IssuedToken,
-  type SigningKey,
-  type TokenRequest,
-} from "./tokens.ts";
+import { KmsKeyError } from "./kms.ts";
+import { signToken, type IssuedToken, type SigningKey, type TokenRequest } from "./tokens.ts";
 
 interface IssuerSettings {
   /** Public issuer URL: the `iss` claim and where verifiers fetch the documents. */
@@ -73,35 +61,7 @@ interface IssuerSettings {
  * `namespace`, or any other `store`, e.g. `memoryKeyStore()` in unit tests. With `kms` the
  * private keys are in AWS KMS and the set holds public keys, KMS ARNs, states and times only.
  */
-export type IssuerOptions = IssuerSettings & {
-  kube?: Kube | undefined;
-  namespace?: string | undefined;
-  secretName?: string | undefined;
-  store?: KeyStore | undefined;
-  kms?: (KmsConnection & { keys?: KmsKeys | undefined }) | undefined;
-};
-
-/**
- * Where the private keys are and how the key set changes: the Secret store generates keys and
- * keeps them in the set; the KMS store follows the key the configured alias names.
- */
-interface KeySource {
-  store: KeyStore;
-  /** The first key set, for an empty store. */
-  first(now: Date): Promise<KeySet>;
-  /** One scheduled step; `undefined` when nothing changes. */
-  step(keys: KeySet, now: Date): Promise<KeySet | undefined>;
-  /** On start and reload: repairs a set needs; `undefined` when none. */
-  check(keys: KeySet): Promise<KeySet | undefined>;
-  /** Start-up checks the key's holder (KMS) first: until it answers, the issuer is not ready. */
-  checkOnStart: boolean;
-  /**
-   * The keys to sign with and publish, from a set as stored: the KMS store publishes only keys
-   * whose public half KMS itself returns, so whoever can write the set cannot add a key of their own.
-   */
-  served?: (keys: KeySet) => Promise<KeySet>;
-  signer(key: StoredKey): Promise<SigningKey>;
-}
+export type IssuerOptions = IssuerSettings & SourceOptions;
 
 export interface RotationResult {
   /** Whether the stored key set changed in this call (by this replica). */
@@ -149,7 +109,9 @@ export async function createIssuer(options: IssuerOptions): Promise<Issuer> {
     publishLeadSeconds: settings.keyPublishLeadSeconds,
     retentionSeconds: settings.maxTokenLifetimeSeconds + settings.clockSkewSeconds,
   };
-  const source = options.kms ? kmsSource(options, policy, log) : secretSource(options, settings, policy);
+  const source = options.kms
+    ? kmsSource(options, policy, log)
+    : secretSource(options, settings.algorithm, policy);
   const store = source.store;
 
   let current: Loaded | undefined;
@@ -316,102 +278,6 @@ export async function createIssuer(options: IssuerOptions): Promise<Issuer> {
       return current ? keyActivatedAt(activeKey(current.stored.keys)) : 0;
     },
   };
-}
-
-function secretSource(options: IssuerOptions, settings: CheckedSettings, policy: RotationPolicy): KeySource {
-  const store =
-    options.store ??
-    (options.kube && options.namespace
-      ? secretKeyStore(options.kube, options.namespace, options.secretName)
-      : undefined);
-  if (!store) throw new IssuerConfigError("the issuer needs a key store");
-  return {
-    store,
-    first: async (now) => ({ version: 1, keys: [await generateKey(settings.algorithm, now, "active")] }),
-    step: (keys, now) => rotationStep(keys, now, policy, () => generateKey(settings.algorithm, now, "next")),
-    // A set stored by an older version may still hold retired private keys: drop them on sight.
-    check: (keys) => Promise.resolve(dropRetiredPrivateKeys(keys)),
-    checkOnStart: false,
-    signer: importSigningKey,
-  };
-}
-
-/**
- * Keys in KMS: the set follows the key the alias names (kms-rotation.ts), and it holds nothing
- * private, so it lives in a ConfigMap that every replica reads and writes conditionally.
- */
-function kmsSource(options: IssuerOptions, policy: RotationPolicy, log: Logger): KeySource {
-  if (!options.kms) throw new IssuerConfigError("no KMS key configured");
-  const kms = options.kms.keys ?? kmsKeys(options.kms);
-  const store =
-    options.store ??
-    (options.kube && options.namespace
-      ? configMapKeyStore(options.kube, options.namespace, options.secretName)
-      : undefined);
-  if (!store) throw new IssuerConfigError("the KMS key store needs a namespace for its key set");
-  return {
-    store,
-    first: async (now) => firstKmsKeySet(await kms.resolve(), now),
-    async step(keys, now) {
-      const target = await kms.resolve();
-      if (targetRetired(keys, target)) {
-        log.warn(
-          { kmsKeyArn: target.kmsKeyArn, kid: target.kid },
-          "the KMS alias names a key that was retired; it will not sign again: create a new key to rotate",
-        );
-      }
-      return kmsRotationStep(keys, target, now, policy);
-    },
-    check: () => Promise.resolve(undefined),
-    checkOnStart: true,
-    served: (keys) => keysKmsVouchesFor(keys, kms, store.location, log),
-    signer(key) {
-      if (!key.kmsKeyArn) {
-        return Promise.reject(new IssuerConfigError(`key ${key.kid} in ${store.location} is not a KMS key`));
-      }
-      return Promise.resolve(kms.signer({ kid: key.kid, alg: key.alg, kmsKeyArn: key.kmsKeyArn }));
-    },
-  };
-}
-
-/**
- * The keys of a stored set that KMS vouches for: each names a KMS key ARN whose public key, as
- * GetPublicKey returns it, is the one stored (and its thumbprint the kid). Others are left out of
- * the JWKS with a warning; a retired key KMS no longer serves (disabled or deleted) too, so keep
- * an old key enabled until it is pruned. No active key left means nothing can sign.
- */
-async function keysKmsVouchesFor(keys: KeySet, kms: KmsKeys, location: string, log: Logger): Promise<KeySet> {
-  const vouched: StoredKey[] = [];
-  for (const key of keys.keys) {
-    const leave = (why: string) =>
-      log.warn({ kid: key.kid, kmsKeyArn: key.kmsKeyArn, state: key.state }, `key not published: ${why}`);
-    if (!key.kmsKeyArn || !key.publicJwk) {
-      leave(`${location} holds it without a KMS key ARN`);
-      continue;
-    }
-    let truth: KmsTarget;
-    try {
-      truth = await kms.publicKey(key.kmsKeyArn);
-    } catch (err) {
-      if (!(err instanceof KmsKeyError) || err.transient || key.state !== "retired") throw err;
-      leave(`KMS no longer serves its public key (${err.code})`);
-      continue;
-    }
-    const stored = await calculateJwkThumbprint({ ...key.publicJwk }, "sha256");
-    if (truth.kid !== key.kid || stored !== key.kid) {
-      leave(`its public key in ${location} is not the one KMS holds for ${key.kmsKeyArn}`);
-      continue;
-    }
-    vouched.push(key);
-  }
-  if (!vouched.some((k) => k.state === "active")) {
-    throw new KmsKeyError(
-      `the active key in ${location} does not match its KMS key: delete the ConfigMap's key set to start over from kms-key-id`,
-      "KeySetMismatch",
-      false,
-    );
-  }
-  return { version: 1, keys: vouched };
 }
 
 function describeChange(before: KeySet | undefined, after: KeySet, activeKid: string): RotationResult {
