@@ -4,6 +4,7 @@ import os from "node:os";
 import { parseRevokerRoles } from "../tasks/scoped-step/credentials/aws-accounts.ts";
 import { parseGoDuration } from "../tasks/scoped-step/duration.ts";
 import { defaultEntrypointImage } from "../tasks/scoped-step/entrypoint.ts";
+import { parseExternalIssuer, type ExternalIssuerSettings } from "./idp/settings.ts";
 
 export interface Config {
   namespace: string;
@@ -35,6 +36,9 @@ export interface Config {
   kmsEndpoint: string;
   keyRotationSeconds: number;
   subjectTemplate: string;
+  issuerMode: "self" | "external";
+  /** Set in external issuer mode only. */
+  externalIssuer: ExternalIssuerSettings | undefined;
   awsRegion: string;
   stsEndpoint: string;
   iamEndpoint: string;
@@ -225,6 +229,18 @@ export const options: Record<keyof Config, Option> = {
     default: "system:scoped-step:{namespace}:{application}:{component}",
     doc: "Token subject, unless the namespace's policy sets one.",
   },
+  issuerMode: {
+    flag: "issuer-mode",
+    env: "SCOPED_STEP_ISSUER_MODE",
+    default: "self",
+    doc: "self: AWS trusts the controller's own issuer; external: each step's token comes from the organisation's OpenID provider (external-issuer), which AWS trusts.",
+  },
+  externalIssuer: {
+    flag: "external-issuer",
+    env: "SCOPED_STEP_EXTERNAL_ISSUER",
+    default: "",
+    doc: "With issuer-mode external: the OpenID provider, the controller's client there, the grant and the claim mapping, as YAML (see External issuer mode).",
+  },
   awsRegion: {
     flag: "aws-region",
     env: "SCOPED_STEP_AWS_REGION",
@@ -376,6 +392,8 @@ export function loadConfig(
     kmsEndpoint: raw("kmsEndpoint").trim(),
     keyRotationSeconds: integer(name("keyRotationSeconds"), raw("keyRotationSeconds"), 3600, 365 * 86_400),
     subjectTemplate: raw("subjectTemplate"),
+    issuerMode: oneOf(name("issuerMode"), raw("issuerMode"), ["self", "external"] as const),
+    externalIssuer: undefined,
     awsRegion: raw("awsRegion"),
     stsEndpoint: raw("stsEndpoint"),
     iamEndpoint: raw("iamEndpoint"),
@@ -394,6 +412,19 @@ export function loadConfig(
     throw new ConfigError(
       `${name("issuerUrl")} is required with --credentials=aws: AWS fetches the token keys from it`,
     );
+  }
+  if (config.issuerMode === "external") {
+    if (config.credentials !== "aws")
+      throw new ConfigError(`${name("issuerMode")} external needs --credentials=aws`);
+    if (!raw("externalIssuer").trim())
+      throw new ConfigError(`${name("externalIssuer")} is required with --issuer-mode=external`);
+    try {
+      config.externalIssuer = parseExternalIssuer(raw("externalIssuer"), config.allowInsecureIssuer);
+    } catch (err) {
+      throw new ConfigError(`${name("externalIssuer")}: ${(err as Error).message}`);
+    }
+  } else if (raw("externalIssuer").trim()) {
+    throw new ConfigError(`${name("externalIssuer")} is set but ${name("issuerMode")} is not external`);
   }
   if (config.renewDeadlineSeconds >= config.leaseDurationSeconds) {
     throw new ConfigError(

@@ -16,6 +16,7 @@ import { requireGrant } from "../tasks/scoped-step/policy.ts";
 import type { PolicyPort } from "../tasks/scoped-step/ports.ts";
 import { describeRef, type ResolvedTrait } from "../tasks/scoped-step/trait.ts";
 import { kmsRegionOf, type Config } from "./config.ts";
+import { externalSigner } from "./idp/external.ts";
 import { createIssuer, type Issuer } from "./issuer/index.ts";
 import { resourcePath, type Kube } from "./kube-client.ts";
 import { PolicyStore } from "./policies.ts";
@@ -57,6 +58,25 @@ function requireRevokers(port: PolicyPort, accounts: RevokerAccounts): PolicyPor
   };
 }
 
+/** A policy may require its runs' tokens to come from one issuer: the organisation's IdP, say. */
+function requireIssuerMode(
+  policy: string,
+  required: "self" | "external" | undefined,
+  mode: "self" | "external",
+) {
+  if (!required || required === mode) return;
+  const wanted =
+    required === "external" ? "the organisation's identity provider" : "the controller's own issuer";
+  throw new RunFailure(
+    "IssuerModeNotAllowed",
+    `policy ${policy} requires tokens from ${wanted} (spec.issuer: ${required}), but this controller runs with ` +
+      `issuer-mode ${mode}: the platform operator must set issuer-mode ${required} in the controller's configuration` +
+      (required === "external" ? " (with external-issuer)" : "") +
+      `, or change the policy's spec.issuer`,
+    { nothingIssued: true },
+  );
+}
+
 /**
  * The UID of a namespace, read from the API server for every token. Not cached: a namespace
  * deleted and re-created under the same name has a new UID, and a name-keyed cache could sign the
@@ -86,6 +106,7 @@ export async function buildIdentity(
       const grant = requireGrant(
         await policies.decide(namespace, trait.properties, ref, run.retries, run.podTemplateFields),
       );
+      requireIssuerMode(grant.policy, grant.issuer, config.issuerMode);
       return {
         trait,
         policy: grant.policy,
@@ -119,7 +140,7 @@ export async function buildIdentity(
     logger: log,
   });
   const namespaceUid = namespaceUidReader(kube);
-  const signer: TokenSigner = {
+  const own: TokenSigner = {
     issuerUrl: issuer.issuerUrl,
     async issueToken(request) {
       const { uid, ...facts } = request.facts;
@@ -129,6 +150,15 @@ export async function buildIdentity(
       });
     },
   };
+  // In external mode the run token goes to the organisation's IdP, whose token AWS trusts.
+  const signer = config.externalIssuer
+    ? externalSigner({
+        settings: config.externalIssuer,
+        own,
+        allowInsecure: config.allowInsecureIssuer,
+        log: log.child({ component: "external-issuer" }),
+      })
+    : own;
   // Where deny policies are written: the controller's own account, and those with a revoker role.
   const accounts = revokerAccounts({
     revokerRoles: parseRevokerRoles(config.awsRevokerRoles),

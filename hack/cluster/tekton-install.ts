@@ -17,6 +17,7 @@ import {
   PatchStrategy,
   type KubeConfig,
   type KubernetesObject,
+  type V1Deployment,
   type V1Pod,
 } from "@kubernetes/client-node";
 import { tektonPrograms, type NodeImages } from "./images.ts";
@@ -53,6 +54,34 @@ async function manifestFiles(dir: string): Promise<string[]> {
   return files;
 }
 
+const resolversDeployment = {
+  namespace: "tekton-pipelines-resolvers",
+  name: "tekton-pipelines-remote-resolvers",
+};
+
+/**
+ * The resolvers' Deployment with git's `url.<mirror>.insteadOf = <prefix>` for each entry, set
+ * through git's GIT_CONFIG_COUNT/KEY/VALUE environment (the git resolver runs git with the
+ * process's environment), as an installation without internet access mirrors a git host.
+ */
+function withGitMirrors(obj: KubernetesObject, mirrors: Record<string, string>): KubernetesObject {
+  const meta = obj.metadata;
+  if (!isDeployment(obj) || meta?.namespace !== resolversDeployment.namespace) return obj;
+  if (meta.name !== resolversDeployment.name) return obj;
+  const entries = Object.entries(mirrors);
+  const env = [
+    { name: "GIT_CONFIG_COUNT", value: String(entries.length) },
+    ...entries.flatMap(([prefix, mirror], i) => [
+      { name: `GIT_CONFIG_KEY_${i}`, value: `url.${mirror}.insteadOf` },
+      { name: `GIT_CONFIG_VALUE_${i}`, value: prefix },
+    ]),
+  ];
+  const deployment = obj as V1Deployment;
+  for (const container of deployment.spec?.template.spec?.containers ?? [])
+    container.env = [...(container.env ?? []), ...env];
+  return deployment;
+}
+
 /** Tekton's release manifests with the images resolved to local ones. */
 export async function tektonManifests(images: NodeImages): Promise<KubernetesObject[]> {
   const config = path.join(await moduleDir(tekton), "config");
@@ -80,12 +109,19 @@ const isDeployment = (o: KubernetesObject) => o.kind === "Deployment" && o.apiVe
 export async function installTekton(
   cluster: { kubeConfig: KubeConfig },
   images: NodeImages,
-  opts: { log?: (line: string) => void } = {},
+  opts: {
+    log?: (line: string) => void;
+    /** URL prefix → where git clones it from instead, for the git resolver. */
+    gitMirrors?: Record<string, string>;
+  } = {},
 ): Promise<InstalledTekton> {
   const log = opts.log ?? (() => undefined);
   const kc = cluster.kubeConfig;
   const started = Date.now();
-  const manifests = await tektonManifests(images);
+  const mirrors = opts.gitMirrors ?? {};
+  const manifests = (await tektonManifests(images)).map((o) =>
+    Object.keys(mirrors).length ? withGitMirrors(o, mirrors) : o,
+  );
   log(`applying Tekton's ${manifests.length} manifests (server-side apply)`);
   const client = KubernetesObjectApi.makeApiClient(kc);
   for (const obj of manifests)

@@ -214,6 +214,14 @@ export const policySpecSchema = {
       enum: ["secret", "deny-policy"],
       default: "secret",
     },
+    issuer: {
+      type: "string",
+      description:
+        "Which issuer the selected namespaces' tokens must come from. external: the organisation's OpenID provider " +
+        "(the controller's issuer-mode external); self: the controller's own issuer. Unset: whichever the controller uses. " +
+        "A run on a controller in the other mode fails with reason IssuerModeNotAllowed.",
+      enum: ["self", "external"],
+    },
     subjectTemplate: {
       type: "string",
       description:

@@ -41,6 +41,8 @@ export interface PolicyGrant {
   /** Name of the ScopedStepPolicy that allowed the request. */
   policy: string;
   revocation: Revocation;
+  /** The issuer the policy requires its runs' tokens from; undefined: either. */
+  issuer?: NonNullable<PolicySpec["issuer"]>;
   subjectTemplate: string;
   allowTenantSuppliedSubjectFacts: boolean;
   audience: string;
@@ -295,6 +297,7 @@ function grant(policy: ScopedStepPolicy, trait: TraitProperties): PolicyGrant {
     allowed: true,
     policy: policy.metadata.name,
     revocation: spec.revocation,
+    ...(spec.issuer ? { issuer: spec.issuer } : {}),
     subjectTemplate: spec.subjectTemplate || defaultSubjectTemplate,
     allowTenantSuppliedSubjectFacts: spec.allowTenantSuppliedSubjectFacts,
     audience: trait.audience,

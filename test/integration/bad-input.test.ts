@@ -1,5 +1,8 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
 import type { CustomRunSpec, Param } from "../../tasks/scoped-step/types.ts";
 import { CreateKeyCommand, DisableKeyCommand } from "@aws-sdk/client-kms";
 import { startController } from "../support/controller.ts";
@@ -397,6 +400,13 @@ const cases: Case[] = [
   },
   ...workspaceCases(),
   {
+    name: "issuer-mode-required",
+    spec: { params: withIdentity("external-only") },
+    reason: "IssuerModeNotAllowed",
+    message:
+      /policy .*-a-external requires tokens from the organisation's identity provider \(spec.issuer: external\), but this controller runs with issuer-mode self: the platform operator must set issuer-mode external/,
+  },
+  {
     name: "unknown-context",
     spec: {
       params: [
@@ -481,6 +491,10 @@ test("a corpus of bad inputs each fail with a specific reason and an actionable 
     "transitive",
     trait({ aws: { roleArn, sessionTags: { team: "payments" }, transitiveTagKeys: ["team"] } }),
   );
+  // Sorted before allow-all, so it decides for the one role it allows: only through the IdP.
+  const externalRole = "arn:aws:iam::111122223333:role/external-only";
+  await w.createPolicy("a-external", { issuer: "external", aws: { allowedRoleArns: [externalRole] } });
+  await w.createApplication("external-only", trait({ aws: { roleArn: externalRole } }));
   await w.createApplication("raw-gcp", trait({ delivery: "token-only", audience: "gcp" }));
   await w.createApplication("raw-sts", trait({ delivery: "token-only" }));
   await w.createApplication(
@@ -588,5 +602,122 @@ test("each KMS key store misconfiguration stops the controller at start with a m
     assert.equal(await controller.exited, 2, `${c.name}: ${controller.output()}`);
     assert.match(controller.output(), c.message, c.name);
     assert.doesNotMatch(controller.output(), /became leader/, `${c.name}: stopped before taking any work`);
+  }
+});
+
+test("a bad external issuer setting stops the controller at start with a message naming the setting and the field", async () => {
+  const w = await startWorld({ controller: false, kubelet: false, policy: false });
+  const dir = mkdtempSync(path.join(tmpdir(), "external-issuer-"));
+  const secret = path.join(dir, "client-secret");
+  writeFileSync(secret, "s3cr3t-value\n");
+  const idp = {
+    issuer: "https://idp.example.com/oauth2/default",
+    clientId: "scoped-step",
+    clientSecretFile: secret,
+  };
+  const cases: [string, string[], RegExp][] = [
+    [
+      "mode without settings",
+      [],
+      /--external-issuer \(SCOPED_STEP_EXTERNAL_ISSUER\) is required with --issuer-mode=external/,
+    ],
+    ["not a map", ["--external-issuer=just a string"], /--external-issuer .*: not a YAML map/],
+    ["not YAML", ["--external-issuer={issuer: [}"], /--external-issuer .*: not valid YAML/],
+    [
+      "no client",
+      [`--external-issuer=${JSON.stringify({ ...idp, clientId: undefined })}`],
+      /: clientId is required/,
+    ],
+    [
+      "plain http",
+      [`--external-issuer=${JSON.stringify({ ...idp, issuer: "http://idp.example.com" })}`],
+      /: issuer must be an https URL/,
+    ],
+    [
+      "no secret file",
+      [`--external-issuer=${JSON.stringify({ ...idp, clientSecretFile: `${dir}/nope` })}`],
+      /: clientSecretFile \(for clientAuth client_secret_basic\): no file at/,
+    ],
+    [
+      "no private key",
+      [
+        `--external-issuer=${JSON.stringify({ ...idp, clientSecretFile: undefined, clientAuth: "private_key_jwt" })}`,
+      ],
+      /: privateKeyFile \(for clientAuth private_key_jwt\) is required/,
+    ],
+    [
+      "unknown auth",
+      [`--external-issuer=${JSON.stringify({ ...idp, clientAuth: "tls_client_auth" })}`],
+      /: clientAuth must be one of client_secret_basic, client_secret_post, private_key_jwt/,
+    ],
+    [
+      "unknown grant",
+      [`--external-issuer=${JSON.stringify({ ...idp, grant: "password" })}`],
+      /: grant must be one of token-exchange, client-credentials/,
+    ],
+    [
+      "token type",
+      [`--external-issuer=${JSON.stringify({ ...idp, requestedTokenType: "saml2" })}`],
+      /: requestedTokenType must be one of/,
+    ],
+    [
+      "type without exchange",
+      [
+        `--external-issuer=${JSON.stringify({ ...idp, grant: "client-credentials", requestedTokenType: "urn:ietf:params:oauth:token-type:jwt" })}`,
+      ],
+      /: requestedTokenType is for grant token-exchange only/,
+    ],
+    [
+      "tenant-chosen fact",
+      [`--external-issuer=${JSON.stringify({ ...idp, expect: { sub: "{subject}", run: "{pipelineRun}" } })}`],
+      /: expect.run uses unknown placeholder \{pipelineRun\}/,
+    ],
+    [
+      "audience by mapping",
+      [`--external-issuer=${JSON.stringify({ ...idp, expect: { sub: "{subject}", aud: "x" } })}`],
+      /: expect.aud: aud is always checked/,
+    ],
+    [
+      "no subject check",
+      [`--external-issuer=${JSON.stringify({ ...idp, expect: { namespace: "{namespace}" } })}`],
+      /: expect must check at least one claim against \{subject\}/,
+    ],
+    [
+      "reserved parameter",
+      [`--external-issuer=${JSON.stringify({ ...idp, parameters: { subject_token: "{subject}" } })}`],
+      /: parameters.subject_token is set by the controller itself/,
+    ],
+    [
+      "unknown field",
+      [`--external-issuer=${JSON.stringify({ ...idp, clientSecret: "inline" })}`],
+      /: unknown field clientSecret/,
+    ],
+    [
+      "settings without the mode",
+      [`--external-issuer=${JSON.stringify(idp)}`, "--issuer-mode=self"],
+      /--external-issuer .* is set but --issuer-mode .* is not external/,
+    ],
+  ];
+  const outcomes = await Promise.all(
+    cases.map(async ([name, flags]) => {
+      const c = startController({
+        kubeconfig: w.cluster.kubeconfig,
+        namespace: w.controllerNs,
+        watchNamespaces: [w.ns],
+        flags: [
+          "--credentials=aws",
+          "--issuer-url=https://oidc.example.com",
+          "--issuer-mode=external",
+          ...flags,
+        ],
+      });
+      return { name, code: await c.exited, output: c.output() };
+    }),
+  );
+  for (const [i, [name, , message]] of cases.entries()) {
+    const outcome = outcomes[i];
+    assert.equal(outcome?.code, 2, `${name}: ${outcome?.output ?? ""}`);
+    assert.match(outcome?.output ?? "", message, name);
+    assert.ok(!outcome?.output.includes("s3cr3t-value"), `${name}: the client secret was printed`);
   }
 });

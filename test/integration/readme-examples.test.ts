@@ -1,24 +1,27 @@
 // The README's YAML examples, as written, run on the cluster with a real node and Tekton's own
 // controller and admission webhook: the trait's Application and the policy are the ones the
 // pipelines run under, the "three ways" are the tasks of one pipeline, the clone/build → publish
-// pipeline runs with a claim made from a template, and the pod template places a step. What the
-// test adds is only what the README says is around them (a namespace, a role in the AWS peer, the
-// workspace binding) and what startExamplesWorld gives every example: local images under the
-// references the examples name (no registry is reachable), and the AWS peer as every step's
-// AWS_ENDPOINT_URL (--step-aws-endpoint). Examples that are not objects (the revoker-roles
+// pipeline runs with a claim made from a template, the pod template places a step, and the
+// resolver example takes the wrapped step from git. What the test adds is only what the README
+// says is around them (a namespace, a role in the AWS peer, the workspace binding, the build before
+// a publish) and what startExamplesWorld gives every example: local images under the references the
+// examples name (no registry is reachable), the AWS peer as every step's AWS_ENDPOINT_URL
+// (--step-aws-endpoint), and github.com/example served by a local git daemon (realTekton). Examples that are not objects (the revoker-roles
 // ConfigMap line) are loaded as the controller loads them.
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
 import { IAMClient, PutRolePolicyCommand } from "@aws-sdk/client-iam";
 import { parse } from "yaml";
 import { loadConfig } from "../../controller/config.ts";
 import { parseTektonDefaults } from "../../controller/tekton-defaults.ts";
 import { withDefaultPodTemplate } from "../../tasks/scoped-step/default-pod-template.ts";
-import { resolverRef, scopedStepFrom } from "../../tasks/scoped-step/remote.ts";
-import { stepFromDefinition } from "../../tasks/scoped-step/step.ts";
 import type { CustomRun } from "../../tasks/scoped-step/types.ts";
 import { readDocs, yamlBlocks } from "../support/catalog.ts";
 import { realCluster } from "../support/cluster.ts";
+import { examplesGitPort, gitDaemon } from "../support/git.ts";
 import { createRaw, statusMessage, type ApiObject } from "../support/raw-api.ts";
 import {
   assertNoSecretWritten,
@@ -50,6 +53,7 @@ const examples = {
   tektonDefaults: block("Using it in a pipeline", "default-pod-template:"),
   resolverRef: block("Using it in a pipeline", "resolver: git"),
   wrappedStep: block("Using it in a pipeline", "kind: CustomRun"),
+  externalIssuer: block("External issuer mode", "issuer-mode: external"),
 };
 
 // The README's policy and Application decide, in place of the world's own.
@@ -124,6 +128,22 @@ async function runPipeline(w: TektonWorld, name: string, pipelineSpec: unknown, 
   }
 }
 
+/** A Tekton task named build that writes `line` into dist/`file` of the workspace `shared`. */
+const buildTask = (file: string, line: string) => ({
+  name: "build",
+  workspaces: [{ name: "out", workspace: "shared" }],
+  taskSpec: {
+    workspaces: [{ name: "out" }],
+    steps: [
+      {
+        name: "build",
+        image: "busybox:1.37",
+        script: `mkdir -p $(workspaces.out.path)/dist && echo ${line} > $(workspaces.out.path)/dist/${file}`,
+      },
+    ],
+  },
+});
+
 const byTask = (runs: CustomRun[]) =>
   Object.fromEntries(runs.map((r) => [r.metadata.labels?.["tekton.dev/pipelineTask"] ?? "", r]));
 
@@ -135,20 +155,7 @@ test("README: the three ways to give a task its step run in one pipeline, under 
     ["publish", "whoami", "notes"],
   );
   // "The pipeline binds a workspace shared for the first": something must have put dist/ there.
-  const build = {
-    name: "build",
-    workspaces: [{ name: "out", workspace: "shared" }],
-    taskSpec: {
-      workspaces: [{ name: "out" }],
-      steps: [
-        {
-          name: "build",
-          image: "busybox:1.37",
-          script: "mkdir -p $(workspaces.out.path)/dist && echo 1.4.2 > $(workspaces.out.path)/dist/VERSION",
-        },
-      ],
-    },
-  };
+  const build = buildTask("VERSION", "1.4.2");
   const [publish, ...rest] = tasks;
   const { pr, runs } = await runPipeline(
     w,
@@ -216,9 +223,38 @@ test("README: the revoker roles line is a setting the controller loads", () => {
   ]);
 });
 
-// Loaded as the controller loads them, not run: the resolver example's repository is not
-// reachable here (tekton-resolvers.test.ts runs a wrapped step from Tekton's git resolver end to
-// end), and the ConfigMap would change the shared Tekton's defaults for every other test.
+test("README: the external issuer example is a setting the controller loads, with the defaults it shows", () => {
+  // The secret file is where the README's Deployment would mount it; here, a file of the test's.
+  const secretFile = path.join(mkdtempSync(path.join(tmpdir(), "readme-idp-")), "client-secret");
+  writeFileSync(secretFile, "client-secret-value");
+  const text = examples.externalIssuer.replace("/var/run/secrets/scoped-step-idp/client-secret", secretFile);
+  const data = parse(text) as Record<string, string>;
+  const config = loadConfig(["--issuer-url=https://oidc.example.com/scoped-step"], {}, data);
+  assert.equal(config.issuerMode, "external");
+  assert.deepEqual(config.externalIssuer?.expect, {
+    sub: "{subject}",
+    "https://aws.amazon.com/source_identity": "{sourceIdentity}",
+  });
+  assert.deepEqual(config.externalIssuer?.parameters, { audience: "{audience}" });
+  assert.equal(config.externalIssuer?.clientAuth, "client_secret_basic");
+  const defaults = loadConfig(
+    [],
+    {},
+    {
+      ...data,
+      "issuer-url": "https://oidc.example.com/scoped-step",
+      "external-issuer": `{issuer: "${config.externalIssuer?.issuer ?? ""}", clientId: x, clientSecretFile: "${secretFile}"}`,
+    },
+  );
+  assert.deepEqual(
+    { ...defaults.externalIssuer, clientId: config.externalIssuer?.clientId },
+    config.externalIssuer,
+    "the example shows the defaults",
+  );
+});
+
+// Loaded as the controller loads it, not applied: the ConfigMap would change the shared Tekton's
+// defaults for every other test running beside this one.
 test("README: Tekton's config-defaults example merges under a step's pod template as the README says", () => {
   const cm = parse(examples.tektonDefaults) as {
     metadata: { name: string; namespace: string };
@@ -234,26 +270,22 @@ test("README: Tekton's config-defaults example merges under a step's pod templat
   });
 });
 
-test("README: the resolver example asks git for the wrapped ScopedStep example, which is a valid step", () => {
-  const [task] = parse(examples.resolverRef) as {
-    taskRef: NonNullable<CustomRun["spec"]["customRef"]>;
-    params: { name: string; value: string }[];
-  }[];
-  assert.ok(task);
-  const run = {
-    apiVersion: "tekton.dev/v1beta1",
-    kind: "CustomRun",
-    metadata: { name: "publish", namespace: "team-payments", uid: "u" },
-    spec: { customRef: task.taskRef, params: task.params },
-  } as CustomRun;
-  const ref = resolverRef(run);
-  assert.equal(ref?.resolver, "git");
-  assert.equal(ref.params.find((p) => p.name === "pathInRepo")?.value, "steps/s3-upload.yaml");
-  const got = scopedStepFrom(Buffer.from(examples.wrappedStep).toString("base64"), "resolver git");
-  assert.equal(got.name, "s3-upload");
-  const step = stepFromDefinition(got.spec, task.params, "ScopedStep s3-upload from resolver git");
-  assert.match(step.spec.script ?? "", /s3:\/\/payments-artifacts\//);
-  assert.deepEqual([step.spec.application, step.spec.component], ["payments", "api"]);
+test("README: the resolver example takes the wrapped ScopedStep example from git and runs it", async () => {
+  const w = await world;
+  // The README's repository, served where the cluster's git resolver clones github.com/example from.
+  await gitDaemon(c.nodeIp, { "steps/s3-upload.yaml": examples.wrappedStep }, examplesGitPort);
+  const [publish] = parse(examples.resolverRef) as { name: string; taskRef: { resolver?: string } }[];
+  assert.equal(publish?.taskRef.resolver, "git");
+  // It runs after a build that leaves dist/ in the shared workspace, as the README's pipelines do.
+  const build = buildTask("ORIGIN", "from git");
+  const { runs } = await runPipeline(
+    w,
+    "from-git",
+    { workspaces: [{ name: "shared" }], tasks: [build, publish] },
+    "shared",
+  );
+  assert.equal(runs[0]?.spec.customRef?.resolver, "git", "Tekton passes the resolver on");
+  assert.equal(w.peer.getObject("payments-artifacts", "releases/from-git/ORIGIN")?.toString(), "from git\n");
 });
 
 test("README: every yaml example is one of those above", () => {

@@ -2,27 +2,21 @@
 // the real node, under tini, with git): a PipelineRun on Tekton's controller makes a CustomRun
 // whose customRef names a resolver, the controller asks through a ResolutionRequest, the resolver
 // answers, and the step runs with minted credentials that are revoked after it. The git resolver
-// clones from a bare repository that `git daemon` serves on the node's address.
-import { after, test } from "node:test";
+// clones from a bare repository that `git daemon` serves on the node's address (test/support/git.ts).
+import { test } from "node:test";
 import assert from "node:assert/strict";
-import { execFile, spawn } from "node:child_process";
-import { mkdir, mkdtemp, writeFile } from "node:fs/promises";
-import net from "node:net";
-import os from "node:os";
-import path from "node:path";
-import { promisify } from "node:util";
 import { CustomObjectsApi } from "@kubernetes/client-node";
 import { credentialSecretName } from "../../tasks/scoped-step/pod.ts";
 import type { ResolutionRequest } from "../../tasks/scoped-step/remote.ts";
 import type { CustomRun } from "../../tasks/scoped-step/types.ts";
 import { realCluster, testNamespace } from "../support/cluster.ts";
+import { gitDaemon } from "../support/git.ts";
 import { account, sigv4 } from "../support/identity-world.ts";
 import { pipelineCondition, startTektonWorld, type TektonWorld } from "../support/tekton.ts";
 import { tenantConfig } from "../support/tenant.ts";
 import { eventually } from "../support/wait.ts";
 import { condition, resultsOf } from "../support/world.ts";
 
-const run = promisify(execFile);
 const scopedStep = { apiVersion: "scopedstep.dev/v1alpha1", kind: "ScopedStep" } as const;
 const deployRole = `arn:aws:iam::${account}:role/payments-deployer`;
 
@@ -54,40 +48,6 @@ const wrappedWhoami = [
   ...whoami.split("\n").map((l) => (l ? `    ${l}` : l)),
 ].join("\n");
 
-/** A bare repository holding steps/whoami.yaml, served read-only by git daemon on `host`. */
-async function gitServer(host: string): Promise<string> {
-  const dir = await mkdtemp(path.join(os.tmpdir(), "scoped-step-git-"));
-  const work = path.join(dir, "work");
-  await mkdir(path.join(work, "steps"), { recursive: true });
-  await writeFile(path.join(work, "steps", "whoami.yaml"), wrappedWhoami);
-  await writeFile(path.join(work, "steps", "bare.yaml"), whoami);
-  const git = (cwd: string, ...args: string[]) =>
-    run("git", ["-c", "user.name=catalog", "-c", "user.email=catalog@example.com", ...args], { cwd });
-  await git(work, "init", "-q", "-b", "main");
-  await git(work, "add", ".");
-  await git(work, "commit", "-q", "-m", "whoami step");
-  await git(dir, "clone", "-q", "--bare", work, path.join(dir, "catalog.git"));
-  const port = await new Promise<number>((resolve, reject) => {
-    const s = net.createServer().listen(0, host, () => {
-      const a = s.address();
-      s.close(() => (typeof a === "object" && a ? resolve(a.port) : reject(new Error("no port"))));
-    });
-  });
-  // prettier-ignore
-  const daemon = spawn("git", ["daemon", "--reuseaddr", "--export-all", `--base-path=${dir}`,
-    `--listen=${host}`, `--port=${port}`, dir], { stdio: "ignore" });
-  after(() => daemon.kill());
-  await eventually(
-    `git daemon on ${host}:${port}`,
-    () =>
-      new Promise<true | undefined>((resolve) => {
-        const c = net.connect(port, host, () => (c.end(), resolve(true)));
-        c.on("error", () => resolve(undefined));
-      }),
-  );
-  return `git://${host}:${port}/catalog.git`;
-}
-
 const cluster = await realCluster();
 const world: Promise<{ w: TektonWorld; url: string }> = startTektonWorld(
   {
@@ -105,7 +65,8 @@ const world: Promise<{ w: TektonWorld; url: string }> = startTektonWorld(
       ],
     },
   ]);
-  return { w, url: await gitServer(cluster.nodeIp) };
+  const files = { "steps/whoami.yaml": wrappedWhoami, "steps/bare.yaml": whoami };
+  return { w, url: await gitDaemon(cluster.nodeIp, files) };
 });
 
 const customRunOf = async (w: TektonWorld, pipelineRun: string): Promise<CustomRun> => {

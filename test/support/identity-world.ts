@@ -8,6 +8,7 @@ import {
   createTrustingRole,
   registerIssuer,
   registerIssuerUrl,
+  unregisteredIssuer,
   type TrustedIssuer,
 } from "./aws/trust.ts";
 import type { Param } from "../../tasks/scoped-step/types.ts";
@@ -19,8 +20,9 @@ export const deployRole = `arn:aws:iam::${account}:role/payments-deployer`;
 
 export interface IdentityWorld extends World {
   peer: AwsPeer;
-  /** The controller's issuer as the AWS peer knows it, for more roles that trust it. */
+  /** The issuer the AWS peer trusts (the controller's unless `awsTrusts`), for more roles that trust it. */
   trusted: TrustedIssuer;
+  /** The controller's own issuer. */
   issuer: string;
   providerHost: string;
   controllerFlags: string[];
@@ -89,6 +91,11 @@ export async function startIdentityWorld(
     issuer?: string;
     /** false: no controller process; one runs elsewhere with `controllerFlags` as its settings. */
     controller?: boolean;
+    /**
+     * The issuer AWS trusts instead of the controller's, e.g. the organisation's IdP in external
+     * issuer mode. The controller still serves its own issuer on a loopback port, which AWS ignores.
+     */
+    awsTrusts?: string;
   } = {},
 ): Promise<IdentityWorld> {
   const base = await startWorld({
@@ -98,8 +105,14 @@ export async function startIdentityWorld(
   });
   const peer = await startAwsPeer({ accountId: account, host: opts.peerHost });
   peers.add(peer);
-  const trusted = opts.issuer ? registerIssuerUrl(peer, opts.issuer) : await registerIssuer(peer);
-  const { issuer, host: providerHost } = trusted;
+  const trusted = opts.awsTrusts
+    ? registerIssuerUrl(peer, opts.awsTrusts)
+    : opts.issuer
+      ? registerIssuerUrl(peer, opts.issuer)
+      : await registerIssuer(peer);
+  const own = opts.awsTrusts ? await unregisteredIssuer() : trusted;
+  const { host: providerHost } = trusted;
+  const { issuer } = own;
   createTrustingRole(peer, trusted, {
     arn: deployRole,
     maxSessionDuration: 3600,
@@ -121,7 +134,7 @@ export async function startIdentityWorld(
   peer.putObject("private", "keys.txt", "not for this step");
   await base.createPolicy("identity", policy);
 
-  const settings = controllerAwsSettings(peer, trusted);
+  const settings = controllerAwsSettings(peer, own);
   // On a real node, step pods are prepared from the node's build of Tekton's entrypoint image.
   const node: Partial<NodeTestCluster> = base.cluster;
   const controllerFlags = [

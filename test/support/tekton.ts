@@ -13,6 +13,7 @@ import type { NodeImages } from "../../hack/cluster/images.ts";
 import { installTekton, type InstalledTekton } from "../../hack/cluster/tekton-install.ts";
 import { buildTool } from "../../hack/cluster/upstream.ts";
 import type { Condition, CustomRun } from "../../tasks/scoped-step/types.ts";
+import { examplesGitMirror } from "./git.ts";
 import { realCluster } from "./cluster.ts";
 import { published, startIdentityWorld, type IdentityWorld } from "./identity-world.ts";
 import { eventually } from "./wait.ts";
@@ -130,9 +131,15 @@ const mergePatch = setHeaderOptions("Content-Type", PatchStrategy.MergePatch);
 
 let installed: Promise<InstalledTekton> | undefined;
 
-/** Tekton installed on the real cluster (`realCluster()`), once per test process; the install is idempotent. */
+/**
+ * Tekton installed on the real cluster (`realCluster()`), once per test process; the install is
+ * idempotent. Its git resolver clones `https://github.com/example/` from the node's address
+ * (examplesGitMirror), so examples naming that host run as written.
+ */
 export function realTekton(): Promise<InstalledTekton> {
-  installed ??= realCluster().then((c) => installTekton({ kubeConfig: c.kc }, c.images));
+  installed ??= realCluster().then((c) =>
+    installTekton({ kubeConfig: c.kc }, c.images, { gitMirrors: examplesGitMirror(c.nodeIp) }),
+  );
   return installed;
 }
 
@@ -145,7 +152,13 @@ export function realTekton(): Promise<InstalledTekton> {
  */
 export async function startTektonWorld(
   policy: Record<string, unknown>,
-  opts: { realNode?: boolean; issuer?: string; controller?: boolean; stepAwsEndpoint?: boolean } = {},
+  opts: {
+    realNode?: boolean;
+    issuer?: string;
+    controller?: boolean;
+    stepAwsEndpoint?: boolean;
+    awsTrusts?: string;
+  } = {},
 ): Promise<TektonWorld> {
   const node = opts.realNode ? await realCluster() : undefined;
   const base = await startIdentityWorld(policy, {
@@ -153,6 +166,7 @@ export async function startTektonWorld(
     ...(opts.issuer ? { issuer: opts.issuer } : {}),
     ...(opts.controller === false ? { controller: false } : {}),
     ...(opts.stepAwsEndpoint ? { stepAwsEndpoint: true } : {}),
+    ...(opts.awsTrusts ? { awsTrusts: opts.awsTrusts } : {}),
   });
   const { objects, kubeconfig, kc } = base.cluster;
   const ns = base.ns;

@@ -93,11 +93,13 @@ describe("evaluatePolicy", () => {
     });
     const custom = teamA("custom", {
       revocation: "deny-policy",
+      issuer: "external",
       subjectTemplate: "ci:{namespace}:{customRun}",
       allowTenantSuppliedSubjectFacts: true,
     });
     const g = granted(decide([custom], trait({ aws: { roleArn: deployer } })));
     assert.equal(g.revocation, "deny-policy");
+    assert.equal(g.issuer, "external");
     assert.equal(g.subjectTemplate, "ci:{namespace}:{customRun}");
     assert.equal(g.allowTenantSuppliedSubjectFacts, true);
   });

@@ -19,6 +19,13 @@ export async function registerIssuer(peer: AwsPeer, audience = "sts.amazonaws.co
   return registerIssuerUrl(peer, `http://127.0.0.1:${port}`, audience);
 }
 
+/** A loopback issuer URL on a free port that AWS does not trust: no provider is registered for it. */
+export async function unregisteredIssuer(): Promise<TrustedIssuer> {
+  const [port] = (await freePorts(1)) as [number];
+  const issuer = `http://127.0.0.1:${port}`;
+  return { port, issuer, host: new URL(issuer).host, provider: "" };
+}
+
 /** An issuer served elsewhere, e.g. by the controller's Service: `http://<host>:<port>`. */
 export function registerIssuerUrl(
   peer: AwsPeer,
