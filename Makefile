@@ -17,7 +17,7 @@ node_modules/.installed: package.json package-lock.json
 
 ## tools: install the node's Debian packages; build (or take from the cache) etcd, the Kubernetes
 ## commands, containerd, the programs of the node's images (Tekton's among them), vela-cue
-## (KubeVela's CUE rendering) and KubeVela's controller; unpack Prometheus and promtool; build helm,
+## (KubeVela's CUE rendering), KubeVela's controller and local-kms (an AWS KMS server); unpack Prometheus and promtool; build helm,
 ## which renders and lints the chart; download the modules whose CRDs the clusters install
 tools:
 	hack/cluster/ensure-packages.sh
@@ -30,6 +30,7 @@ tools:
 	hack/build-tool.sh helm >/dev/null
 	hack/build-tool.sh vela-cue >/dev/null
 	hack/build-tool.sh vela-core >/dev/null
+	hack/build-tool.sh local-kms >/dev/null
 	hack/prometheus.sh >/dev/null
 	$(NODE) hack/cluster/upstream.ts download >/dev/null
 

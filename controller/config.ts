@@ -30,6 +30,10 @@ export interface Config {
   allowInsecureIssuer: boolean;
   signingAlgorithm: "ES256" | "RS256";
   signingKeySecret: string;
+  signingKeyStore: "secret" | "kms";
+  kmsKeyId: string;
+  kmsRegion: string;
+  kmsEndpoint: string;
   keyRotationSeconds: number;
   subjectTemplate: string;
   issuerMode: "self" | "external";
@@ -187,7 +191,31 @@ export const options: Record<keyof Config, Option> = {
     flag: "signing-key-secret",
     env: "SCOPED_STEP_SIGNING_KEY_SECRET",
     default: "scoped-step-signing-keys",
-    doc: "Secret in the controller namespace holding the signing keys.",
+    doc: "Secret in the controller namespace holding the signing keys; with signing-key-store kms, the ConfigMap of that name holds the public key set (no private key).",
+  },
+  signingKeyStore: {
+    flag: "signing-key-store",
+    env: "SCOPED_STEP_SIGNING_KEY_STORE",
+    default: "secret",
+    doc: "secret: the controller generates and rotates its signing keys in a Secret; kms: the keys stay in AWS KMS (see kms-key-id), and the key's spec gives the algorithm.",
+  },
+  kmsKeyId: {
+    flag: "kms-key-id",
+    env: "SCOPED_STEP_KMS_KEY_ID",
+    default: "",
+    doc: "With signing-key-store kms: the signing key, as alias/NAME, an alias ARN or a key ARN. Rotate by pointing the alias at a new key: it is published first and signs after an hour.",
+  },
+  kmsRegion: {
+    flag: "kms-region",
+    env: "SCOPED_STEP_KMS_REGION",
+    default: "",
+    doc: "Region of the KMS key; the key ARN's region, else aws-region, when empty.",
+  },
+  kmsEndpoint: {
+    flag: "kms-endpoint",
+    env: "SCOPED_STEP_KMS_ENDPOINT",
+    default: "",
+    doc: "KMS endpoint URL (VPC endpoints, tests); the regional endpoint when empty.",
   },
   keyRotationSeconds: {
     flag: "key-rotation-seconds",
@@ -358,6 +386,10 @@ export function loadConfig(
       oneOf(name("allowInsecureIssuer"), raw("allowInsecureIssuer"), ["true", "false"] as const) === "true",
     signingAlgorithm: oneOf(name("signingAlgorithm"), raw("signingAlgorithm"), ["ES256", "RS256"] as const),
     signingKeySecret: raw("signingKeySecret"),
+    signingKeyStore: oneOf(name("signingKeyStore"), raw("signingKeyStore"), ["secret", "kms"] as const),
+    kmsKeyId: raw("kmsKeyId").trim(),
+    kmsRegion: raw("kmsRegion").trim(),
+    kmsEndpoint: raw("kmsEndpoint").trim(),
     keyRotationSeconds: integer(name("keyRotationSeconds"), raw("keyRotationSeconds"), 3600, 365 * 86_400),
     subjectTemplate: raw("subjectTemplate"),
     issuerMode: oneOf(name("issuerMode"), raw("issuerMode"), ["self", "external"] as const),
@@ -409,9 +441,51 @@ export function loadConfig(
       `${name("stepAwsEndpoint")} must be an http(s) URL without query or fragment, got "${config.stepAwsEndpoint}"`,
     );
   }
+  checkKms(config, name);
   for (const k of ["namespace", "tektonNamespace"] as const) {
     if (!/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(config[k]))
       throw new ConfigError(`${name(k)} must be a namespace name, got "${config[k]}"`);
   }
   return config;
+}
+
+/** A KMS key id as KMS takes it: alias/NAME, a key id, or a key or alias ARN. */
+const kmsKeyIdPattern =
+  /^(alias\/[a-zA-Z0-9/_-]{1,250}|[0-9a-f-]{36}|mrk-[0-9a-f]{32}|arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:(key\/[0-9a-zA-Z-]+|alias\/[a-zA-Z0-9/_-]+))$/;
+
+function checkKms(config: Config, name: (k: keyof Config) => string): void {
+  const kms = config.signingKeyStore === "kms";
+  if (!kms) {
+    for (const k of ["kmsKeyId", "kmsRegion", "kmsEndpoint"] as const) {
+      if (config[k]) throw new ConfigError(`${name(k)} is set, but ${name("signingKeyStore")} is not kms`);
+    }
+    return;
+  }
+  if (!config.kmsKeyId) {
+    throw new ConfigError(
+      `${name("kmsKeyId")} is required with --signing-key-store=kms: name the signing key, e.g. alias/scoped-step-signing`,
+    );
+  }
+  if (!kmsKeyIdPattern.test(config.kmsKeyId) || config.kmsKeyId.startsWith("alias/aws/")) {
+    throw new ConfigError(
+      `${name("kmsKeyId")} must be alias/NAME, a key id, or a key or alias ARN of a customer managed key, got "${config.kmsKeyId}"`,
+    );
+  }
+  if (config.kmsEndpoint && !/^https?:\/\/[^\s/?#]+\/?$/.test(config.kmsEndpoint)) {
+    throw new ConfigError(
+      `${name("kmsEndpoint")} must be an http(s) URL without path or query, got "${config.kmsEndpoint}"`,
+    );
+  }
+  if (config.kmsRegion && !/^[a-z]{2}(-[a-z]+)+-\d$/.test(config.kmsRegion)) {
+    throw new ConfigError(
+      `${name("kmsRegion")} must be an AWS region such as eu-west-1, got "${config.kmsRegion}"`,
+    );
+  }
+}
+
+/** The KMS key's region: the setting, else the ARN's, else aws-region. */
+export function kmsRegionOf(config: Pick<Config, "kmsRegion" | "kmsKeyId" | "awsRegion">): string {
+  return (
+    config.kmsRegion || /^arn:aws[a-z-]*:kms:([a-z0-9-]+):/.exec(config.kmsKeyId)?.[1] || config.awsRegion
+  );
 }

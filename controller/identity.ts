@@ -15,7 +15,7 @@ import { RunFailure } from "../tasks/scoped-step/failure.ts";
 import { requireGrant } from "../tasks/scoped-step/policy.ts";
 import type { PolicyPort } from "../tasks/scoped-step/ports.ts";
 import { describeRef, type ResolvedTrait } from "../tasks/scoped-step/trait.ts";
-import type { Config } from "./config.ts";
+import { kmsRegionOf, type Config } from "./config.ts";
 import { externalSigner } from "./idp/external.ts";
 import { createIssuer, type Issuer } from "./issuer/index.ts";
 import { resourcePath, type Kube } from "./kube-client.ts";
@@ -126,6 +126,15 @@ export async function buildIdentity(
     secretName: config.signingKeySecret,
     issuerUrl: config.issuerUrl,
     algorithm: config.signingAlgorithm,
+    ...(config.signingKeyStore === "kms"
+      ? {
+          kms: {
+            keyId: config.kmsKeyId,
+            region: kmsRegionOf(config),
+            endpoint: config.kmsEndpoint || undefined,
+          },
+        }
+      : {}),
     rotationIntervalSeconds: config.keyRotationSeconds,
     subjectTemplate: config.subjectTemplate,
     allowInsecureIssuer: config.allowInsecureIssuer,

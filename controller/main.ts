@@ -15,6 +15,7 @@ import { Metrics } from "./metrics.ts";
 import { kubeEvents } from "./events.ts";
 import { startHttpServer } from "./http.ts";
 import { buildIdentity } from "./identity.ts";
+import { KmsKeyError } from "./issuer/index.ts";
 import { customRunType, kubeClusterPort, podType } from "./kube.ts";
 import { apiErrorMessage, describeRequest, loadKube } from "./kube-client.ts";
 import { kubeLedger } from "./ledger.ts";
@@ -98,8 +99,10 @@ const identity = await buildIdentity(kube, config, log, {
   onStsCall: (s, o) => metrics.stsCall(s, o),
   onIdpCall: (s, o) => metrics.idpCall(s, o),
   onRevocationFallback: (cause) => metrics.revocationFellBack(cause),
-}).catch((err: unknown) => {
+}).catch(async (err: unknown) => {
   log.fatal({ err }, "could not set up the identity side (issuer, credentials, policy)");
+  // A signing key KMS refuses is the operator's to fix: say so next to the CrashLoopBackOff.
+  if (err instanceof KmsKeyError) await podEvent(kube, config.namespace, err.reason, err.message);
   process.exit(2);
 });
 
@@ -208,6 +211,9 @@ maintenance.unref();
 const server = await startHttpServer(config.httpHost, config.httpPort, {
   ready: () => {
     if (!identity.policies.synced) return { ok: false, why: "policies not synced" };
+    // Never sign with anything but the configured key: until it answers, take no traffic.
+    if (identity.issuer && !identity.issuer.ready)
+      return { ok: false, why: `signing key unavailable: ${identity.issuer.notReadyReason ?? "starting"}` };
     if (engine.isLeader() && !engine.synced()) return { ok: false, why: "informers not synced" };
     return { ok: true, why: "" };
   },

@@ -7,11 +7,12 @@
 # `containerd` holds containerd, ctr and containerd-shim-runc-v2; `tekton-images` and
 # `node-images` hold the static programs the local node's images are made of. `helm` renders and
 # lints the chart under catalog/helm. `vela-cue` renders a KubeVela component and its traits as
-# vela-core does (hack/vela-cue/main.go); `vela-core` is KubeVela's controller itself.
+# vela-core does (hack/vela-cue/main.go); `vela-core` is KubeVela's controller itself. `local-kms`
+# is an AWS KMS server the issuer's KMS key store is tested against.
 #
 # `kube-apiserver` alone, from the same module, is what the control plane of every test run uses.
 #
-#   hack/build-tool.sh kube-apiserver|kubernetes|etcd|tekton-controller|containerd|tekton-images|node-images|helm|vela-cue|vela-core
+#   hack/build-tool.sh kube-apiserver|kubernetes|etcd|tekton-controller|containerd|tekton-images|node-images|helm|vela-cue|vela-core|local-kms
 set -euo pipefail
 
 name="$1"
@@ -95,6 +96,13 @@ case "$name" in
     for p in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
       ldflags="$ldflags -X $p.k8sVersionMajor=$k8s_major -X $p.k8sVersionMinor=$k8s_minor"
     done
+    export CGO_ENABLED=0
+    ;;
+  local-kms)
+    # An AWS KMS server (Sign, GetPublicKey, aliases) the KMS key store is tested against.
+    pkg=github.com/nsmithuk/local-kms
+    version="$(require_version github.com/nsmithuk/local-kms)"
+    ldflags=""
     export CGO_ENABLED=0
     ;;
   *) echo "unknown tool $name" >&2; exit 2 ;;

@@ -43,7 +43,13 @@ const versionLabel = "app.kubernetes.io/version";
 const configMapName = "scoped-step-config";
 const yamlOptions = { lineWidth: 0, blockQuote: "literal", flowCollectionPadding: false } as const;
 /** The chart's values for settings of the ConfigMap, by flag name. */
-const settings = { "issuer-url": "issuerUrl", "aws-region": "awsRegion" } as const;
+const settings = {
+  "issuer-url": "issuerUrl",
+  "aws-region": "awsRegion",
+  "signing-key-store": "signingKeyStore",
+  "kms-key-id": "kmsKeyId",
+  "kms-region": "kmsRegion",
+} as const;
 
 /**
  * The text of one document as a template: values the chart computes are first set as tokens, then
@@ -415,6 +421,15 @@ issuerUrl: ${y(data["issuer-url"])}
 # STS region when a trait names none (aws-region).
 awsRegion: ${y(data["aws-region"])}
 
+# Where the token signing keys live (signing-key-store): secret, or kms to keep them in AWS KMS
+# (README, "Signing keys in AWS KMS"); with kms, kmsKeyId names the key (kms-key-id, e.g.
+# alias/scoped-step-signing) and kmsRegion its region when that is not the key ARN's or awsRegion.
+# The controller's AWS identity (serviceAccount.annotations) then needs kms:DescribeKey,
+# kms:GetPublicKey and kms:Sign on the key.
+signingKeyStore: ${y(data["signing-key-store"])}
+kmsKeyId: ${y(data["kms-key-id"])}
+kmsRegion: ${y(data["kms-region"])}
+
 # The namespaces whose runs the controller serves (watch-namespaces), e.g.
 # --set 'watchNamespaces={team-a,team-b}'. Empty: every namespace, with the controller's tenant
 # access bound cluster-wide. Listed: the namespaced install of catalog/controller/0.1/namespaced,
@@ -473,6 +488,9 @@ const valuesSchema = {
       pattern: "^(https://[^/:?#@\\s]+(/[^?#\\s]*[^/?#\\s])?)?$",
     },
     awsRegion: { type: "string", pattern: "^[a-z]{2}(-[a-z]+)+-[0-9]+$" },
+    signingKeyStore: { enum: ["secret", "kms"] },
+    kmsKeyId: { type: "string" },
+    kmsRegion: { type: "string", pattern: "^([a-z]{2}(-[a-z]+)+-[0-9]+)?$" },
     watchNamespaces: {
       type: "array",
       uniqueItems: true,

@@ -96,7 +96,15 @@ export function documentHandler(
       res.end(JSON.stringify({ error: `method ${req.method ?? ""} not allowed` }));
       return true;
     }
-    const jwks = current();
+    let jwks: Jwks;
+    try {
+      jwks = current();
+    } catch {
+      // No key set yet (KMS unreachable at start): no documents rather than an empty key set.
+      res.writeHead(503, { "Content-Type": "application/json", "Retry-After": "5" });
+      res.end(JSON.stringify({ error: "signing keys not loaded yet" }));
+      return true;
+    }
     const body = JSON.stringify(path === paths.jwks ? jwks : discoveryDocument(issuer, jwks));
     const etag = `"${createHash("sha256").update(body).digest("base64url").slice(0, 27)}"`;
     const headers = {

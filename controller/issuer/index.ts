@@ -8,6 +8,9 @@
 // { principal_tags: { K: [V] }, transitive_tag_keys? }, always with the asserted scoped-step:* tags,
 // and "https://aws.amazon.com/source_identity".
 //
+// With the KMS key store (kms.ts, kms-rotation.ts) the private keys stay in AWS KMS: the set lives
+// in a ConfigMap of the same name and holds, per key, its KMS key ARN and public JWK instead.
+//
 // Keys live in one Opaque Secret (default scoped-step-signing-keys, label
 // app.kubernetes.io/part-of=scoped-step) under data key keys.json:
 //   { "version": 1, "keys": [{ "kid", "alg", "state": "next"|"active"|"retired", "createdAt",
@@ -31,3 +34,4 @@ export {
 export { checkIssuerUrl, writeDocuments, type DiscoveryDocument, type Jwks } from "./documents.ts";
 export { memoryKeyStore, defaultSecretName, type KeyStore } from "./key-store.ts";
 export type { SigningAlgorithm, PublicJwk } from "./keys.ts";
+export { KmsKeyError } from "./kms.ts";

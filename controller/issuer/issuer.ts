@@ -2,7 +2,6 @@
 // tokens with the active key, serve the public documents, and rotate when the engine says so.
 // Every replica runs one; they agree through the key store alone, so no leader is needed.
 import type { IncomingMessage, ServerResponse } from "node:http";
-import type { Kube } from "../kube-client.ts";
 import { pino, type Logger } from "pino";
 import { checkSubjectTemplate, defaultSubjectTemplate, IssuerConfigError, limits } from "./claims.ts";
 import {
@@ -13,27 +12,20 @@ import {
   type DiscoveryDocument,
   type Jwks,
 } from "./documents.ts";
-import { secretKeyStore, type KeyStore, type StoredKeySet } from "./key-store.ts";
+import { kmsSource, secretSource, type SourceOptions } from "./key-source.ts";
+import type { StoredKeySet } from "./key-store.ts";
 import {
   activeKey,
-  dropRetiredPrivateKeys,
-  generateKey,
   keyActivatedAt,
   publicJwk,
   publishedKeys,
-  rotationStep,
   signingAlgorithms,
   type KeySet,
   type RotationPolicy,
   type SigningAlgorithm,
 } from "./keys.ts";
-import {
-  importSigningKey,
-  signToken,
-  type IssuedToken,
-  type SigningKey,
-  type TokenRequest,
-} from "./tokens.ts";
+import { KmsKeyError } from "./kms.ts";
+import { signToken, type IssuedToken, type SigningKey, type TokenRequest } from "./tokens.ts";
 
 interface IssuerSettings {
   /** Public issuer URL: the `iss` claim and where verifiers fetch the documents. */
@@ -64,12 +56,12 @@ interface IssuerSettings {
   logger?: Logger;
 }
 
-export type IssuerOptions = IssuerSettings &
-  (
-    | { kube: Kube; namespace: string; secretName?: string | undefined }
-    /** Any other store, e.g. `memoryKeyStore()` in unit tests. */
-    | { store: KeyStore }
-  );
+/**
+ * Where the key set lives: a Secret (or, with `kms`, a ConfigMap) named `secretName` in
+ * `namespace`, or any other `store`, e.g. `memoryKeyStore()` in unit tests. With `kms` the
+ * private keys are in AWS KMS and the set holds public keys, KMS ARNs, states and times only.
+ */
+export type IssuerOptions = IssuerSettings & SourceOptions;
 
 export interface RotationResult {
   /** Whether the stored key set changed in this call (by this replica). */
@@ -87,6 +79,8 @@ export interface Issuer {
   readonly issuerUrl: string;
   /** True once a key set is loaded: the issuer can sign and serve its documents. */
   readonly ready: boolean;
+  /** Why it is not ready yet (KMS unreachable at start), for /readyz. */
+  readonly notReadyReason: string | undefined;
   issueToken(request: TokenRequest): Promise<IssuedToken>;
   jwks(): Jwks;
   discovery(): DiscoveryDocument;
@@ -110,13 +104,15 @@ interface Loaded {
 export async function createIssuer(options: IssuerOptions): Promise<Issuer> {
   const settings = checkOptions(options);
   const log = (options.logger ?? pino({ level: "silent" })).child({ component: "issuer" });
-  const store =
-    "store" in options ? options.store : secretKeyStore(options.kube, options.namespace, options.secretName);
   const policy: RotationPolicy = {
     rotationIntervalSeconds: settings.rotationIntervalSeconds,
     publishLeadSeconds: settings.keyPublishLeadSeconds,
     retentionSeconds: settings.maxTokenLifetimeSeconds + settings.clockSkewSeconds,
   };
+  const source = options.kms
+    ? kmsSource(options, policy, log)
+    : secretSource(options, settings.algorithm, policy);
+  const store = source.store;
 
   let current: Loaded | undefined;
 
@@ -130,10 +126,11 @@ export async function createIssuer(options: IssuerOptions): Promise<Issuer> {
 
   const adopt = async (stored: StoredKeySet & { keys: KeySet }): Promise<Loaded> => {
     if (stored.version !== undefined && current?.stored.version === stored.version) return current;
+    if (source.served) stored = { ...stored, keys: await source.served(stored.keys) };
     const active = activeKey(stored.keys);
     let signing = current?.signing;
     if (signing?.kid !== active.kid) {
-      signing = await importSigningKey(active);
+      signing = await source.signer(active);
       if (current) log.info({ kid: active.kid, alg: active.alg }, "signing with a new active key");
     }
     current = { stored, signing };
@@ -159,7 +156,7 @@ export async function createIssuer(options: IssuerOptions): Promise<Issuer> {
         log.warn({ store: store.location }, "key store is empty: restoring the key set this replica holds");
         wanted = current.stored.keys;
       } else {
-        wanted = { version: 1, keys: [await generateKey(settings.algorithm, new Date(), "active")] };
+        wanted = await source.first(new Date());
       }
       const written = await store.write(wanted, stored.version);
       if (!written || !hasKeys(written)) {
@@ -177,32 +174,80 @@ export async function createIssuer(options: IssuerOptions): Promise<Issuer> {
     throw new Error(`could not update ${store.location}: it kept changing (${maxWriteAttempts} attempts)`);
   };
 
-  // A set stored by an older version may still hold retired private keys: drop them on sight.
-  const custody = (keys: KeySet) => Promise.resolve(dropRetiredPrivateKeys(keys));
-  await serial(() => converge(custody));
   const loaded = () => {
-    if (!current) throw new Error("issuer has no key set");
+    if (!current)
+      throw new KmsKeyError(`the signing key is not loaded yet: ${notReady ?? "starting"}`, "NotReady", true);
     return current;
   };
   const jwks = () => jwksDocument(publishedKeys(loaded().stored.keys).map(publicJwk));
-  log.info(
-    { store: store.location, kid: loaded().signing.kid, keys: loaded().stored.keys.keys.length },
-    "issuer ready",
-  );
+  const started = (how: string) =>
+    log.info(
+      { store: store.location, kid: loaded().signing.kid, keys: loaded().stored.keys.keys.length },
+      how,
+    );
+
+  // KMS unreachable at start: not ready, and tried again with backoff until it answers. Anything
+  // KMS refuses outright (no such key, wrong key spec, disabled) stops the start.
+  let notReady: string | undefined;
+  const start = () =>
+    serial(() =>
+      converge((keys) => (source.checkOnStart ? source.step(keys, new Date()) : source.check(keys))),
+    );
+  try {
+    await start();
+    started("issuer ready");
+  } catch (err) {
+    if (!(err instanceof KmsKeyError && err.transient)) throw err;
+    notReady = err.message;
+    log.warn(
+      { store: store.location, code: err.code, err: err.message },
+      "signing key unavailable at start; not ready",
+    );
+    const retry = (delayMs: number) => {
+      setTimeout(() => {
+        start()
+          .then(() => {
+            notReady = undefined;
+            started("issuer ready: the signing key answered");
+          })
+          .catch((again: unknown) => {
+            notReady = again instanceof Error ? again.message : String(again);
+            log.warn({ store: store.location, err: notReady }, "signing key still unavailable; not ready");
+            retry(Math.min(delayMs * 2, 30_000));
+          });
+      }, delayMs).unref();
+    };
+    retry(500);
+  }
 
   return {
     issuerUrl: settings.issuerUrl,
     get ready() {
       return current !== undefined;
     },
+    get notReadyReason() {
+      return current ? undefined : (notReady ?? "starting");
+    },
     async issueToken(request) {
-      const issued = await signToken(loaded().signing, request, {
-        issuer: settings.issuerUrl,
-        subjectTemplate: settings.subjectTemplate,
-        defaultLifetimeSeconds: settings.defaultTokenLifetimeSeconds,
-        maxLifetimeSeconds: settings.maxTokenLifetimeSeconds,
-        notBeforeSkewSeconds: settings.notBeforeSkewSeconds,
-      });
+      let issued: IssuedToken;
+      try {
+        issued = await signToken(loaded().signing, request, {
+          issuer: settings.issuerUrl,
+          subjectTemplate: settings.subjectTemplate,
+          defaultLifetimeSeconds: settings.defaultTokenLifetimeSeconds,
+          maxLifetimeSeconds: settings.maxTokenLifetimeSeconds,
+          notBeforeSkewSeconds: settings.notBeforeSkewSeconds,
+        });
+      } catch (err) {
+        if (!(err instanceof KmsKeyError)) throw err;
+        log.warn(
+          { code: err.code, transient: err.transient, err: err.message },
+          "KMS could not sign a token",
+        );
+        // Only a refusal ends the run (its reason names the key); the rest is tried again.
+        if (err.transient) throw new Error(err.message, { cause: err });
+        throw err;
+      }
       log.debug(
         {
           kid: issued.kid,
@@ -220,19 +265,17 @@ export async function createIssuer(options: IssuerOptions): Promise<Issuer> {
     handler: documentHandler(settings.issuerUrl, jwks),
     rotateIfDue(now = new Date()) {
       return serial(async () => {
-        const { before, after } = await converge((keys) =>
-          rotationStep(keys, now, policy, () => generateKey(settings.algorithm, now, "next")),
-        );
+        const { before, after } = await converge((keys) => source.step(keys, now));
         const result = describeChange(before, after.stored.keys, after.signing.kid);
         if (result.changed) log.info(result, "signing keys rotated");
         return result;
       });
     },
     async reload() {
-      await serial(() => converge(custody));
+      await serial(() => converge((keys) => source.check(keys)));
     },
     activeKeyActivatedAt() {
-      return keyActivatedAt(activeKey(loaded().stored.keys));
+      return current ? keyActivatedAt(activeKey(current.stored.keys)) : 0;
     },
   };
 }

@@ -1,7 +1,8 @@
-// Where the key set lives: one Kubernetes Secret shared by every replica. Writes are conditional
+// Where the key set lives: one Kubernetes Secret shared by every replica (a ConfigMap for the KMS
+// store, whose set holds nothing private). Writes are conditional
 // (create fails if it exists, an update fails if the resourceVersion moved), so replicas racing to
 // create or rotate never overwrite each other: the loser re-reads and adopts what won.
-import type { V1Secret } from "@kubernetes/client-node";
+import type { V1ConfigMap, V1Secret } from "@kubernetes/client-node";
 import { resourcePath, statusCode, type Kube } from "../kube-client.ts";
 import { parseKeySet, serializeKeySet, type KeySet } from "./keys.ts";
 
@@ -31,20 +32,59 @@ export const secretLabels = {
 };
 
 const hasCode = (err: unknown, code: number) => statusCode(err) === code;
-const secrets = { apiVersion: "v1", plural: "secrets" };
 
 export function secretKeyStore(kube: Kube, namespace: string, name = defaultSecretName): KeyStore {
-  const location = `Secret ${namespace}/${name}`;
+  return objectKeyStore(kube, {
+    kind: "Secret",
+    plural: "secrets",
+    namespace,
+    name,
+    extra: { type: "Opaque" },
+    encode: (text) => Buffer.from(text).toString("base64"),
+    decode: (data) => Buffer.from(data, "base64").toString("utf8"),
+  });
+}
 
-  const data = (keys: KeySet) => ({ [secretDataKey]: Buffer.from(serializeKeySet(keys)).toString("base64") });
+/**
+ * The KMS store's key set: public keys, KMS key ARNs, states and times, nothing private. A
+ * ConfigMap, so that reading it (for audit, or to publish the JWKS elsewhere) needs no access to
+ * Secrets; it takes the same conditional writes as the Secret.
+ */
+export function configMapKeyStore(kube: Kube, namespace: string, name = defaultSecretName): KeyStore {
+  return objectKeyStore(kube, {
+    kind: "ConfigMap",
+    plural: "configmaps",
+    namespace,
+    name,
+    extra: {},
+    encode: (text) => text,
+    decode: (data) => data,
+  });
+}
 
-  const decode = (secret: V1Secret): StoredKeySet => {
-    const version = secret.metadata?.resourceVersion;
-    const encoded = secret.data?.[secretDataKey];
-    // A Secret an operator created empty (to set labels or RBAC first) counts as not yet filled.
+interface ObjectKind {
+  kind: "Secret" | "ConfigMap";
+  plural: string;
+  namespace: string;
+  name: string;
+  extra: Record<string, string>;
+  encode: (text: string) => string;
+  decode: (data: string) => string;
+}
+
+function objectKeyStore(kube: Kube, o: ObjectKind): KeyStore {
+  const { namespace, name } = o;
+  const location = `${o.kind} ${namespace}/${name}`;
+  const type = { apiVersion: "v1", plural: o.plural };
+  const data = (keys: KeySet) => ({ [secretDataKey]: o.encode(serializeKeySet(keys)) });
+
+  const decode = (object: V1Secret | V1ConfigMap): StoredKeySet => {
+    const version = object.metadata?.resourceVersion;
+    const encoded = object.data?.[secretDataKey];
+    // An object an operator created empty (to set labels or RBAC first) counts as not yet filled.
     if (encoded === undefined || encoded === "") return { keys: undefined, version };
     try {
-      return { keys: parseKeySet(Buffer.from(encoded, "base64").toString("utf8")), version };
+      return { keys: parseKeySet(o.decode(encoded)), version };
     } catch (err) {
       const why = err instanceof Error ? err.message : String(err);
       throw new Error(
@@ -58,7 +98,7 @@ export function secretKeyStore(kube: Kube, namespace: string, name = defaultSecr
     location,
     async read() {
       try {
-        return decode(await kube.request<V1Secret>("GET", resourcePath(secrets, namespace, name)));
+        return decode(await kube.request<V1Secret | V1ConfigMap>("GET", resourcePath(type, namespace, name)));
       } catch (err) {
         if (hasCode(err, 404)) return { keys: undefined, version: undefined };
         throw err;
@@ -67,17 +107,13 @@ export function secretKeyStore(kube: Kube, namespace: string, name = defaultSecr
     async write(keys, version) {
       try {
         // A merge patch carrying resourceVersion is conditional like a replace, but keeps whatever
-        // else others put on the Secret (annotations, labels, extra keys).
+        // else others put on the object (annotations, labels, extra keys).
         const written =
           version === undefined
-            ? await kube.request<V1Secret>("POST", resourcePath(secrets, namespace), {
-                body: {
-                  type: "Opaque",
-                  metadata: { name, namespace, labels: secretLabels },
-                  data: data(keys),
-                },
+            ? await kube.request<V1Secret | V1ConfigMap>("POST", resourcePath(type, namespace), {
+                body: { ...o.extra, metadata: { name, namespace, labels: secretLabels }, data: data(keys) },
               })
-            : await kube.request<V1Secret>("PATCH", resourcePath(secrets, namespace, name), {
+            : await kube.request<V1Secret | V1ConfigMap>("PATCH", resourcePath(type, namespace, name), {
                 body: { metadata: { resourceVersion: version, labels: secretLabels }, data: data(keys) },
                 mergePatch: true,
               });

@@ -20,8 +20,10 @@ export interface StoredKey {
   retiredAt?: string | undefined;
   /** Private JWK of a next or active key: never logged, never served, dropped at retirement. */
   privateJwk?: PrivateJwk | undefined;
-  /** Public JWK of a retired key, kept so its tokens verify until they expire. */
+  /** Public JWK of a retired key, kept so its tokens verify until they expire; every KMS key's. */
   publicJwk?: PublicParts | undefined;
+  /** The KMS key that holds the private half (KMS store): its ARN, never an alias. */
+  kmsKeyArn?: string | undefined;
 }
 
 /** The public members of a JWK (EC: crv, x, y; RSA: n, e). */
@@ -111,13 +113,14 @@ export function publicJwk(key: StoredKey): PublicJwk {
 
 /** The key as it is kept once it no longer signs: its public half only. */
 export function retire(key: StoredKey, at: string): StoredKey {
-  const { kid, alg, createdAt, activatedAt } = key;
+  const { kid, alg, createdAt, activatedAt, kmsKeyArn } = key;
   return {
     kid,
     alg,
     state: "retired",
     createdAt,
     ...(activatedAt ? { activatedAt } : {}),
+    ...(kmsKeyArn ? { kmsKeyArn } : {}),
     retiredAt: key.retiredAt ?? at,
     publicJwk: keyPublicParts(key),
   };
@@ -161,6 +164,24 @@ export function keyActivatedAt(key: StoredKey): number {
   return Date.parse(key.activatedAt ?? key.createdAt) / 1000;
 }
 
+/** `kid` starts signing at `now`; the key that signed until then is retired. */
+export function promote(keys: StoredKey[], kid: string, now: Date): StoredKey[] {
+  const at = now.toISOString();
+  return keys.map((k) =>
+    k.state === "active" ? retire(k, at) : k.kid === kid ? { ...k, state: "active", activatedAt: at } : k,
+  );
+}
+
+/** The keys without retired ones whose tokens have all expired by `now`. */
+export function unexpired(keys: StoredKey[], now: Date, retentionSeconds: number): StoredKey[] {
+  return keys.filter(
+    (k) => k.state !== "retired" || seconds(k.retiredAt ?? k.createdAt, now) < retentionSeconds,
+  );
+}
+
+/** Seconds from an ISO time to `now`. */
+export const secondsSince = (from: string, now: Date): number => seconds(from, now);
+
 /**
  * The key set after one scheduled step at `now`: prune retired keys whose tokens have all expired,
  * publish a next key when activation is `publishLeadSeconds` away, promote it once it has been
@@ -174,9 +195,7 @@ export async function rotationStep(
   makeKey: () => Promise<StoredKey>,
 ): Promise<KeySet | undefined> {
   const custody = dropRetiredPrivateKeys(set);
-  let keys = (custody ?? set).keys.filter(
-    (k) => k.state !== "retired" || seconds(k.retiredAt ?? k.createdAt, now) < policy.retentionSeconds,
-  );
+  let keys = unexpired((custody ?? set).keys, now, policy.retentionSeconds);
   let changed = custody !== undefined || keys.length !== set.keys.length;
   const active = activeKey({ version: 1, keys });
   const activeAge = keyAgeSeconds(active, now);
@@ -191,15 +210,7 @@ export async function rotationStep(
     activeAge >= policy.rotationIntervalSeconds &&
     seconds(next.createdAt, now) >= policy.publishLeadSeconds
   ) {
-    const at = now.toISOString();
-    const promoted = next.kid;
-    keys = keys.map((k) =>
-      k.state === "active"
-        ? retire(k, at)
-        : k.kid === promoted
-          ? { ...k, state: "active", activatedAt: at }
-          : k,
-    );
+    keys = promote(keys, next.kid, now);
     changed = true;
   }
   return changed ? { version: 1, keys } : undefined;
@@ -233,6 +244,7 @@ const keySetSchema: JSONSchemaType<KeySet> = {
           createdAt: { type: "string", format: "date-time" },
           activatedAt: { type: "string", format: "date-time", nullable: true },
           retiredAt: { type: "string", format: "date-time", nullable: true },
+          kmsKeyArn: { type: "string", nullable: true, pattern: "^arn:aws[a-z-]*:kms:" },
           publicJwk: {
             type: "object",
             nullable: true,
@@ -278,8 +290,9 @@ export function parseKeySet(text: string): KeySet {
   activeKey(parsed);
   if (parsed.keys.filter((k) => k.state === "next").length > 1) throw new Error("has more than one next key");
   for (const key of parsed.keys) {
-    if (key.state !== "retired" && !key.privateJwk)
-      throw new Error(`has ${key.state} key ${key.kid} without its private JWK`);
+    if (key.privateJwk && key.kmsKeyArn) throw new Error(`has key ${key.kid} both in KMS and in the set`);
+    if (key.state !== "retired" && !key.privateJwk && !(key.kmsKeyArn && key.publicJwk))
+      throw new Error(`has ${key.state} key ${key.kid} without its private JWK or KMS key`);
     if (!key.privateJwk && !key.publicJwk) throw new Error(`has key ${key.kid} without a JWK`);
   }
   return parsed;

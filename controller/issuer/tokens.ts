@@ -1,6 +1,7 @@
-// Signing one token for one run. Every claim is checked against AWS's limits first.
-import { randomBytes } from "node:crypto";
-import { importJWK, SignJWT, type CryptoKey } from "jose";
+// Signing one token for one run. Every claim is checked against AWS's limits first. The compact
+// JWS is assembled here and only its signing input goes to the key, so a key held elsewhere (KMS)
+// signs exactly what an in-process key would.
+import { createPrivateKey, randomBytes, sign } from "node:crypto";
 import {
   assertedFacts,
   assertedSessionTags,
@@ -64,15 +65,26 @@ export interface TokenSettings {
 export interface SigningKey {
   kid: string;
   alg: SigningAlgorithm;
-  key: CryptoKey;
+  /** The JWS signature over `input` (ES256: raw R||S, RS256: PKCS #1 v1.5). */
+  sign(input: Uint8Array): Promise<Uint8Array>;
 }
 
-export async function importSigningKey(stored: StoredKey): Promise<SigningKey> {
+/** A key whose private half is in this process (the Secret store). */
+export function importSigningKey(stored: StoredKey): Promise<SigningKey> {
   if (!stored.privateJwk) throw new Error(`key ${stored.kid} has no private part: it cannot sign`);
-  const key = await importJWK({ ...stored.privateJwk }, stored.alg);
-  if (key instanceof Uint8Array) throw new Error(`key ${stored.kid} is not an asymmetric key`);
-  return { kid: stored.kid, alg: stored.alg, key };
+  const key = createPrivateKey({ key: { ...stored.privateJwk }, format: "jwk" });
+  if (key.asymmetricKeyType !== (stored.alg === "ES256" ? "ec" : "rsa")) {
+    throw new Error(`key ${stored.kid} is not an ${stored.alg} key`);
+  }
+  return Promise.resolve({
+    kid: stored.kid,
+    alg: stored.alg,
+    // JWS wants ECDSA signatures as R||S, not DER (RFC 7518 section 3.4).
+    sign: (input) => Promise.resolve(sign("sha256", input, { key, dsaEncoding: "ieee-p1363" })),
+  });
 }
+
+const base64url = (data: Uint8Array | string) => Buffer.from(data).toString("base64url");
 
 export async function signToken(
   signing: SigningKey,
@@ -110,16 +122,19 @@ export async function signToken(
   if (Object.keys(tags).length > 0) claims[tagsClaim] = sessionTagsClaim(tags, transitive);
   if (request.sourceIdentity !== undefined) claims[sourceIdentityClaim] = request.sourceIdentity;
 
-  const token = await new SignJWT(claims)
-    .setProtectedHeader({ alg: signing.alg, kid: signing.kid, typ: "JWT" })
-    .setIssuer(settings.issuer)
-    .setSubject(subject)
-    .setAudience(request.audience)
-    .setIssuedAt(iat)
-    .setNotBefore(iat - settings.notBeforeSkewSeconds)
-    .setExpirationTime(exp)
-    .setJti(jti)
-    .sign(signing.key);
+  const header = { alg: signing.alg, kid: signing.kid, typ: "JWT" };
+  const payload = {
+    ...claims,
+    iss: settings.issuer,
+    sub: subject,
+    aud: request.audience,
+    iat,
+    nbf: iat - settings.notBeforeSkewSeconds,
+    exp,
+    jti,
+  };
+  const input = `${base64url(JSON.stringify(header))}.${base64url(JSON.stringify(payload))}`;
+  const token = `${input}.${base64url(await signing.sign(Buffer.from(input, "ascii")))}`;
   checkTokenSize(token);
   return {
     token,

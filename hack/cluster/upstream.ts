@@ -74,7 +74,8 @@ export type Tool =
   | "node-images"
   | "helm"
   | "vela-cue"
-  | "vela-core";
+  | "vela-core"
+  | "local-kms";
 
 /** Builds (or takes from the cache) Go programs wrapped under hack/ (see build-tool.sh). */
 export async function buildTool(name: Tool): Promise<string> {

@@ -4,7 +4,9 @@ import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import type { CustomRunSpec, Param } from "../../tasks/scoped-step/types.ts";
+import { CreateKeyCommand, DisableKeyCommand } from "@aws-sdk/client-kms";
 import { startController } from "../support/controller.ts";
+import { kmsCredentials, startLocalKms } from "../support/kms.ts";
 import { condition, paymentsApp, roleArn, scopedStepRef, startWorld } from "../support/world.ts";
 
 // Every bad input ends the run Succeeded=False with a specific reason and a message that says
@@ -528,6 +530,79 @@ test("a corpus of bad inputs each fail with a specific reason and an actionable 
   // No hot loop: a finished bad run is not reconciled over and over.
   const passes = (w.controller?.logLines() ?? []).filter((l) => l.key === `${w.ns}/bad-timeout`).length;
   assert.ok(passes < 15, `bad-timeout was reconciled ${passes} times`);
+});
+
+// The KMS key store's misconfigurations are the operator's, not a run's: each stops the start
+// (exit 2) with a message naming the setting, before any run could be signed with something else.
+// A key that goes bad while running fails the run instead (SigningKeyUnavailable, kms-run.test.ts).
+test("each KMS key store misconfiguration stops the controller at start with a message naming the setting", async () => {
+  const w = await startWorld({ controller: false, policy: false });
+  const kms = await startLocalKms();
+  const symmetric = (await kms.client.send(new CreateKeyCommand({}))).KeyMetadata?.Arn ?? "";
+  const disabled = await kms.createSigningKey();
+  await kms.client.send(new DisableKeyCommand({ KeyId: disabled }));
+  const secp256k1 = await kms.createSigningKey("ECC_SECG_P256K1");
+  const store = ["--credentials=aws", "--issuer-url=http://127.0.0.1:9", "--allow-insecure-issuer=true"];
+  const kmsFlags = (keyId: string) => [
+    ...store,
+    "--signing-key-store=kms",
+    `--kms-key-id=${keyId}`,
+    `--kms-endpoint=${kms.endpoint}`,
+    "--kms-region=eu-west-1",
+  ];
+  const cases: { name: string; flags: string[]; message: RegExp }[] = [
+    {
+      name: "kms-key-id-missing",
+      flags: [...store, "--signing-key-store=kms"],
+      message: /--kms-key-id \(SCOPED_STEP_KMS_KEY_ID\) is required with --signing-key-store=kms/,
+    },
+    {
+      name: "kms-key-id-malformed",
+      flags: kmsFlags("scoped-step-signing"),
+      message: /--kms-key-id .* must be alias\/NAME, a key id, or a key or alias ARN/,
+    },
+    {
+      name: "kms-settings-without-kms-store",
+      flags: [...store, "--kms-key-id=alias/scoped-step-signing"],
+      message: /--kms-key-id .* is set, but --signing-key-store .* is not kms/,
+    },
+    {
+      name: "kms-alias-not-found",
+      flags: kmsFlags("alias/does-not-exist"),
+      message: /KMS refused DescribeKey on alias\/does-not-exist: NotFoundException: .* kms-key-id/,
+    },
+    {
+      name: "kms-key-symmetric",
+      flags: kmsFlags(symmetric),
+      message: /kms-key-id .* cannot sign tokens: its key usage is ENCRYPT_DECRYPT, not SIGN_VERIFY/,
+    },
+    {
+      name: "kms-key-spec",
+      flags: kmsFlags(secp256k1),
+      message:
+        /kms-key-id .* cannot sign tokens: its key spec is ECC_SECG_P256K1; tokens are signed with ECC_NIST_P256/,
+    },
+    {
+      name: "kms-key-disabled",
+      flags: kmsFlags(disabled),
+      message: /kms-key-id .* cannot sign tokens: its state is Disabled, not Enabled/,
+    },
+  ];
+  for (const c of cases) {
+    const controller = startController({
+      kubeconfig: w.cluster.kubeconfig,
+      namespace: w.controllerNs,
+      watchNamespaces: [w.ns],
+      flags: c.flags,
+      env: {
+        AWS_ACCESS_KEY_ID: kmsCredentials.accessKeyId,
+        AWS_SECRET_ACCESS_KEY: kmsCredentials.secretAccessKey,
+      },
+    });
+    assert.equal(await controller.exited, 2, `${c.name}: ${controller.output()}`);
+    assert.match(controller.output(), c.message, c.name);
+    assert.doesNotMatch(controller.output(), /became leader/, `${c.name}: stopped before taking any work`);
+  }
 });
 
 test("a bad external issuer setting stops the controller at start with a message naming the setting and the field", async () => {

@@ -152,6 +152,21 @@ test("issuerUrl and awsRegion change the controller's settings ConfigMap only", 
   );
 });
 
+test("signingKeyStore, kmsKeyId and kmsRegion change the controller's settings ConfigMap only", async () => {
+  assertSameObjects(
+    await render(["--set", "signingKeyStore=kms,kmsKeyId=alias/scoped-step-signing,kmsRegion=eu-west-1"]),
+    await expected((objects) => {
+      Object.assign(settings(objects), {
+        "signing-key-store": "kms",
+        "kms-key-id": "alias/scoped-step-signing",
+        "kms-region": "eu-west-1",
+      });
+    }),
+    "signingKeyStore, kmsKeyId, kmsRegion",
+  );
+  await assert.rejects(render(["--set", "signingKeyStore=vault"]), /signingKeyStore/);
+});
+
 const revokerRole = "arn:aws:iam::111122223333:role/scoped-step-revoker";
 
 test("serviceAccount.annotations (IRSA's role ARN) annotate the controller's ServiceAccount only", async () => {

@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { configMapLocation, loadConfig } from "../../controller/config.ts";
+import { configMapLocation, kmsRegionOf, loadConfig } from "../../controller/config.ts";
 import { scopedStepCrdYaml } from "../../tasks/scoped-step/crd.ts";
 import { readFile } from "node:fs/promises";
 
@@ -88,5 +88,47 @@ test("revoker roles are role ARNs, one per account, from flags, environment or t
   assert.throws(
     () => loadConfig(["--credentials=none"], { SCOPED_STEP_AWS_REVOKER_ROLES: "scoped-step-revoker" }),
     /SCOPED_STEP_AWS_REVOKER_ROLES\): "scoped-step-revoker" is not an IAM role ARN/,
+  );
+});
+
+test("the KMS key store is chosen in the ConfigMap and its settings are checked, naming the setting", () => {
+  const base = { "issuer-url": "https://oidc.example.com/scoped-step" };
+  assert.equal(loadConfig([], {}, base).signingKeyStore, "secret");
+  const c = loadConfig(
+    [],
+    {},
+    { ...base, "signing-key-store": "kms", "kms-key-id": "alias/scoped-step-signing" },
+  );
+  assert.equal(c.signingKeyStore, "kms");
+  assert.equal(c.kmsKeyId, "alias/scoped-step-signing");
+  assert.equal(kmsRegionOf(c), "us-east-1");
+  const arn = "arn:aws:kms:eu-central-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+  assert.equal(
+    kmsRegionOf(loadConfig([], {}, { ...base, "signing-key-store": "kms", "kms-key-id": arn })),
+    "eu-central-1",
+  );
+  const kms = (extra: Record<string, string>) => () =>
+    loadConfig([], {}, { ...base, "signing-key-store": "kms", ...extra });
+  assert.throws(
+    () => loadConfig([], {}, { ...base, "signing-key-store": "vault" }),
+    /--signing-key-store \(SCOPED_STEP_SIGNING_KEY_STORE\) must be one of secret, kms/,
+  );
+  assert.throws(kms({}), /--kms-key-id \(SCOPED_STEP_KMS_KEY_ID\) is required with --signing-key-store=kms/);
+  assert.throws(
+    kms({ "kms-key-id": "scoped-step-signing" }),
+    /--kms-key-id .* must be alias\/NAME, a key id, or a key or alias ARN/,
+  );
+  assert.throws(kms({ "kms-key-id": "alias/aws/ebs" }), /customer managed key/);
+  assert.throws(
+    kms({ "kms-key-id": "alias/k", "kms-endpoint": "kms.local" }),
+    /--kms-endpoint .* must be an http\(s\) URL/,
+  );
+  assert.throws(
+    kms({ "kms-key-id": "alias/k", "kms-region": "Europe" }),
+    /--kms-region .* must be an AWS region/,
+  );
+  assert.throws(
+    () => loadConfig([], {}, { ...base, "kms-key-id": "alias/k" }),
+    /--kms-key-id .* is set, but --signing-key-store .* is not kms/,
   );
 });
