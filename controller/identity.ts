@@ -30,6 +30,7 @@ export interface Identity {
 
 export interface IdentityHooks {
   onStsCall?: (seconds: number, outcome: string) => void;
+  onIdpCall?: (seconds: number, outcome: string) => void;
   onRevocationFallback?: (cause: string) => void;
 }
 
@@ -148,6 +149,7 @@ export async function buildIdentity(
         own,
         allowInsecure: config.allowInsecureIssuer,
         log: log.child({ component: "external-issuer" }),
+        ...(hooks.onIdpCall ? { onIdpCall: hooks.onIdpCall } : {}),
       })
     : own;
   // Where deny policies are written: the controller's own account, and those with a revoker role.

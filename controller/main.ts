@@ -96,6 +96,7 @@ kube.onRequest = (method, path) => {
 
 const identity = await buildIdentity(kube, config, log, {
   onStsCall: (s, o) => metrics.stsCall(s, o),
+  onIdpCall: (s, o) => metrics.idpCall(s, o),
   onRevocationFallback: (cause) => metrics.revocationFellBack(cause),
 }).catch((err: unknown) => {
   log.fatal({ err }, "could not set up the identity side (issuer, credentials, policy)");

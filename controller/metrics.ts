@@ -101,6 +101,13 @@ export class Metrics implements RunMetricsPort {
     buckets: latencyBuckets,
     registers: [this.registry],
   });
+  private readonly idp = new Histogram({
+    name: "scoped_step_idp_request_duration_seconds",
+    help: "Token requests to the organisation's identity provider (external issuer mode), by outcome (ok or the failure reason).",
+    labelNames: ["outcome"],
+    buckets: latencyBuckets,
+    registers: [this.registry],
+  });
   private readonly podDuration = new Histogram({
     name: "scoped_step_pod_duration_seconds",
     help: "Run time of step containers, from start to exit.",
@@ -206,6 +213,10 @@ export class Metrics implements RunMetricsPort {
 
   stsCall(seconds: number, outcome: string): void {
     this.sts.observe({ outcome }, seconds);
+  }
+
+  idpCall(seconds: number, outcome: string): void {
+    this.idp.observe({ outcome }, seconds);
   }
 
   runStarted(): void {

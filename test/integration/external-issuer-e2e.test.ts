@@ -103,6 +103,9 @@ test("a PipelineRun's step gets AWS credentials through the organisation's IdP, 
     idp.requests.map((r) => [r.grant, r.outcome]),
     [["urn:ietf:params:oauth:grant-type:token-exchange", "ok"]],
   );
+  const metrics = await (await fetch(`${w.issuer}/metrics`)).text();
+  const requests = /^scoped_step_idp_request_duration_seconds_count\{outcome="ok"\} (\d+)$/m.exec(metrics);
+  assert.equal(requests?.[1], "1", "the IdP request is in the controller's metrics");
   // STS saw the IdP's token: the session's provider is the IdP.
   const session = w.peer.sessions().find((s) => s.sourceIdentity === results["aws-source-identity"]);
   assert.ok(session, "STS issued the session");

@@ -1,6 +1,7 @@
 // An organisation's OpenID provider on loopback: oidc-provider (a certified implementation), set up
-// as an operator would set up Okta or Keycloak for the controller. One confidential client for the
-// controller with the client_credentials grant and RFC 8693 token exchange, the latter registered
+// as an operator would set up Okta or Keycloak for the controller. A confidential client for the
+// controller (client_secret_basic; twins with client_secret_post and private_key_jwt) with the
+// client_credentials grant and RFC 8693 token exchange, the latter registered
 // as a custom grant that trusts the controller's issuer for subject tokens (like Okta's trusted
 // servers and Keycloak's external-to-internal exchange): it verifies the subject token against
 // that issuer's published JWKS, then issues a JWT for the requested audience whose sub is the
@@ -46,6 +47,11 @@ export interface TestIdp {
   issuer: string;
   clientId: string;
   clientSecret: string;
+  /** The same client's twin that authenticates with client_secret_post (same secret). */
+  postClientId: string;
+  /** A client that authenticates with private_key_jwt, and its private key as a JWK (JSON). */
+  keyClientId: string;
+  clientKey: string;
   /** The issuer whose tokens the IdP accepts as subject tokens. */
   trust(issuer: string, audience?: string): void;
   misconfigure(m: IdpMisconfiguration): void;
@@ -64,6 +70,16 @@ export async function startTestIdp(opts: { port?: number } = {}): Promise<TestId
   const signingKey = { ...(await exportJWK(privateKey)), kid: "idp-1", alg: "ES256", use: "sig" };
   const clientId = "scoped-step-controller";
   const clientSecret = randomBytes(24).toString("base64url");
+  const postClientId = "scoped-step-controller-post";
+  const keyClientId = "scoped-step-controller-key";
+  const client = await generateKeyPair("ES256", { extractable: true });
+  const clientKey = JSON.stringify({ ...(await exportJWK(client.privateKey)), kid: "client-key-1" });
+  const clientPublicKey = {
+    ...(await exportJWK(client.publicKey)),
+    kid: "client-key-1",
+    alg: "ES256",
+    use: "sig",
+  };
   let trusted: { issuer: string; audience: string; jwks: JWTVerifyGetKey } | undefined;
   let misconfiguration: IdpMisconfiguration = {};
   const claimsFor = new WeakMap<object, Record<string, unknown>>();
@@ -78,15 +94,31 @@ export async function startTestIdp(opts: { port?: number } = {}): Promise<TestId
     jwt: { sign: { alg: "ES256" as const } },
   });
 
+  const grants = {
+    grant_types: ["client_credentials", tokenExchange],
+    redirect_uris: [],
+    response_types: [],
+  };
   const provider = new Provider(issuer, {
     clients: [
       {
         client_id: clientId,
         client_secret: clientSecret,
-        grant_types: ["client_credentials", tokenExchange],
-        redirect_uris: [],
-        response_types: [],
         token_endpoint_auth_method: "client_secret_basic",
+        ...grants,
+      },
+      {
+        client_id: postClientId,
+        client_secret: clientSecret,
+        token_endpoint_auth_method: "client_secret_post",
+        ...grants,
+      },
+      {
+        client_id: keyClientId,
+        token_endpoint_auth_method: "private_key_jwt",
+        token_endpoint_auth_signing_alg: "ES256",
+        jwks: { keys: [clientPublicKey] },
+        ...grants,
       },
     ],
     jwks: { keys: [signingKey] },
@@ -192,6 +224,9 @@ export async function startTestIdp(opts: { port?: number } = {}): Promise<TestId
     issuer,
     clientId,
     clientSecret,
+    postClientId,
+    keyClientId,
+    clientKey,
     trust(trustedIssuer, audience = issuer) {
       // As Okta and Keycloak do: the trusted issuer's keys through its discovery document, fetched
       // when a subject token first needs them.

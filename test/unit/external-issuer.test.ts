@@ -9,7 +9,7 @@ import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { Writable } from "node:stream";
-import { decodeJwt } from "jose";
+import { decodeJwt, exportJWK, generateKeyPair } from "jose";
 import { pino } from "pino";
 import { externalSigner } from "../../controller/idp/external.ts";
 import { parseExternalIssuer } from "../../controller/idp/settings.ts";
@@ -230,4 +230,50 @@ test("an unavailable IdP is retried a bounded number of times, then the run fail
   assert.equal(failure.reason, "IdentityProviderUnreachable");
   assert.match(failure.message, /gave up after 2 attempts/);
   assertNothingPrivate(s);
+});
+
+test("the controller's client may authenticate with client_secret_post or private_key_jwt; a key the IdP does not know is invalid_client", async (t) => {
+  const s = await setup(t);
+  const grant = s.w.grant({ roleArn: role }, "secret");
+  const subject = "system:scoped-step:team-a:payments:api";
+  const post = await s
+    .provider({ clientId: s.idp.postClientId, clientAuth: "client_secret_post" })
+    .mint(s.w.facts("post"), grant);
+  assert.deepEqual(
+    [post.results["identity-issuer"], post.results["identity-subject"]],
+    [s.idp.issuer, subject],
+  );
+
+  const keyFile = path.join(path.dirname(s.secretFile), "client-key.json");
+  writeFileSync(keyFile, s.idp.clientKey);
+  const byKey = {
+    clientId: s.idp.keyClientId,
+    clientAuth: "private_key_jwt",
+    clientSecretFile: undefined,
+    privateKeyFile: keyFile,
+    privateKeyAlg: "ES256",
+    privateKeyId: "client-key-1",
+  };
+  const minted = await s.provider(byKey).mint(s.w.facts("key"), grant);
+  assert.deepEqual(
+    [minted.results["identity-issuer"], minted.results["identity-subject"]],
+    [s.idp.issuer, subject],
+  );
+  assert.deepEqual(
+    s.idp.requests.map((r) => r.outcome),
+    ["ok", "ok"],
+  );
+
+  // Another key under the same kid: the IdP cannot verify the client's assertion.
+  const { privateKey } = await generateKeyPair("ES256", { extractable: true });
+  writeFileSync(keyFile, JSON.stringify({ ...(await exportJWK(privateKey)), kid: "client-key-1" }));
+  const failure = await mintFailure(s, byKey);
+  assert.equal(failure.reason, "IdentityProviderInvalidClient");
+  const privateParts = [s.idp.clientKey, (JSON.parse(s.idp.clientKey) as { d: string }).d];
+  assertNothingPrivate(
+    s,
+    ...privateParts,
+    post.secretData.sessionToken ?? "",
+    minted.secretData.sessionToken ?? "",
+  );
 });
