@@ -22,9 +22,9 @@ import { failpoints } from "../tasks/scoped-step/ports.ts";
 import type { CustomRun } from "../tasks/scoped-step/types.ts";
 import { createScopedStepPolicy } from "../test/support/policy.ts";
 import { createApplication, identityComponent } from "../test/support/application.ts";
-import { startAwsPeer } from "../test/support/aws/server.ts";
+import { startAwsPeer } from "../simulators/aws/server.ts";
 import { controllerAwsSettings, createTrustingRole, registerIssuer } from "../test/support/aws/trust.ts";
-import { startTestKubelet } from "../test/support/kubelet.ts";
+import { startTestKubelet } from "../simulators/kubelet/index.ts";
 import { pino } from "pino";
 import { benchControlPlane, follow, namespaces, startControllerProcess, type Seen } from "./support.ts";
 

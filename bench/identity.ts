@@ -8,7 +8,7 @@ import { createIssuer, memoryKeyStore } from "../controller/issuer/index.ts";
 import { awsProvider } from "../tasks/scoped-step/credentials/aws.ts";
 import type { Grant, RunFacts } from "../tasks/scoped-step/credentials/types.ts";
 import { resolveTrait } from "../tasks/scoped-step/trait.ts";
-import { startAwsPeer } from "../test/support/aws/server.ts";
+import { startAwsPeer } from "../simulators/aws/server.ts";
 import { ms, percentile } from "./support.ts";
 
 const count = Number(process.argv[2] ?? 2000);

@@ -21,9 +21,9 @@ import { inOwnNamespaces } from "../hack/cluster/enter.ts";
 import type { NodeImages } from "../hack/cluster/images.ts";
 import { waitFor } from "../hack/cluster/processes.ts";
 import { startTektonController } from "../hack/cluster/tekton.ts";
-import { startAwsPeer } from "../test/support/aws/server.ts";
+import { startAwsPeer } from "../simulators/aws/server.ts";
 import { createTrustingRole, registerIssuer } from "../test/support/aws/trust.ts";
-import { startTestKubelet } from "../test/support/kubelet.ts";
+import { startTestKubelet } from "../simulators/kubelet/index.ts";
 import {
   benchControlPlane,
   controllerMain,

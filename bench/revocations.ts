@@ -10,7 +10,7 @@ import { IAMClient } from "@aws-sdk/client-iam";
 import { pino } from "pino";
 import { denyListRevoker, revocationPolicyName } from "../tasks/scoped-step/credentials/aws-revocation.ts";
 import { sourceIdentity, unrecordedMintMarginSeconds } from "../tasks/scoped-step/credentials/aws.ts";
-import { startAwsPeer, type AwsPeer } from "../test/support/aws/server.ts";
+import { startAwsPeer, type AwsPeer } from "../simulators/aws/server.ts";
 
 const sessionSeconds = Number(process.argv[2] ?? 900);
 const log = pino({ level: "silent" });

@@ -5,7 +5,7 @@
 //   node bench/runs.ts --compare [N ...]    each N twice: no-op credentials, then real minting and
 //                                           deny-policy revocation against the loopback AWS peer
 import { CoreV1Api, CustomObjectsApi, Watch } from "@kubernetes/client-node";
-import { startTestKubelet } from "../test/support/kubelet.ts";
+import { startTestKubelet } from "../simulators/kubelet/index.ts";
 import {
   awsFor,
   benchControlPlane,

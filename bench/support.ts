@@ -8,7 +8,7 @@ import { fileURLToPath } from "node:url";
 import { CoordinationV1Api, CoreV1Api, type KubeConfig, type Watch } from "@kubernetes/client-node";
 import { startControlPlane, type ControlPlane } from "../hack/cluster/control-plane.ts";
 import { stripTypes } from "../hack/strip-types.ts";
-import { startAwsPeer } from "../test/support/aws/server.ts";
+import { startAwsPeer } from "../simulators/aws/server.ts";
 import { controllerAwsSettings, createTrustingRole, registerIssuer } from "../test/support/aws/trust.ts";
 import { ownCrdFiles } from "../test/support/cluster.ts";
 

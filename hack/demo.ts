@@ -13,7 +13,7 @@ import { startCluster } from "./cluster/cluster.ts";
 import { inOwnNamespaces } from "./cluster/enter.ts";
 import { installTekton } from "./cluster/tekton-install.ts";
 import { waitFor } from "./cluster/processes.ts";
-import { startAwsPeer } from "../test/support/aws/server.ts";
+import { startAwsPeer } from "../simulators/aws/server.ts";
 import { createTrustingRole, registerIssuer } from "../test/support/aws/trust.ts";
 import type { CustomRun } from "../tasks/scoped-step/types.ts";
 import { createApplication, demoComponent } from "../test/support/application.ts";

@@ -14,7 +14,7 @@ import {
 import { buildTool, moduleDir, tekton } from "./upstream.ts";
 import { freePorts, startSupervised, stopSupervised, waitFor, type Supervised } from "./processes.ts";
 
-/** The image flags take any string: the test kubelet knows these names (test/support/kubelet/tekton.ts). */
+/** The image flags take any string: the test kubelet knows these names (simulators/kubelet/tekton.ts). */
 export const tektonImages: Record<keyof TektonImages, string> = {
   entrypoint: "scoped-step.test/tekton/entrypoint",
   nop: "scoped-step.test/tekton/nop",

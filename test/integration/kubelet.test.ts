@@ -10,7 +10,7 @@ import {
   type V1PodSpec,
 } from "@kubernetes/client-node";
 import { testCluster, testNamespace, type TestCluster } from "../support/cluster.ts";
-import { behaviourAnnotation, startTestKubelet, type TestKubelet } from "../support/kubelet.ts";
+import { behaviourAnnotation, startTestKubelet, type TestKubelet } from "../../simulators/kubelet/index.ts";
 import { eventually } from "../support/wait.ts";
 
 interface Setup {

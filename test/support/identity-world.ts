@@ -2,7 +2,7 @@
 // the loopback AWS peer trusts that issuer, and a role lets this namespace's steps read one bucket.
 import { after } from "node:test";
 import { CoreV1Api } from "@kubernetes/client-node";
-import { startAwsPeer, type AwsPeer } from "./aws/server.ts";
+import { startAwsPeer, type AwsPeer } from "../../simulators/aws/server.ts";
 import {
   controllerAwsSettings,
   createTrustingRole,

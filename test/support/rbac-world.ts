@@ -19,11 +19,11 @@ import {
 } from "@kubernetes/client-node";
 import { parse, parseAllDocuments } from "yaml";
 import type { CustomRun, CustomRunSpec } from "../../tasks/scoped-step/types.ts";
-import { startAwsPeer, type AwsPeer } from "./aws/server.ts";
+import { startAwsPeer, type AwsPeer } from "../../simulators/aws/server.ts";
 import { createTrustingRole, registerIssuer } from "./aws/trust.ts";
 import { testCluster, testNamespace, type TestCluster } from "./cluster.ts";
 import { startController, type ControllerProcess } from "./controller.ts";
-import { startTestKubelet, type TestKubelet } from "./kubelet.ts";
+import { startTestKubelet, type TestKubelet } from "../../simulators/kubelet/index.ts";
 import { eventually } from "./wait.ts";
 import { createApplication, identityComponent } from "./application.ts";
 import { writeExpiredLedgerEntry } from "./ledger.ts";

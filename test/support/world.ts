@@ -5,7 +5,7 @@ import { CoreV1Api, type V1Pod } from "@kubernetes/client-node";
 import type { CustomRun, CustomRunSpec } from "../../tasks/scoped-step/types.ts";
 import { testCluster, testNamespace, type TestCluster } from "./cluster.ts";
 import { startController, waitForLeader, type ControllerProcess } from "./controller.ts";
-import { startTestKubelet, type TestKubelet } from "./kubelet.ts";
+import { startTestKubelet, type TestKubelet } from "../../simulators/kubelet/index.ts";
 import { eventually } from "./wait.ts";
 import { createApplication } from "./application.ts";
 

@@ -31,8 +31,8 @@ import {
 import type { AssumeRoleWithWebIdentityCommandInput, Credentials } from "@aws-sdk/client-sts";
 import { SignJWT, exportJWK, generateKeyPair } from "jose";
 import type { CryptoKey, JWTPayload } from "jose";
-import { startAwsPeer } from "../support/aws/server.ts";
-import type { AwsPeer } from "../support/aws/server.ts";
+import { startAwsPeer } from "../../simulators/aws/server.ts";
+import type { AwsPeer } from "../../simulators/aws/server.ts";
 
 const REGION = "eu-west-1";
 const ACCOUNT = "111122223333";

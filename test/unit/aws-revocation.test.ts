@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { IAMClient } from "@aws-sdk/client-iam";
 import { pino } from "pino";
 import { denyListRevoker, revocationPolicyName } from "../../tasks/scoped-step/credentials/aws-revocation.ts";
-import { startAwsPeer } from "../support/aws/server.ts";
+import { startAwsPeer } from "../../simulators/aws/server.ts";
 
 const trustPolicy = {
   Version: "2012-10-17",

@@ -5,7 +5,7 @@ import { createServer } from "node:http";
 import { createIssuer, memoryKeyStore } from "../../../controller/issuer/index.ts";
 import type { Grant, RunFacts, TokenSigner } from "../../../tasks/scoped-step/credentials/types.ts";
 import type { TraitProperties } from "../../../tasks/scoped-step/schema.ts";
-import { startAwsPeer, type AwsPeer, type AwsPeerOptions } from "./server.ts";
+import { startAwsPeer, type AwsPeer, type AwsPeerOptions } from "../../../simulators/aws/server.ts";
 import { registerIssuer, webIdentityTrustPolicy, type TrustedIssuer } from "./trust.ts";
 
 export interface ProviderWorld {

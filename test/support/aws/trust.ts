@@ -2,7 +2,7 @@
 // registered with the AWS peer as an IAM OIDC provider, and roles that trust it the way the
 // README tells operators to write trust policies.
 import { freePorts } from "../../../hack/cluster/processes.ts";
-import type { AwsPeer } from "./server.ts";
+import type { AwsPeer } from "../../../simulators/aws/server.ts";
 
 export interface TrustedIssuer {
   port: number;

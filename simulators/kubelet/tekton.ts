@@ -11,7 +11,7 @@ import { chmod, copyFile, mkdir } from "node:fs/promises";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import type { V1Container, V1Pod } from "@kubernetes/client-node";
-import { buildTool } from "../../../hack/cluster/upstream.ts";
+import { buildTool } from "../../hack/cluster/upstream.ts";
 import type { Mount } from "./mounts.ts";
 
 const emulation = fileURLToPath(new URL("./tekton-entrypoint.sh", import.meta.url));

@@ -8,24 +8,19 @@
 //   t.after(() => kubelet.stop());
 //
 // Needs root (mount namespaces, bind mounts, setpriv) and util-linux. Several may run in one
-// process, each scoped to its own namespace. See kubelet/*.ts for the parts; kubelet/tekton.ts is
-// what lets Tekton's own TaskRun pods run (its entrypoint binary, emulated).
+// process, each scoped to its own namespace. The parts are the other files here (README.md lists
+// them); tekton.ts is what lets Tekton's own TaskRun pods run (its entrypoint binary, emulated).
 import { randomBytes } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { setTimeout as delay } from "node:timers/promises";
 import { CoreV1Api, Watch, type KubeConfig, type V1Pod } from "@kubernetes/client-node";
-import { startLogServer, type LogServer } from "./kubelet/logs.ts";
-import { findTools, registerNode, serviceEnv } from "./kubelet/node.ts";
-import { apiObjects, describeError, isConflict, isNotFound } from "./kubelet/objects.ts";
-import {
-  behaviourAnnotation,
-  PodRunner,
-  type ContainerProcessInfo,
-  type RunnerContext,
-} from "./kubelet/pod.ts";
-import { ProcessGroups } from "./kubelet/process.ts";
+import { startLogServer, type LogServer } from "./logs.ts";
+import { findTools, registerNode, serviceEnv } from "./node.ts";
+import { apiObjects, describeError, isConflict, isNotFound } from "./objects.ts";
+import { behaviourAnnotation, PodRunner, type ContainerProcessInfo, type RunnerContext } from "./pod.ts";
+import { ProcessGroups } from "./process.ts";
 
 export { behaviourAnnotation, type ContainerProcessInfo };
 
