@@ -12,7 +12,7 @@ import { createIssuer, memoryKeyStore, type Issuer } from "../controller/issuer/
 import { awsProvider } from "../tasks/scoped-step/credentials/aws.ts";
 import type { Grant, RunFacts } from "../tasks/scoped-step/credentials/types.ts";
 import { resolveTrait } from "../tasks/scoped-step/trait.ts";
-import { startAwsPeer } from "../test/support/aws/server.ts";
+import { startAwsPeer } from "../simulators/aws/server.ts";
 import { kmsCredentials, startLocalKms } from "../test/support/kms.ts";
 import { percentile, processUsage } from "./support.ts";
 

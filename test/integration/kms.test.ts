@@ -13,7 +13,7 @@ import { createIssuer, type Issuer, type TokenRequest } from "../../controller/i
 import { KmsKeyError } from "../../controller/issuer/kms.ts";
 import { kubeFromKubeConfig } from "../../controller/kube-client.ts";
 import { freePorts } from "../../hack/cluster/processes.ts";
-import { startAwsPeer, type AwsPeer } from "../support/aws/server.ts";
+import { startAwsPeer, type AwsPeer } from "../../simulators/aws/server.ts";
 import { createTrustingRole, registerIssuer, type TrustedIssuer } from "../support/aws/trust.ts";
 import { testCluster, testNamespace } from "../support/cluster.ts";
 import { kmsCredentials, startLocalKms, type LocalKms } from "../support/kms.ts";
