@@ -3,7 +3,9 @@
 // objects (but the Namespace, which `helm install --create-namespace` makes), and each value changes
 // only what it names:
 //   - image, replicas, resources: the controller Deployment;
-//   - issuerUrl, awsRegion: the scoped-step-config ConfigMap;
+//   - issuerUrl, awsRegion, settings: the scoped-step-config ConfigMap (settings: any other
+//     controller setting by flag name, but those the Deployment sets as flags or environment);
+//   - extraVolumes, extraVolumeMounts: the controller Pod's (an IdP's client secret, say);
 //   - watchNamespaces: that ConfigMap's watch-namespaces, and the RBAC of the namespaced install
 //     (catalog/controller/0.1/namespaced): its `$patch: delete` targets left out, its Roles added,
 //     its tenant RoleBinding rendered once per namespace;
@@ -14,6 +16,7 @@
 // ScopedStep and ScopedStepPolicy in the cluster. test/integration/helm.test.ts renders the chart
 // with helm and compares it with the releases object by object.
 import { Document, isScalar, isSeq, stringify, visit, type Scalar } from "yaml";
+import { options } from "../controller/config.ts";
 import type { GeneratedFile } from "./release.ts";
 
 export const chartDir = "catalog/helm/scoped-step";
@@ -95,6 +98,9 @@ class TemplateWriter {
         };
         const key = /^ *__slot_(\d+)__:/.exec(line);
         if (key) return slot(key[1] ?? "");
+        // A token as a whole sequence item stands for its whole line too, at the item's indentation.
+        const item = /^( *)- __slot_(\d+)__$/.exec(line);
+        if (item) return this.slots[Number(item[2])]?.(item[1]?.length ?? 0) ?? "";
         return line.replace(/(["']?)__slot_(\d+)__\1/g, (_, _q, n: string) => slot(n));
       })
       .join("\n");
@@ -156,8 +162,18 @@ function deployment(doc: Document, t: TemplateWriter, imageRepository: string): 
       at("resources"),
       t.slot((indent) => `{{- toYaml .Values.resources | nindent ${indent + 2} }}`),
     );
+    doc.addIn(at("volumeMounts"), listSlot(t, ".Values.extraVolumeMounts"));
   }
   if (!found) throw new Error(`the Deployment has no container running ${imageRepository}`);
+  doc.addIn(["spec", "template", "spec", "volumes"], listSlot(t, ".Values.extraVolumes"));
+}
+
+/** The items of a list value, appended to a list of the document (nothing when the value is empty). */
+function listSlot(t: TemplateWriter, value: string): string {
+  return t.slot((indent) => {
+    const pad = " ".repeat(indent);
+    return `${pad}{{- with ${value} }}\n{{ toYaml . | indent ${indent} }}\n${pad}{{- end }}`;
+  });
 }
 
 /** Annotations only when given (IRSA's role ARN), so that the default render is release.yaml's. */
@@ -185,6 +201,32 @@ function configMap(doc: Document, t: TemplateWriter): void {
     if (get(doc, ["data", flag]) === undefined) throw new Error(`${configMapName} has no ${flag}`);
     doc.setIn(["data", flag], t.value(`.Values.${value} | quote`));
   }
+  // The release's other settings keep their value unless `settings` names them; the rest of
+  // `settings` follows them.
+  const written: string[] = [];
+  for (const pair of (get(doc, ["data"]) as { items: { key: Scalar; value: Scalar }[] }).items) {
+    const flag = String(pair.key.value);
+    if (flag in settings) continue;
+    written.push(flag);
+    const fallback = JSON.stringify(String(pair.value.value));
+    pair.value = doc.createNode(
+      t.value(`index @.Values.settings ${JSON.stringify(flag)} | default ${fallback} | quote`),
+    );
+  }
+  const omitted = written.map((f) => JSON.stringify(f)).join(" ");
+  doc.setIn(
+    [
+      "data",
+      t.slot((indent) =>
+        [
+          `${" ".repeat(indent)}{{- range $flag, $value := omit .Values.settings ${omitted} }}`,
+          `${" ".repeat(indent)}{{ $flag }}: {{ $value | quote }}`,
+          `${" ".repeat(indent)}{{- end }}`,
+        ].join("\n"),
+      ),
+    ],
+    "",
+  );
   // Only when listed, so that the default render is release.yaml's ConfigMap.
   doc.setIn(
     [
@@ -364,7 +406,10 @@ export function helmChartFiles(sources: ChartSources): GeneratedFile[] {
   files.push(
     { path: `${chartDir}/Chart.yaml`, content: chartYaml(sources.version) },
     { path: `${chartDir}/values.yaml`, content: valuesYaml(sources, deploymentDoc, config) },
-    { path: `${chartDir}/values.schema.json`, content: `${JSON.stringify(valuesSchema, null, 2)}\n` },
+    {
+      path: `${chartDir}/values.schema.json`,
+      content: `${JSON.stringify(valuesSchema(settingsAllowed(deploymentDoc)), null, 2)}\n`,
+    },
     { path: `${chartDir}/templates/NOTES.txt`, content: notes },
   );
   return files;
@@ -430,6 +475,18 @@ signingKeyStore: ${y(data["signing-key-store"])}
 kmsKeyId: ${y(data["kms-key-id"])}
 kmsRegion: ${y(data["kms-region"])}
 
+# Any other controller setting, by flag name (the README's Configuration table), e.g.
+# settings: { log-level: debug, issuer-mode: external, external-issuer: "issuer: https://..." }.
+# Those of catalog/release.yaml's ConfigMap keep their value there unless named here. Settings the
+# Deployment passes as flags or environment (http-port, the lease timings, namespace, ...) are not
+# accepted here: they would be overridden.
+settings: {}
+
+# More volumes for the controller Pod, and where its container mounts them: the client secret or
+# private key of an external issuer's client, say (a Secret, mounted read-only).
+extraVolumes: []
+extraVolumeMounts: []
+
 # The namespaces whose runs the controller serves (watch-namespaces), e.g.
 # --set 'watchNamespaces={team-a,team-b}'. Empty: every namespace, with the controller's tenant
 # access bound cluster-wide. Listed: the namespaced install of catalog/controller/0.1/namespaced,
@@ -456,8 +513,27 @@ namespace:
 
 const dnsLabel = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
 
+/**
+ * The flags `settings` may name: every controller setting but those the Deployment sets (a flag in
+ * its args, or its environment variable), those with values of their own, and config-map.
+ */
+function settingsAllowed(deploymentDoc: Document): string[] {
+  const js = deploymentDoc.toJS() as {
+    spec: { template: { spec: { containers: { args?: string[]; env?: { name: string }[] }[] } } };
+  };
+  const containers = js.spec.template.spec.containers;
+  const args = new Set(containers.flatMap((c) => (c.args ?? []).map((a) => /^--([a-z-]+)=/.exec(a)?.[1])));
+  const env = new Set(containers.flatMap((c) => (c.env ?? []).map((e) => e.name)));
+  const own = new Set<string>([...Object.keys(settings), "watch-namespaces", options.configMap.flag]);
+  return Object.values(options)
+    .filter((o) => !args.has(o.flag) && !env.has(o.env) && !own.has(o.flag))
+    .map((o) => o.flag);
+}
+
+const volumeList = { type: "array", items: { type: "object", required: ["name"] } };
+
 /** Helm checks values against it before rendering: a typo or a wrong type fails with its path. */
-const valuesSchema = {
+const valuesSchema = (allowedSettings: string[]) => ({
   $schema: "http://json-schema.org/draft-07/schema#",
   type: "object",
   additionalProperties: false,
@@ -491,6 +567,13 @@ const valuesSchema = {
     signingKeyStore: { enum: ["secret", "kms"] },
     kmsKeyId: { type: "string" },
     kmsRegion: { type: "string", pattern: "^([a-z]{2}(-[a-z]+)+-[0-9]+)?$" },
+    settings: {
+      type: "object",
+      propertyNames: { enum: allowedSettings },
+      additionalProperties: { type: ["string", "number", "boolean"] },
+    },
+    extraVolumes: volumeList,
+    extraVolumeMounts: { type: "array", items: { type: "object", required: ["name", "mountPath"] } },
     watchNamespaces: {
       type: "array",
       uniqueItems: true,
@@ -512,7 +595,7 @@ const valuesSchema = {
       properties: { create: { type: "boolean" } },
     },
   },
-};
+});
 
 const notes = `{{- /* Generated by \`make release\`; do not edit. */ -}}
 scoped-step {{ .Chart.AppVersion }} is installed in namespace {{ .Release.Namespace }}.

@@ -7,11 +7,12 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
-import { mkdtemp, readdir } from "node:fs/promises";
+import { mkdtemp, readdir, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
-import { parseAllDocuments } from "yaml";
+import { parseAllDocuments, stringify } from "yaml";
+import { loadConfig } from "../../controller/config.ts";
 import { checkIssuerUrl } from "../../controller/issuer/documents.ts";
 import { buildTool } from "../../hack/cluster/upstream.ts";
 import { chartDir } from "../../hack/helm-chart.ts";
@@ -169,6 +170,81 @@ test("signingKeyStore, kmsKeyId and kmsRegion change the controller's settings C
 
 const revokerRole = "arn:aws:iam::111122223333:role/scoped-step-revoker";
 
+/** The secret file an external issuer's client reads, where extraVolumes mounts it. */
+const idpSecretDir = "/var/run/secrets/scoped-step-idp";
+const externalIssuer = [
+  "issuer: https://idp.example.com/oauth2/platform",
+  "clientId: scoped-step-controller",
+  `clientSecretFile: ${idpSecretDir}/client-secret`,
+  "",
+].join("\n");
+const idpVolume = { name: "idp", secret: { secretName: "scoped-step-idp", defaultMode: 256 } };
+const idpMount = { name: "idp", mountPath: idpSecretDir, readOnly: true };
+
+/** Values for external issuer mode: other settings, and the client secret's volume. */
+async function externalIssuerValues(): Promise<string> {
+  const file = path.join(await helmHome, "external-issuer.yaml");
+  const values = {
+    settings: {
+      "log-level": "debug",
+      "issuer-mode": "external",
+      "external-issuer": externalIssuer,
+      concurrency: 4,
+    },
+    extraVolumes: [idpVolume],
+    extraVolumeMounts: [idpMount],
+  };
+  await writeFile(file, stringify(values));
+  return file;
+}
+
+test("settings set any other controller setting in the ConfigMap, and extraVolumes and extraVolumeMounts add to the controller Pod only", async () => {
+  const rendered = await render([
+    "--set",
+    "issuerUrl=https://oidc.example.com/scoped-step",
+    "-f",
+    await externalIssuerValues(),
+  ]);
+  assertSameObjects(
+    rendered,
+    await expected((objects) => {
+      Object.assign(settings(objects), {
+        "issuer-url": "https://oidc.example.com/scoped-step",
+        "log-level": "debug",
+        "issuer-mode": "external",
+        "external-issuer": externalIssuer,
+        concurrency: "4",
+      });
+      const pod = controller(objects).template.spec as unknown as {
+        volumes: unknown[];
+        containers: { volumeMounts: unknown[] }[];
+      };
+      pod.volumes.push(idpVolume);
+      pod.containers[0]?.volumeMounts.push(idpMount);
+    }),
+    "settings, extraVolumes, extraVolumeMounts",
+  );
+  // The controller takes the rendered settings: here the secret file is one of the test's.
+  const dir = await mkdtemp(path.join(os.tmpdir(), "helm-idp-"));
+  await writeFile(path.join(dir, "client-secret"), "not-a-real-secret");
+  const data = { ...settings(rendered) };
+  data["external-issuer"] = (data["external-issuer"] ?? "").replace(idpSecretDir, dir);
+  const config = loadConfig([], {}, data);
+  assert.deepEqual([config.issuerMode, config.logLevel, config.concurrency], ["external", "debug", 4]);
+  assert.equal(config.externalIssuer?.clientSecretFile, path.join(dir, "client-secret"));
+
+  // A setting the Deployment passes as a flag, or one with a value of its own, is refused by name.
+  for (const flag of ["http-port", "issuer-url", "log_level"]) {
+    await assert.rejects(
+      render(["--set-string", `settings.${flag}=x`]),
+      (err: Error & { stderr?: string }) => {
+        assert.match(err.stderr ?? "", new RegExp(`invalid propertyName '${flag}'`), flag);
+        return true;
+      },
+    );
+  }
+});
+
 test("serviceAccount.annotations (IRSA's role ARN) annotate the controller's ServiceAccount only", async () => {
   const role = revokerRole;
   assertSameObjects(
@@ -287,6 +363,8 @@ test("helm lint --strict passes, with default values and with every value set", 
       "issuerUrl=https://oidc.example.com,watchNamespaces={team-a,team-b},monitoring.enabled=true,namespace.create=true,replicas=3",
       "--set-string",
       `serviceAccount.annotations.eks\\.amazonaws\\.com/role-arn=${revokerRole}`,
+      "-f",
+      await externalIssuerValues(),
     ],
   ]) {
     for (const strict of [[], ["--strict"]]) {
@@ -309,6 +387,8 @@ test("with every value set, the API server accepts what the chart renders: serve
       "image.repository=registry.example/scoped-step,image.tag=1.2.3,resources.limits.cpu=null",
       "--set-string",
       `serviceAccount.annotations.eks\\.amazonaws\\.com/role-arn=${revokerRole}`,
+      "-f",
+      await externalIssuerValues(),
     ],
     ns,
   );
