@@ -12,7 +12,7 @@ import { awsProvider } from "../tasks/scoped-step/credentials/aws.ts";
 import { startProviderWorld } from "../test/support/aws/provider-world.ts";
 import { registerIssuerUrl, webIdentityTrustPolicy } from "../test/support/aws/trust.ts";
 import { startTestIdp } from "../test/support/idp.ts";
-import { ms, percentile } from "./support.ts";
+import { ms, percentile, runConcurrently } from "./support.ts";
 
 const count = Number(process.argv[2] ?? 200);
 const log = pino({ level: "silent" });
@@ -43,20 +43,8 @@ const provider = (signer: typeof external) =>
 
 async function measure(label: string, concurrency: number, work: () => Promise<unknown>) {
   await work(); // discovery and key fetches happen once; leave them out
-  const latencies: number[] = [];
-  let next = 0;
-  const started = performance.now();
   const cpu = process.cpuUsage();
-  await Promise.all(
-    Array.from({ length: concurrency }, async () => {
-      while (next++ < count) {
-        const t = performance.now();
-        await work();
-        latencies.push(performance.now() - t);
-      }
-    }),
-  );
-  const seconds = (performance.now() - started) / 1000;
+  const { latencies, seconds } = await runConcurrently(count, concurrency, () => work());
   const used = process.cpuUsage(cpu);
   console.log(
     `  ${label.padEnd(30)} concurrency ${String(concurrency).padStart(2)}: ${(count / seconds).toFixed(0).padStart(5)}/s` +

@@ -9,7 +9,7 @@ import { awsProvider } from "../tasks/scoped-step/credentials/aws.ts";
 import type { Grant, RunFacts } from "../tasks/scoped-step/credentials/types.ts";
 import { resolveTrait } from "../tasks/scoped-step/trait.ts";
 import { startAwsPeer } from "../simulators/aws/server.ts";
-import { ms, percentile } from "./support.ts";
+import { ms, percentile, runConcurrently } from "./support.ts";
 
 const count = Number(process.argv[2] ?? 2000);
 const log = pino({ level: "silent" });
@@ -20,21 +20,8 @@ async function measure(
   concurrency: number,
   work: (i: number) => Promise<unknown>,
 ): Promise<void> {
-  const latencies: number[] = [];
-  let next = 0;
-  const started = performance.now();
   const cpuBefore = process.cpuUsage();
-  await Promise.all(
-    Array.from({ length: concurrency }, async () => {
-      while (next < n) {
-        const i = next++;
-        const t = performance.now();
-        await work(i);
-        latencies.push(performance.now() - t);
-      }
-    }),
-  );
-  const seconds = (performance.now() - started) / 1000;
+  const { latencies, seconds } = await runConcurrently(n, concurrency, work);
   const cpu = process.cpuUsage(cpuBefore);
   console.log(
     `  ${label.padEnd(34)} concurrency ${String(concurrency).padStart(2)}: ${(n / seconds).toFixed(0).padStart(6)}/s` +

@@ -14,7 +14,7 @@ import type { Grant, RunFacts } from "../tasks/scoped-step/credentials/types.ts"
 import { resolveTrait } from "../tasks/scoped-step/trait.ts";
 import { startAwsPeer } from "../simulators/aws/server.ts";
 import { kmsCredentials, startLocalKms } from "../test/support/kms.ts";
-import { percentile, processUsage } from "./support.ts";
+import { percentile, processUsage, runConcurrently } from "./support.ts";
 
 // local-kms listens on every interface: build it (outside, where the module proxy is), then run
 // everything inside network namespaces of its own, where only loopback exists.
@@ -27,20 +27,7 @@ process.env.AWS_ACCESS_KEY_ID = kmsCredentials.accessKeyId;
 process.env.AWS_SECRET_ACCESS_KEY = kmsCredentials.secretAccessKey;
 
 async function measure(label: string, n: number, concurrency: number, work: (i: number) => Promise<unknown>) {
-  const latencies: number[] = [];
-  let next = 0;
-  const started = performance.now();
-  await Promise.all(
-    Array.from({ length: concurrency }, async () => {
-      while (next < n) {
-        const i = next++;
-        const t = performance.now();
-        await work(i);
-        latencies.push(performance.now() - t);
-      }
-    }),
-  );
-  const seconds = (performance.now() - started) / 1000;
+  const { latencies, seconds } = await runConcurrently(n, concurrency, work);
   const p = (q: number) => `${percentile(latencies, q).toFixed(2)} ms`.padStart(9);
   console.log(
     `  ${label.padEnd(30)} concurrency ${String(concurrency).padStart(2)}: ${(n / seconds).toFixed(0).padStart(6)}/s  p50 ${p(50)}  p95 ${p(95)}`,

@@ -20,6 +20,31 @@ export function percentile(values: number[], p: number): number {
 
 export const ms = (n: number) => `${n.toFixed(0)} ms`;
 
+/**
+ * Calls `work(i)` for every i below `n`, `concurrency` calls at a time: each call's latency in
+ * milliseconds, and the wall time of the whole in seconds.
+ */
+export async function runConcurrently(
+  n: number,
+  concurrency: number,
+  work: (i: number) => Promise<unknown>,
+): Promise<{ latencies: number[]; seconds: number }> {
+  const latencies: number[] = [];
+  let next = 0;
+  const started = performance.now();
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (next < n) {
+        const i = next++;
+        const t = performance.now();
+        await work(i);
+        latencies.push(performance.now() - t);
+      }
+    }),
+  );
+  return { latencies, seconds: (performance.now() - started) / 1000 };
+}
+
 /** CPU seconds (user + system) and peak resident memory of a live process. */
 export async function processUsage(pid: number): Promise<{ cpuSeconds: number; peakRssMiB: number }> {
   const stat = (await readFile(`/proc/${pid}/stat`, "utf8")).split(") ")[1]?.split(" ") ?? [];
