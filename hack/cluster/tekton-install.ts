@@ -104,6 +104,30 @@ export async function tektonManifests(images: NodeImages): Promise<KubernetesObj
   return objects;
 }
 
+/**
+ * Applied, server-side. When another install on the same cluster has just registered Tekton's
+ * webhook while its pod is not yet behind the Service, the API server cannot call the webhook and
+ * refuses the object ("failed calling webhook"): wait for the webhook to answer. Any other refusal
+ * is the manifest's own and fails at once.
+ */
+async function applyObject(client: KubernetesObjectApi, obj: KubernetesObject): Promise<void> {
+  let refused: unknown;
+  await waitFor(
+    `${obj.kind ?? ""} ${obj.metadata?.name ?? ""} to be applied while Tekton's webhook starts`,
+    async () => {
+      try {
+        await client.patch(obj, undefined, undefined, fieldManager, true, PatchStrategy.ServerSideApply);
+      } catch (err) {
+        if (/failed calling webhook/.test(statusMessage(err))) throw err;
+        refused = err;
+      }
+      return true;
+    },
+    { timeoutMs: 300_000, intervalMs: 500 },
+  );
+  if (refused) throw refused instanceof Error ? refused : new Error(statusMessage(refused));
+}
+
 const isDeployment = (o: KubernetesObject) => o.kind === "Deployment" && o.apiVersion === "apps/v1";
 
 export async function installTekton(
@@ -124,8 +148,7 @@ export async function installTekton(
   );
   log(`applying Tekton's ${manifests.length} manifests (server-side apply)`);
   const client = KubernetesObjectApi.makeApiClient(kc);
-  for (const obj of manifests)
-    await client.patch(obj, undefined, undefined, fieldManager, true, PatchStrategy.ServerSideApply);
+  for (const obj of manifests) await applyObject(client, obj);
 
   const deployments = manifests.filter(isDeployment).map((d) => ({
     namespace: d.metadata?.namespace ?? "",
