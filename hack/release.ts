@@ -4,22 +4,26 @@
 //   - catalog/release-monitoring.yaml: ServiceMonitor, PrometheusRule and the Grafana dashboard,
 //     from monitoring/kustomization.yaml (they need the Prometheus Operator's CRDs);
 //   - catalog/helm/scoped-step: the Helm chart that renders release.yaml's objects (hack/helm-chart.ts);
+//   - next to each catalog ScopedStep, its packaging as a Tekton Task (<name>.task.yaml), which
+//     every Tekton resolver serves, the cluster resolver included (tasks/scoped-step/packaged-task.ts);
 //   - the scoped-identity TraitDefinition, whose CUE parameter block is generated from the same
 //     JSON Schema the controller validates traits with (traitSchema), and KubeVela's schema
 //     ConfigMap for it, so `vela show scoped-identity` works without KubeVela compiling the CUE.
 // Every object of a release carries app.kubernetes.io/version = package.json's version; comments
 // in the sources are kept. test/integration/catalog.test.ts fails when a committed copy is stale.
-import { mkdir, readFile, stat, writeFile } from "node:fs/promises";
+import { mkdir, readdir, readFile, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { format, getFileInfo, resolveConfig } from "prettier";
 import { Document, parse, parseAllDocuments, stringify } from "yaml";
+import { taskFromStep } from "../tasks/scoped-step/packaged-task.ts";
 import { traitSchema } from "../tasks/scoped-step/schema.ts";
 import { helmChartFiles, type SourceDocument } from "./helm-chart.ts";
 
 export const repoRoot = fileURLToPath(new URL("..", import.meta.url));
 export const controllerDir = "catalog/controller/0.1";
 export const traitDir = "catalog/trait/scoped-identity/0.1";
+const stepsDir = "catalog/scopedstep";
 export const imageRepository = "ghcr.io/scoped-step/scoped-step";
 /** The namespace every object of the releases lives in (the chart: the release's namespace). */
 export const releaseNamespace = "scoped-step";
@@ -379,6 +383,30 @@ export async function packageVersion(): Promise<string> {
 }
 
 /** Every file `make release` writes, with the content it should have now. */
+/** The Task packaging of every catalog ScopedStep that has one, beside it. */
+async function packagedSteps(): Promise<GeneratedFile[]> {
+  const files: GeneratedFile[] = [];
+  for (const name of (await readdir(path.join(repoRoot, stepsDir))).sort()) {
+    for (const version of (await readdir(path.join(repoRoot, stepsDir, name))).sort()) {
+      const source = `${stepsDir}/${name}/${version}/${name}.yaml`;
+      const step = parse(await readFile(path.join(repoRoot, source), "utf8")) as Parameters<
+        typeof taskFromStep
+      >[0];
+      const task = taskFromStep(step);
+      if (!task) continue;
+      files.push({
+        path: `${stepsDir}/${name}/${version}/${name}.task.yaml`,
+        content:
+          `# The ScopedStep ${name} packaged as a Tekton Task, for Tekton's resolvers (the cluster resolver\n` +
+          `# among them): a pipeline task names it with apiVersion scopedstep.dev/v1alpha1, kind ScopedStep.\n` +
+          generatedHeader(source) +
+          stringify(task, yamlOptions),
+      });
+    }
+  }
+  return files;
+}
+
 export async function releaseFiles(): Promise<GeneratedFile[]> {
   const version = await packageVersion();
   const files: GeneratedFile[] = [
@@ -406,6 +434,7 @@ export async function releaseFiles(): Promise<GeneratedFile[]> {
         version,
       ),
     },
+    ...(await packagedSteps()),
     ...helmChartFiles({
       version,
       imageRepository,

@@ -5,6 +5,7 @@
 import { createHash } from "node:crypto";
 import { parseAllDocuments } from "yaml";
 import { RunFailure } from "./failure.ts";
+import { stepFromTask, taskType } from "./packaged-task.ts";
 import { labels, managedByValue, ownedBy, runOwnerReference } from "./pod.ts";
 import type { ClusterPort } from "./ports.ts";
 import { customTask, type CustomRun, type Param } from "./types.ts";
@@ -163,10 +164,11 @@ interface Document {
 }
 
 /**
- * The spec and name of the one ScopedStep in the resolver's answer: a ScopedStep document, or a
- * CustomRun whose spec is only a customSpec holding one. Tekton's resolvers (v1.15.1,
- * ValidateResolvedResource) refuse to return anything but a tekton.dev kind, so a catalog keeps
- * its ScopedSteps wrapped that way. What either document says about its namespace is ignored: the
+ * The spec and name of the one ScopedStep in the resolver's answer: a ScopedStep document, a
+ * CustomRun whose spec is only a customSpec holding one, or a Task packaging one
+ * (packaged-task.ts). Tekton's resolvers (v1.15.1, ValidateResolvedResource) refuse to return
+ * anything but a tekton.dev kind, so a catalog keeps its ScopedSteps wrapped or packaged; the
+ * cluster resolver serves Tasks alone of the two. What either document says about its namespace is ignored: the
  * step runs in the run's namespace, as if given inline.
  */
 export function scopedStepFrom(data: string, what: string): { name: string; spec: unknown } {
@@ -195,6 +197,12 @@ export function scopedStepFrom(data: string, what: string): { name: string; spec
     obj = inner;
   }
   const { apiVersion, kind, metadata, spec } = obj as Document;
+  if (kind === taskType.kind && typeof apiVersion === "string" && apiVersion.startsWith("tekton.dev/")) {
+    return {
+      name: typeof metadata?.name === "string" ? metadata.name : "",
+      spec: stepFromTask(obj as Record<string, unknown>, notOne),
+    };
+  }
   if (apiVersion !== customTask.apiVersion || kind !== customTask.kind) {
     const said = `${typeof kind === "string" ? kind : "an object without kind"}${typeof apiVersion === "string" ? ` (${apiVersion})` : ""}`;
     throw notOne(`a ${said}, not a ${customTask.kind} (${customTask.apiVersion})`);

@@ -2,10 +2,13 @@
 // the real node, under tini, with git): a PipelineRun on Tekton's controller makes a CustomRun
 // whose customRef names a resolver, the controller asks through a ResolutionRequest, the resolver
 // answers, and the step runs with minted credentials that are revoked after it. The git resolver
-// clones from a bare repository that `git daemon` serves on the node's address (test/support/git.ts).
+// clones from a bare repository that `git daemon` serves on the node's address (test/support/git.ts);
+// the cluster resolver reads a ScopedStep packaged as a Task from a shared catalog namespace.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { CustomObjectsApi } from "@kubernetes/client-node";
+import { parse } from "yaml";
+import { taskFromStep } from "../../tasks/scoped-step/packaged-task.ts";
 import { credentialSecretName } from "../../tasks/scoped-step/pod.ts";
 import type { ResolutionRequest } from "../../tasks/scoped-step/remote.ts";
 import type { CustomRun } from "../../tasks/scoped-step/types.ts";
@@ -75,55 +78,112 @@ const customRunOf = async (w: TektonWorld, pipelineRun: string): Promise<CustomR
   return only;
 };
 
-test("a step from the git resolver runs end to end: PipelineRun → CustomRun → ResolutionRequest → minted → step → revoked", async () => {
-  const { w, url } = await world;
-  await w.createPipelineRun("from-git", {
-    pipelineSpec: {
-      tasks: [
-        {
-          name: "whoami",
-          taskRef: {
-            ...scopedStep,
-            resolver: "git",
-            params: [
-              { name: "url", value: url },
-              { name: "revision", value: "main" },
-              { name: "pathInRepo", value: "steps/whoami.yaml" },
-            ],
-          },
-          params: [
-            { name: "image", value: cluster.images.awscli },
-            { name: "endpoint", value: w.peer.endpoint },
-          ],
-        },
-      ],
-    },
-  });
-  const pr = await w.waitPipelineRunDone("from-git", 300_000);
-  const cr = await customRunOf(w, "from-git");
+/** The pipeline task that runs whoami from `resolver` with `params`. */
+const whoamiTask = (w: TektonWorld, resolver: string, params: { name: string; value: string }[]) => ({
+  name: "whoami",
+  taskRef: { ...scopedStep, resolver, params },
+  params: [
+    { name: "image", value: cluster.images.awscli },
+    { name: "endpoint", value: w.peer.endpoint },
+  ],
+});
+
+/** The PipelineRun succeeded with the trait's role, and revoked it: its CustomRun. */
+async function ranAsDeployer(w: TektonWorld, pipelineRun: string): Promise<CustomRun> {
+  const pr = await w.waitPipelineRunDone(pipelineRun, 300_000);
+  const cr = await customRunOf(w, pipelineRun);
   assert.equal(
     pipelineCondition(pr)?.status,
     "True",
     `${pipelineCondition(pr)?.message ?? ""}; ${condition(cr)?.message ?? ""}`,
   );
-  assert.equal(cr.spec.customRef?.resolver, "git", "Tekton passes the resolver on in customRef");
   const results = resultsOf(cr);
   assert.match(results.caller ?? "", /^arn:aws:sts::111122223333:assumed-role\/payments-deployer\//);
   assert.ok(results["revoked-at"], "the credential was revoked");
-  await eventually("the credential Secret to be deleted", async () =>
-    (await w.secretData(credentialSecretName(cr.metadata.name ?? "", 0))) ? undefined : true,
-  );
-  // Answered by Tekton's git resolver, not by anyone else.
+  return cr;
+}
+
+/** A PipelineRun of these tasks, made by the namespace's user. */
+async function pipelineRunAsTenant(w: TektonWorld, name: string, tasks: unknown[]): Promise<void> {
+  const tenant = (await tenantConfig(cluster, w.ns)).makeApiClient(CustomObjectsApi);
+  await tenant.createNamespacedCustomObject({
+    group: "tekton.dev",
+    version: "v1",
+    plural: "pipelineruns",
+    namespace: w.ns,
+    body: {
+      apiVersion: "tekton.dev/v1",
+      kind: "PipelineRun",
+      metadata: { name },
+      spec: { pipelineSpec: { tasks } },
+    },
+  });
+}
+
+/** The ResolutionRequests the controller made for a run. */
+const requestsOf = async (w: TektonWorld, cr: CustomRun): Promise<ResolutionRequest[]> => {
   const requests = (await cluster.objects.listNamespacedCustomObject({
     group: "resolution.tekton.dev",
     version: "v1beta1",
     plural: "resolutionrequests",
     namespace: w.ns,
   })) as { items: ResolutionRequest[] };
-  const mine = requests.items.filter((r) => r.metadata?.ownerReferences?.[0]?.uid === cr.metadata.uid);
+  return requests.items.filter((r) => r.metadata?.ownerReferences?.[0]?.uid === cr.metadata.uid);
+};
+
+test("a step from the git resolver runs end to end: PipelineRun → CustomRun → ResolutionRequest → minted → step → revoked", async () => {
+  const { w, url } = await world;
+  await w.createPipelineRun("from-git", {
+    pipelineSpec: {
+      tasks: [
+        whoamiTask(w, "git", [
+          { name: "url", value: url },
+          { name: "revision", value: "main" },
+          { name: "pathInRepo", value: "steps/whoami.yaml" },
+        ]),
+      ],
+    },
+  });
+  const cr = await ranAsDeployer(w, "from-git");
+  assert.equal(cr.spec.customRef?.resolver, "git", "Tekton passes the resolver on in customRef");
+  await eventually("the credential Secret to be deleted", async () =>
+    (await w.secretData(credentialSecretName(cr.metadata.name ?? "", 0))) ? undefined : true,
+  );
+  // Answered by Tekton's git resolver, not by anyone else.
+  const mine = await requestsOf(w, cr);
   assert.equal(mine.length, 1);
   assert.equal(mine[0]?.status?.conditions?.find((c) => c.type === "Succeeded")?.status, "True");
   assert.match(JSON.stringify(mine[0]?.status?.annotations ?? {}), /steps\/whoami.yaml/);
+});
+
+test("as the tenant: a step from Tekton's cluster resolver, packaged as a Task in a shared catalog namespace, runs end to end", async () => {
+  const { w } = await world;
+  const catalog = await testNamespace(cluster, "catalog");
+  const step = parse(whoami) as Parameters<typeof taskFromStep>[0];
+  const task = taskFromStep(step);
+  assert.ok(task, "whoami has a Task packaging");
+  // Through Tekton's admission webhook, as an operator publishes it.
+  await cluster.objects.createNamespacedCustomObject({
+    group: "tekton.dev",
+    version: "v1",
+    plural: "tasks",
+    namespace: catalog,
+    body: task,
+  });
+  await pipelineRunAsTenant(w, "from-cluster", [
+    whoamiTask(w, "cluster", [
+      { name: "kind", value: "task" },
+      { name: "name", value: "whoami" },
+      { name: "namespace", value: catalog },
+    ]),
+  ]);
+  const cr = await ranAsDeployer(w, "from-cluster");
+  // The identity came from the run's namespace: the catalog namespace has no Application at all.
+  assert.equal(cr.metadata.namespace, w.ns);
+  const mine = await requestsOf(w, cr);
+  assert.equal(mine.length, 1);
+  assert.equal(mine[0]?.metadata?.labels?.["resolution.tekton.dev/type"], "cluster");
+  assert.equal(mine[0]?.status?.conditions?.find((c) => c.type === "Succeeded")?.status, "True");
 });
 
 test("Tekton's resolvers' refusals end the run with ResolverFailed", async () => {
@@ -168,7 +228,7 @@ test("Tekton's resolvers' refusals end the run with ResolverFailed", async () =>
   }
 });
 
-test("as the tenant: another namespace's Task through the cluster resolver is refused as not a ScopedStep, and nothing of it shows", async () => {
+test("as the tenant: another namespace's Task that is not a packaged ScopedStep is refused through the cluster resolver, and nothing of it shows", async () => {
   const { w } = await world;
   const other = await testNamespace(cluster, "other");
   const secret = "build-token-5f2c9d";
@@ -184,41 +244,28 @@ test("as the tenant: another namespace's Task through the cluster resolver is re
       spec: { steps: [{ name: "build", image: "busybox", script: `echo ${secret}` }] },
     },
   });
-  const tenant = (await tenantConfig(cluster, w.ns)).makeApiClient(CustomObjectsApi);
-  await tenant.createNamespacedCustomObject({
-    group: "tekton.dev",
-    version: "v1",
-    plural: "pipelineruns",
-    namespace: w.ns,
-    body: {
-      apiVersion: "tekton.dev/v1",
-      kind: "PipelineRun",
-      metadata: { name: "borrow" },
-      spec: {
-        pipelineSpec: {
-          tasks: [
-            {
-              name: "step",
-              taskRef: {
-                ...scopedStep,
-                resolver: "cluster",
-                params: [
-                  { name: "kind", value: "task" },
-                  { name: "name", value: "build" },
-                  { name: "namespace", value: other },
-                ],
-              },
-            },
-          ],
-        },
+  await pipelineRunAsTenant(w, "borrow", [
+    {
+      name: "step",
+      taskRef: {
+        ...scopedStep,
+        resolver: "cluster",
+        params: [
+          { name: "kind", value: "task" },
+          { name: "name", value: "build" },
+          { name: "namespace", value: other },
+        ],
       },
     },
-  });
+  ]);
   const pr = await w.waitPipelineRunDone("borrow", 300_000);
   const cr = await customRunOf(w, "borrow");
   const c = condition(cr);
   assert.equal(c?.reason, "NotAScopedStep", c?.message);
-  assert.match(c?.message ?? "", /returned a Task \(tekton.dev\/v1\), not a ScopedStep/);
+  assert.match(
+    c?.message ?? "",
+    /returned a Task that is not a packaged ScopedStep: it lacks the scopedstep.dev\/application/,
+  );
   for (const text of [
     JSON.stringify(cr),
     JSON.stringify(pr),

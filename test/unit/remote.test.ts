@@ -71,7 +71,7 @@ test("a resolved document must be exactly one ScopedStep", () => {
   failsWith(
     () => scopedStepFrom(b64(task), "resolver cluster"),
     "NotAScopedStep",
-    /returned a Task \(tekton.dev\/v1\), not a ScopedStep/,
+    /returned a Task that is not a packaged ScopedStep/,
   );
   failsWith(() => scopedStepFrom(b64(`${step}---\n${step}`), "r"), "NotAScopedStep", /2 YAML documents/);
   failsWith(() => scopedStepFrom(b64("key: [unclosed"), "r"), "NotAScopedStep", /not valid YAML/);
