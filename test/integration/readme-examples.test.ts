@@ -2,7 +2,7 @@
 // controller and admission webhook: the trait's Application and the policy are the ones the
 // pipelines run under, the "three ways" are the tasks of one pipeline, the clone/build → publish
 // pipeline runs with a claim made from a template, the pod template places a step, and the
-// resolver example takes the wrapped step from git. What the test adds is only what the README
+// resolver examples take the wrapped step from git and the catalog's packaged step from the cluster. What the test adds is only what the README
 // says is around them (a namespace, a role in the AWS peer, the workspace binding, the build before
 // a publish) and what startExamplesWorld gives every example: local images under the references the
 // examples name (no registry is reachable), the AWS peer as every step's AWS_ENDPOINT_URL
@@ -11,9 +11,11 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { mkdtempSync, writeFileSync } from "node:fs";
+import { readFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { IAMClient, PutRolePolicyCommand } from "@aws-sdk/client-iam";
+import { PatchStrategy, setHeaderOptions } from "@kubernetes/client-node";
 import { parse } from "yaml";
 import { loadConfig } from "../../controller/config.ts";
 import { parseTektonDefaults } from "../../controller/tekton-defaults.ts";
@@ -22,7 +24,7 @@ import type { CustomRun } from "../../tasks/scoped-step/types.ts";
 import { readDocs, yamlBlocks } from "../support/catalog.ts";
 import { realCluster } from "../support/cluster.ts";
 import { examplesGitPort, gitDaemon } from "../support/git.ts";
-import { createRaw, statusMessage, type ApiObject } from "../support/raw-api.ts";
+import { applyRaw, createRaw, statusMessage, type ApiObject } from "../support/raw-api.ts";
 import {
   assertNoSecretWritten,
   pipelineCondition,
@@ -32,7 +34,9 @@ import {
 } from "../support/tekton.ts";
 import { provisionHostPathClaims } from "../support/volumes.ts";
 import { policyInUse } from "../support/policy.ts";
+import { eventually } from "../support/wait.ts";
 import { condition, resultsOf } from "../support/world.ts";
+import { nodeName } from "../../hack/cluster/node.ts";
 
 const c = await realCluster();
 
@@ -53,6 +57,7 @@ const examples = {
   tektonDefaults: block("Using it in a pipeline", "default-pod-template:"),
   resolverRef: block("Using it in a pipeline", "resolver: git"),
   wrappedStep: block("Using it in a pipeline", "kind: CustomRun"),
+  clusterRef: block("Using it in a pipeline", "resolver: cluster"),
   externalIssuer: block("External issuer mode", "issuer-mode: external"),
 };
 
@@ -253,21 +258,90 @@ test("README: the external issuer example is a setting the controller loads, wit
   );
 });
 
-// Loaded as the controller loads it, not applied: the ConfigMap would change the shared Tekton's
-// defaults for every other test running beside this one.
-test("README: Tekton's config-defaults example merges under a step's pod template as the README says", () => {
-  const cm = parse(examples.tektonDefaults) as {
-    metadata: { name: string; namespace: string };
-    data: Record<string, string>;
-  };
+// Applied as written, server-side, so that only its two keys are this test's and the keys Tekton's
+// release ships stay. The example's default pod template sends every TaskRun and step pod of the
+// cluster to a node labelled pool=ci, tolerating the taint ci: what the README says is around it is
+// such a node, so the node is labelled first and every other test's pods still land. Its keys are
+// removed again at the end.
+test("README: Tekton's config-defaults example, applied, places a step pod as it places a TaskRun pod", async () => {
+  const w = await world;
+  const cm = parse(examples.tektonDefaults) as ApiObject & { data: Record<string, string> };
   assert.deepEqual(cm.metadata, { name: "config-defaults", namespace: "tekton-pipelines" });
-  const defaults = parseTektonDefaults(cm.data, "ConfigMap tekton-pipelines/config-defaults");
-  assert.equal(defaults.resolutionTimeoutMs, 60_000);
-  const merged = withDefaultPodTemplate({ nodeSelector: { pool: "gpu" } }, defaults.podTemplate, "x");
-  assert.deepEqual(merged.template, {
-    nodeSelector: { pool: "gpu" },
-    tolerations: [{ key: "ci", operator: "Exists", effect: "NoSchedule" }],
-  });
+  await c.core.patchNode(
+    { name: nodeName, body: { metadata: { labels: { pool: "ci" } } } },
+    setHeaderOptions("Content-Type", PatchStrategy.MergePatch),
+  );
+  const manager = "readme-example";
+  const applied = await applyRaw(c.kc, cm, manager);
+  assert.equal(applied.status, 200, statusMessage(applied));
+  try {
+    await eventually(
+      "the controller to read the example's defaults",
+      () =>
+        Promise.resolve(
+          (w.controller?.output() ?? "")
+            .split("\n")
+            .some((l) => l.includes('"Tekton defaults read"') && l.includes('"tolerations"'))
+            ? true
+            : undefined,
+        ),
+      { timeoutMs: 120_000 },
+    );
+    const { pr, runs } = await runPipeline(w, "defaults", {
+      tasks: [
+        {
+          name: "build",
+          taskSpec: { steps: [{ name: "build", image: "busybox:1.37", script: "true" }] },
+        },
+        {
+          name: "whoami",
+          taskRef: { apiVersion: "scopedstep.dev/v1alpha1", kind: "ScopedStep" },
+          params: [
+            { name: "image", value: "busybox:1.37" },
+            { name: "script", value: "true" },
+            { name: "application", value: "payments" },
+            { name: "component", value: "api" },
+          ],
+        },
+      ],
+    });
+    const pods = await w.pods();
+    const stepPod = pods.find((p) => p.metadata?.labels?.["tekton.dev/customRun"] === runs[0]?.metadata.name);
+    const taskRunPod = pods.find(
+      (p) =>
+        p.metadata?.labels?.["tekton.dev/pipelineRun"] === pr.metadata?.name &&
+        p.metadata?.labels?.["tekton.dev/pipelineTask"] === "build",
+    );
+    for (const [what, pod] of [
+      ["the step pod", stepPod],
+      ["Tekton's TaskRun pod", taskRunPod],
+    ] as const) {
+      assert.ok(pod, `${what} is there`);
+      assert.deepEqual(pod.spec?.nodeSelector, { pool: "ci" }, what);
+      assert.ok(
+        pod.spec?.tolerations?.some(
+          (t) => t.key === "ci" && t.operator === "Exists" && t.effect === "NoSchedule",
+        ),
+        `${what}: ${JSON.stringify(pod.spec?.tolerations)}`,
+      );
+    }
+    // And as the controller merges it under a step's own pod template.
+    const defaults = parseTektonDefaults(cm.data, "ConfigMap tekton-pipelines/config-defaults");
+    assert.equal(defaults.resolutionTimeoutMs, 60_000);
+    const merged = withDefaultPodTemplate({ nodeSelector: { pool: "gpu" } }, defaults.podTemplate, "x");
+    assert.deepEqual(merged.template, {
+      nodeSelector: { pool: "gpu" },
+      tolerations: [{ key: "ci", operator: "Exists", effect: "NoSchedule" }],
+    });
+  } finally {
+    const removed = await applyRaw(c.kc, { ...cm, data: {} }, manager);
+    assert.equal(removed.status, 200, statusMessage(removed));
+    assert.equal(
+      (removed.body as { data?: Record<string, string> }).data?.["default-pod-template"],
+      undefined,
+      "the example's keys are gone again",
+    );
+  }
 });
 
 test("README: the resolver example takes the wrapped ScopedStep example from git and runs it", async () => {
@@ -286,6 +360,36 @@ test("README: the resolver example takes the wrapped ScopedStep example from git
   );
   assert.equal(runs[0]?.spec.customRef?.resolver, "git", "Tekton passes the resolver on");
   assert.equal(w.peer.getObject("payments-artifacts", "releases/from-git/ORIGIN")?.toString(), "from git\n");
+});
+
+test("README: the cluster resolver example takes the catalog's packaged s3-upload from its own namespace and runs it", async () => {
+  const w = await world;
+  // As the README's two commands publish it: the packaging the catalog ships, in scoped-step-catalog.
+  const file = "catalog/scopedstep/s3-upload/0.1/s3-upload.task.yaml";
+  const readme = await readFile("README.md", "utf8");
+  assert.ok(readme.includes("kubectl create namespace scoped-step-catalog\n"));
+  assert.ok(readme.includes(`kubectl apply -n scoped-step-catalog -f ${file}\n`));
+  const ns = { apiVersion: "v1", kind: "Namespace", metadata: { name: "scoped-step-catalog" } };
+  assert.equal((await createRaw(c.kc, ns)).status, 201, "the catalog's namespace is new");
+  for (const doc of await readDocs(file)) {
+    const res = await createRaw(c.kc, doc, { namespace: "scoped-step-catalog" });
+    assert.equal(res.status, 201, `${file}: ${statusMessage(res)}`);
+    assert.deepEqual(res.warnings, [], `${file}: Tekton's webhook warned`);
+  }
+  const [publish] = parse(examples.clusterRef) as { name: string; taskRef: { resolver?: string } }[];
+  assert.equal(publish?.taskRef.resolver, "cluster");
+  const { runs } = await runPipeline(
+    w,
+    "from-catalog",
+    { workspaces: [{ name: "shared" }], tasks: [buildTask("CATALOG", "from the catalog"), publish] },
+    "shared",
+  );
+  assert.equal(runs[0]?.spec.customRef?.resolver, "cluster", "Tekton passes the resolver on");
+  assert.equal(resultsOf(runs[0] ?? ({} as CustomRun)).uri, "s3://payments-artifacts/releases/from-catalog/");
+  assert.equal(
+    w.peer.getObject("payments-artifacts", "releases/from-catalog/CATALOG")?.toString(),
+    "from the catalog\n",
+  );
 });
 
 test("README: every yaml example is one of those above", () => {

@@ -23,6 +23,7 @@ export async function rawRequest(
   method: string,
   path: string,
   body?: unknown,
+  contentType = "application/json",
 ): Promise<RawResponse> {
   const server = kc.getCurrentCluster()?.server;
   if (!server) throw new Error("no current cluster in the kubeconfig");
@@ -31,7 +32,7 @@ export async function rawRequest(
     method,
     headers: {
       Accept: "application/json",
-      ...(body === undefined ? {} : { "Content-Type": "application/json" }),
+      ...(body === undefined ? {} : { "Content-Type": contentType }),
     },
   };
   await kc.applyToHTTPSOptions(options);
@@ -92,6 +93,21 @@ export async function createRaw(
 ): Promise<RawResponse> {
   const query = new URLSearchParams({ fieldValidation: "Strict", ...(opts.dryRun ? { dryRun: "All" } : {}) });
   return rawRequest(kc, "POST", `${await collectionPath(kc, obj, opts.namespace)}?${query.toString()}`, obj);
+}
+
+/**
+ * Server-side apply as `fieldManager`, as `kubectl apply --server-side` does: the fields it sets
+ * become that manager's, and a later apply without them removes them, leaving other managers' alone.
+ */
+export async function applyRaw(
+  kc: KubeConfig,
+  obj: ApiObject,
+  fieldManager: string,
+  namespace?: string,
+): Promise<RawResponse> {
+  const query = new URLSearchParams({ fieldManager, fieldValidation: "Strict" });
+  const path = `${await collectionPath(kc, obj, namespace)}/${obj.metadata.name ?? ""}?${query.toString()}`;
+  return rawRequest(kc, "PATCH", path, obj, "application/apply-patch+yaml");
 }
 
 export async function readRaw(kc: KubeConfig, obj: ApiObject, name: string, namespace?: string) {
