@@ -5,6 +5,7 @@ import { after, before, test, type TestContext } from "node:test";
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { ApiException, PatchStrategy, setHeaderOptions } from "@kubernetes/client-node";
+import { parse } from "yaml";
 import { kubeFromKubeConfig } from "../../controller/kube-client.ts";
 import { createLogger } from "../../controller/log.ts";
 import { PolicyStore } from "../../controller/policies.ts";
@@ -12,6 +13,8 @@ import type { PolicyDecision, PolicyGrant } from "../../tasks/scoped-step/policy
 import { policyApi, type PolicyStatus } from "../../tasks/scoped-step/policy-schema.ts";
 import { checkTraitProperties, type TraitProperties } from "../../tasks/scoped-step/schema.ts";
 import { testCluster, testNamespace, type TestCluster } from "../support/cluster.ts";
+import { yamlBlocks } from "../support/catalog.ts";
+import { createRaw, statusMessage, type ApiObject } from "../support/raw-api.ts";
 import { eventually } from "../support/wait.ts";
 
 const account = "arn:aws:iam::111122223333";
@@ -254,4 +257,64 @@ test("namespace labels drive selection, and a new label counts at the next decis
 
   await labelNamespace(plain);
   await decisionFor("the namespace once labelled", plain, wants, grantedBy(name));
+});
+
+test("docs/policy.md: the example, applied as written, grants and refuses as the page says", async (t) => {
+  const [example] = await yamlBlocks("docs/policy.md");
+  assert.ok(example, "docs/policy.md has its example");
+  const policy = parse(example.text) as ApiObject;
+  assert.equal(policy.metadata.name, "payments");
+  const res = await createRaw(cluster.kc, policy);
+  assert.equal(res.status, 201, statusMessage(res));
+  assert.deepEqual(res.warnings, []);
+  t.after(() => deletePolicy("payments"));
+  // The namespace as the example's selector wants it; another team's is not selected.
+  const payments = await testNamespace(cluster, "policy-docs");
+  await cluster.core.patchNamespace(
+    { name: payments, body: { metadata: { labels: { team: "payments" } } } },
+    mergePatch,
+  );
+  const other = await testNamespace(cluster, "policy-docs-other");
+
+  const role = `${account}:role/payments-deployer`;
+  const sessionPolicy = {
+    Version: "2012-10-17",
+    Statement: [{ Effect: "Allow", Action: "s3:GetObject", Resource: "*" }],
+  };
+  const readOnly = "arn:aws:iam::aws:policy/ReadOnlyAccess";
+  // A key given as undefined is left out, as a trait that does not set it.
+  const wants = (aws: Record<string, unknown>) =>
+    trait({
+      aws: Object.fromEntries(
+        Object.entries({
+          roleArn: role,
+          sessionPolicy,
+          policyArns: [readOnly],
+          sessionDuration: 1800,
+          ...aws,
+        }).filter(([, v]) => v !== undefined),
+      ),
+    });
+
+  const granted = await decisionFor("the example to grant", payments, wants({}), grantedBy("payments"));
+  assert.ok(granted.allowed);
+  assert.equal(granted.revocation, "deny-policy");
+  for (const [why, aws, reason] of [
+    ["no session policy", { sessionPolicy: undefined }, "SessionPolicyRequired"],
+    ["longer than 1800 s", { sessionDuration: 3600 }, "SessionDurationNotAllowed"],
+    ["another team's role", { roleArn: `${account}:role/finance-deployer` }, "RoleNotAllowed"],
+    [
+      "a managed policy not listed",
+      { policyArns: ["arn:aws:iam::aws:policy/AdministratorAccess"] },
+      "PolicyArnNotAllowed",
+    ],
+  ] as const) {
+    const d = await store.decide(payments, wants(aws), traitRef);
+    assert.ok(!d.allowed && d.reason === reason, `${why}: ${JSON.stringify(d)}`);
+  }
+  const unselected = await store.decide(other, wants({}), traitRef);
+  assert.ok(
+    !unselected.allowed && unselected.reason === "PolicyNotFound",
+    "a namespace without team=payments",
+  );
 });
