@@ -54,9 +54,12 @@ if (cluster) {
   await writeFile(env.SCOPED_STEP_TEST_NODE_CLUSTER, JSON.stringify(nodeInfo));
 }
 
+// The per-test timeout is only a backstop for a test that hangs outside any wait: the waits fail
+// first when what they wait for stops making progress (whileProgressing), and on a loaded machine
+// a catalog entry's two pipelines alone have taken over five minutes.
 const code = await runChild(
   process.execPath,
-  ["--test", "--test-reporter=spec", "--test-concurrency=2", "--test-timeout=600000", ...args, ...files],
+  ["--test", "--test-reporter=spec", "--test-concurrency=2", "--test-timeout=1200000", ...args, ...files],
   env,
 );
 await cluster?.stop();

@@ -174,13 +174,15 @@ async function startWatchedCluster(): Promise<{ holder: ChildProcess; run: Child
   });
   // When an assertion fails first: the cluster ends with its stand-in run.
   after(() => run.kill("SIGKILL"));
+  // A whole cluster starting beside a busy test run: its node has taken over ten minutes to go
+  // Ready on a loaded machine, so the deadline only catches a start that hangs.
   const ready = await eventually(
     "the cluster to be ready",
     () => {
       if (holder.exitCode !== null) return Promise.resolve(false);
       return Promise.resolve(existsSync(path.join(state, "cluster", "ready.json")) || undefined);
     },
-    { timeoutMs: 300_000 },
+    { timeoutMs: 1_000_000 },
   );
   assert.ok(ready, `netns.sh exited with ${holder.exitCode}`);
   return { holder, run, state };

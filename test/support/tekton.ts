@@ -16,12 +16,18 @@ import type { Condition, CustomRun } from "../../tasks/scoped-step/types.ts";
 import { examplesGitMirror } from "./git.ts";
 import { realCluster } from "./cluster.ts";
 import { published, startIdentityWorld, type IdentityWorld } from "./identity-world.ts";
-import { eventually } from "./wait.ts";
+import { whileProgressing } from "./wait.ts";
 
 export interface PipelineRun {
   apiVersion: "tekton.dev/v1";
   kind: "PipelineRun";
-  metadata: { name: string; namespace?: string; uid?: string; labels?: Record<string, string> };
+  metadata: {
+    name: string;
+    namespace?: string;
+    uid?: string;
+    resourceVersion?: string;
+    labels?: Record<string, string>;
+  };
   spec: Record<string, unknown>;
   status?: {
     conditions?: Condition[];
@@ -234,14 +240,21 @@ export async function startTektonWorld(
         mergePatch,
       );
     },
+    // The PipelineRun and the namespace's pods are its progress: a pipeline slowed down by a
+    // loaded machine is waited for, one that stands still for timeoutMs fails.
     waitForPipelineRun(name: string, what: string, done: (pr: PipelineRun) => boolean, timeoutMs = 90_000) {
-      return eventually(
+      return whileProgressing(
         `PipelineRun ${name} ${what}${seeLog}`,
         async () => {
           const pr = await w.getPipelineRun(name);
-          return done(pr) ? pr : undefined;
+          if (done(pr)) return { value: pr, progress: "" };
+          const pods = await w.pods();
+          const versions = [pr, ...pods].map(
+            (o) => `${o.metadata?.name ?? ""}@${o.metadata?.resourceVersion ?? ""}`,
+          );
+          return { progress: versions.join(" ") };
         },
-        { timeoutMs, intervalMs: 200 },
+        { stallMs: timeoutMs },
       );
     },
     waitPipelineRunDone(name: string, timeoutMs?: number) {
