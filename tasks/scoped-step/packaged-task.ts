@@ -78,7 +78,7 @@ export function stepFromTask(task: Json, refuse: (why: string) => Error): Json {
     throw refuse(`a Task with ${steps.length} steps: a packaged ScopedStep has exactly one`);
   }
   const stepExtra = Object.keys(step).filter(
-    (k) => !(k in stepFields) && !labelsOnly.has(k) && present(step[k]),
+    (k) => !Object.hasOwn(stepFields, k) && !labelsOnly.has(k) && present(step[k]),
   );
   if (stepExtra.length) {
     throw refuse(`a Task whose step sets ${stepExtra.join(", ")}, which a ScopedStep does not run`);

@@ -119,6 +119,15 @@ test("a Task that is not a packaged ScopedStep, or says what a ScopedStep cannot
       ),
     /a Task whose step sets onError, which a ScopedStep does not run/,
   );
+  // A key that only an object's prototype has is no field of the step either.
+  failsWith(
+    () =>
+      scopedStepFrom(
+        edited((t) => Object.assign(onlyStep(t), { constructor: "x" })),
+        "r",
+      ),
+    /a Task whose step sets constructor, which a ScopedStep does not run/,
+  );
   // Empty fields, as Go writes them, say nothing and are not refused.
   const empties = edited((t) =>
     Object.assign(t.spec, { volumes: [], stepTemplate: { computeResources: {} } }),
