@@ -180,7 +180,7 @@ test("each resolution mistake ends the run with its reason", async () => {
     ],
     "rr-task": [
       "NotAScopedStep",
-      /returned a Task \(tekton.dev\/v1\), not a ScopedStep \(scopedstep.dev\/v1alpha1\)/,
+      /returned a Task that is not a packaged ScopedStep: it lacks the scopedstep.dev\/application and scopedstep.dev\/component annotations/,
     ],
     "rr-invalid": ["InvalidStepSpec", /ScopedStep greet from resolver git spec: unknown field "privileged"/],
     "rr-two-docs": ["NotAScopedStep", /2 YAML documents, not one/],
