@@ -629,7 +629,11 @@ for (const mode of Object.keys(modes) as Mode[]) {
                 forbiddenRequests(controller).some((f) => same(f, permission)) ? true : undefined,
               ),
             { timeoutMs: 120_000 },
-          );
+          ).catch((err: unknown) => {
+            // What the controller did instead is the only clue to a wait that ran out.
+            const tail = controller.output().split("\n").slice(-30).join("\n");
+            throw new Error(`${(err as Error).message}; the controller's log ends:\n${tail}`);
+          });
           await c.check(w, controller);
           const others = forbiddenRequests(controller).filter((f) => !same(f, permission));
           assert.deepEqual(others, [], "nothing else was forbidden");
