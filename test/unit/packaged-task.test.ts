@@ -77,55 +77,32 @@ test("a Task that is not a packaged ScopedStep, or says what a ScopedStep cannot
     edit(t);
     return b64(t);
   };
-  failsWith(
-    () =>
-      scopedStepFrom(
-        edited((t) => delete (t.metadata as { annotations?: unknown }).annotations),
-        "resolver cluster",
-      ),
+  /** The packaged Task, edited, is refused as a resolver's answer with `message`. */
+  const refused = (edit: (t: typeof packaged) => void, message: RegExp) =>
+    failsWith(() => scopedStepFrom(edited(edit), "resolver cluster"), message);
+  refused(
+    (t) => delete (t.metadata as { annotations?: unknown }).annotations,
     /resolver cluster returned a Task that is not a packaged ScopedStep: it lacks the scopedstep.dev\/application and scopedstep.dev\/component annotations/,
   );
-  failsWith(
-    () =>
-      scopedStepFrom(
-        edited((t) => Object.assign(t, { apiVersion: "tekton.dev/v1beta1" })),
-        "r",
-      ),
+  refused(
+    (t) => Object.assign(t, { apiVersion: "tekton.dev/v1beta1" }),
     /a Task of tekton.dev\/v1beta1; package the step as a tekton.dev\/v1 Task/,
   );
-  failsWith(
-    () =>
-      scopedStepFrom(
-        edited((t) =>
-          Object.assign(t.spec, { sidecars: [{ name: "s", image: "x" }], volumes: [{ name: "v" }] }),
-        ),
-        "r",
-      ),
+  refused(
+    (t) => Object.assign(t.spec, { sidecars: [{ name: "s", image: "x" }], volumes: [{ name: "v" }] }),
     /a Task with sidecars, volumes, which a ScopedStep does not run/,
   );
-  failsWith(
-    () =>
-      scopedStepFrom(
-        edited((t) => t.spec.steps.push(structuredClone(onlyStep(t)))),
-        "r",
-      ),
+  refused(
+    (t) => t.spec.steps.push(structuredClone(onlyStep(t))),
     /a Task with 2 steps: a packaged ScopedStep has exactly one/,
   );
-  failsWith(
-    () =>
-      scopedStepFrom(
-        edited((t) => Object.assign(onlyStep(t), { onError: "continue" })),
-        "r",
-      ),
+  refused(
+    (t) => Object.assign(onlyStep(t), { onError: "continue" }),
     /a Task whose step sets onError, which a ScopedStep does not run/,
   );
   // A key that only an object's prototype has is no field of the step either.
-  failsWith(
-    () =>
-      scopedStepFrom(
-        edited((t) => Object.assign(onlyStep(t), { constructor: "x" })),
-        "r",
-      ),
+  refused(
+    (t) => Object.assign(onlyStep(t), { constructor: "x" }),
     /a Task whose step sets constructor, which a ScopedStep does not run/,
   );
   // Empty fields, as Go writes them, say nothing and are not refused.
