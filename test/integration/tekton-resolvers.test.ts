@@ -15,7 +15,12 @@ import type { CustomRun } from "../../tasks/scoped-step/types.ts";
 import { realCluster, testNamespace } from "../support/cluster.ts";
 import { gitDaemon } from "../support/git.ts";
 import { account, sigv4 } from "../support/identity-world.ts";
-import { pipelineCondition, startTektonWorld, type TektonWorld } from "../support/tekton.ts";
+import {
+  assertNoSecretWritten,
+  pipelineCondition,
+  startTektonWorld,
+  type TektonWorld,
+} from "../support/tekton.ts";
 import { tenantConfig } from "../support/tenant.ts";
 import { eventually } from "../support/wait.ts";
 import { condition, resultsOf } from "../support/world.ts";
@@ -272,4 +277,8 @@ test("as the tenant: another namespace's Task that is not a packaged ScopedStep 
     JSON.stringify(await w.events(cr.metadata.name ?? "")),
   ])
     assert.ok(!text.includes(secret), "the other namespace's Task shows nowhere the tenant reads");
+});
+
+test("no credential or token the runs were issued was written to a log, status, event or pod", async () => {
+  await assertNoSecretWritten((await world).w);
 });
