@@ -125,7 +125,7 @@ export async function startControlPlane(opts: StartOptions = {}): Promise<Contro
     await waitFor(
       "etcd /health",
       async () => (await httpGet(`http://127.0.0.1:${etcdPort}/health`)).body.includes('"health":"true"'),
-      { timeoutMs: 120_000, alive: etcd },
+      { alive: etcd },
     );
 
     log(`starting kube-apiserver on 127.0.0.1:${apiPort}`);
@@ -161,7 +161,7 @@ export async function startControlPlane(opts: StartOptions = {}): Promise<Contro
     await waitFor(
       "kube-apiserver /readyz",
       async () => (await httpGet(`${server}/readyz`, tls)).status === 200,
-      { timeoutMs: 120_000, intervalMs: 250, alive: apiserver },
+      { intervalMs: 250, alive: apiserver },
     );
 
     const kubeconfigPath = path.join(dir, "kubeconfig");

@@ -53,7 +53,7 @@ export async function installCrds(kc: KubeConfig, crds: V1CustomResourceDefiniti
           const got = await ext.readCustomResourceDefinition({ name });
           return (got.status?.conditions ?? []).some((c) => c.type === "Established" && c.status === "True");
         },
-        { timeoutMs: 180_000, intervalMs: 100 },
+        { intervalMs: 100 },
       );
       const version = crd.spec.versions.find((v) => v.served)?.name ?? "";
       await waitFor(
@@ -66,7 +66,7 @@ export async function installCrds(kc: KubeConfig, crds: V1CustomResourceDefiniti
           });
           return true;
         },
-        { timeoutMs: 180_000, intervalMs: 100 },
+        { intervalMs: 100 },
       );
     }),
   );

@@ -204,10 +204,7 @@ export async function startNode(
     await waitFor(
       "containerd",
       async () => (await run(ctr, ["--address", socket, "version"])).stdout.includes("Server"),
-      {
-        timeoutMs: 60_000,
-        alive: containerd,
-      },
+      { alive: containerd },
     );
     await importImages(ctr, socket, opts.images, log);
 
@@ -249,12 +246,12 @@ export async function startNode(
         const node = await core.readNode({ name: nodeName });
         return node.status?.conditions?.some((c) => c.type === "Ready" && c.status === "True") ?? false;
       },
-      { timeoutMs: 180_000, intervalMs: 500, alive: started[1] },
+      { intervalMs: 500, alive: started[1] },
     );
     await waitFor(
       "the default ServiceAccount",
       async () => Boolean(await core.readNamespacedServiceAccount({ name: "default", namespace: "default" })),
-      { timeoutMs: 60_000, intervalMs: 500, alive: started[2] },
+      { intervalMs: 500, alive: started[2] },
     );
     log(`node ${nodeName} Ready at ${net.ip}`);
     return { name: nodeName, ip: net.ip, images: opts.images, containerdSocket: socket, stop: stopAll };

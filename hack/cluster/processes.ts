@@ -59,13 +59,21 @@ export function logTail(file: string, lines = 40): string {
   }
 }
 
+/**
+ * The deadline of a wait for something to start, unless told otherwise: etcd, the API server, a
+ * node, Tekton. A start on a loaded two-core machine has taken many minutes, and a process that
+ * dies ends its wait at once (`alive`), so this deadline only catches a start that hangs.
+ */
+const startDeadlineMs = 900_000;
+
 /** Polls until check() returns true, a process given as `alive` exits, or the deadline passes. */
 export async function waitFor(
   what: string,
   check: () => Promise<boolean>,
-  opts: { timeoutMs: number; intervalMs?: number; alive?: Supervised },
+  opts: { timeoutMs?: number; intervalMs?: number; alive?: Supervised },
 ): Promise<void> {
-  const deadline = Date.now() + opts.timeoutMs;
+  const timeoutMs = opts.timeoutMs ?? startDeadlineMs;
+  const deadline = Date.now() + timeoutMs;
   let lastError = "";
   while (Date.now() < deadline) {
     const alive = opts.alive;
@@ -83,7 +91,5 @@ export async function waitFor(
     }
     await new Promise((r) => setTimeout(r, opts.intervalMs ?? 200));
   }
-  throw new Error(
-    `timed out after ${opts.timeoutMs} ms waiting for ${what}${lastError ? `: ${lastError}` : ""}`,
-  );
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${lastError ? `: ${lastError}` : ""}`);
 }

@@ -123,7 +123,7 @@ async function applyObject(client: KubernetesObjectApi, obj: KubernetesObject): 
       }
       return true;
     },
-    { timeoutMs: 300_000, intervalMs: 500 },
+    { intervalMs: 500 },
   );
   if (refused) throw refused instanceof Error ? refused : new Error(statusMessage(refused));
 }
@@ -202,7 +202,7 @@ async function waitAvailable(kc: KubeConfig, namespace: string, name: string): P
       const pods = await core.listNamespacedPod({ namespace, labelSelector: selector });
       throw new Error(`pods: ${podStates(pods.items) || "none yet"}`);
     },
-    { timeoutMs: 300_000, intervalMs: 500 },
+    { intervalMs: 500 },
   );
 }
 
@@ -243,7 +243,7 @@ async function waitWebhookAnswering(kc: KubeConfig): Promise<void> {
       if (missing.length) throw new Error(`not yet filled in: ${missing.join(", ")}`);
       return true;
     },
-    { timeoutMs: 120_000, intervalMs: 500 },
+    { intervalMs: 500 },
   );
   await waitFor(
     "Tekton's webhook to answer",
@@ -272,6 +272,6 @@ async function waitWebhookAnswering(kc: KubeConfig): Promise<void> {
       if (!run.spec?.timeouts?.pipeline) throw new Error("a PipelineRun came back without a default timeout");
       return true;
     },
-    { timeoutMs: 120_000, intervalMs: 500 },
+    { intervalMs: 500 },
   );
 }

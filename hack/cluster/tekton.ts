@@ -188,7 +188,7 @@ export async function waitUntilReconciling(
       };
       return (pr.status?.conditions ?? []).some((c) => c.type === "Succeeded");
     },
-    { timeoutMs: 60_000, intervalMs: 200, ...(proc ? { alive: proc } : {}) },
+    { intervalMs: 200, ...(proc ? { alive: proc } : {}) },
   );
   await objects.deleteNamespacedCustomObject({ ...ref, name }).catch(() => undefined);
 }

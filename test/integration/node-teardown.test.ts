@@ -159,7 +159,13 @@ async function runCli(state: string, ...args: string[]): Promise<void> {
     env: { ...process.env, SCOPED_STEP_CLUSTER_STATE: state },
     stdio: ["ignore", "inherit", "inherit"],
   });
-  assert.equal(await exited(child), 0, `cli.ts ${args.join(" ")}`);
+  const code = await exited(child);
+  if (code === 0) return;
+  // The cluster's own log says why it stopped; it is gone once cluster-down has run.
+  const log = safe(() => readFileSync(path.join(state, "cluster.log"), "utf8")) ?? "(no cluster.log)";
+  assert.fail(
+    `cli.ts ${args.join(" ")} exited with ${code}; the end of cluster.log:\n${log.split("\n").slice(-40).join("\n")}`,
+  );
 }
 
 /** A cluster held by netns.sh, watching a stand-in for the test run that started it. */
@@ -199,7 +205,7 @@ function settledFootprint(holder: number): Promise<Footprint> {
       const synced = kubeChains.every((chain) => f.chains.some((c) => c.startsWith(`:${chain} `)));
       return Promise.resolve(synced ? f : undefined);
     },
-    { timeoutMs: 120_000 },
+    { timeoutMs: 600_000 },
   );
 }
 
