@@ -1,6 +1,6 @@
 // Prometheus metrics, named by Prometheus conventions: scoped_step_ prefix, base units, _total
 // for counters, and labels with bounded values only (never a run's name or namespace).
-import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
+import { collectProcessMetrics, Counter, Gauge, Histogram, Registry } from "./prom.ts";
 import type { CredentialGauges } from "../tasks/scoped-step/gauges.ts";
 import type { RunMetricsPort } from "../tasks/scoped-step/ports.ts";
 import type { WorkQueue } from "./queue.ts";
@@ -127,15 +127,7 @@ export class Metrics implements RunMetricsPort {
   constructor(sources: MetricsSources) {
     const queue = () => this.queue;
     for (const cause of sources.revocationFallbackCauses ?? []) this.revocationFallbacks.inc({ cause }, 0);
-    collectDefaultMetrics({ register: this.registry });
-    // prom-client's totals of these are gauges named like counters, which Prometheus's naming
-    // rules (promtool check metrics) refuse; the same figures by type stay (nodejs_active_handles…).
-    for (const name of [
-      "nodejs_active_handles_total",
-      "nodejs_active_requests_total",
-      "nodejs_active_resources_total",
-    ])
-      this.registry.removeSingleMetric(name);
+    collectProcessMetrics(this.registry);
     const registers = [this.registry];
     new Gauge({
       name: "scoped_step_workqueue_depth",
