@@ -36,6 +36,11 @@ export interface ResourceType {
 export interface Watched<T> extends ResourceType {
   labelSelector?: string;
   keep?: (obj: T) => T | undefined;
+  /**
+   * Objects that need no more passes (a finished run, cleaned up): they leave the cache quietly,
+   * and so do the owned objects of theirs. Only for the primary type.
+   */
+  forget?: (obj: T) => boolean;
 }
 
 export interface ControllerSpec<T extends KubernetesObject> {
@@ -67,6 +72,8 @@ export interface Engine<T extends KubernetesObject> {
   /** The cache of each owned type, by plural. */
   owned: (plural: string) => Store<KubernetesObject>;
   synced: () => boolean;
+  /** How many objects each cache holds, by plural (only while leading). */
+  cached: () => Record<string, number>;
   /** The work queue, for observers of its events and for changing its concurrency. */
   queue: WorkQueue;
   stop: (graceMs: number) => Promise<void>;
@@ -123,6 +130,8 @@ export function startEngine<T extends KubernetesObject>(
     log.error({ err, key, failures }, "reconcile failed; will retry with backoff"),
   );
 
+  // An owner reference names its owner's kind and group; any version of them is the same object.
+  const primaryGroup = groupOf(controller.for.apiVersion);
   const informer = <O extends KubernetesObject>(
     type: Watched<O>,
     namespace: string | undefined,
@@ -136,11 +145,30 @@ export function startEngine<T extends KubernetesObject>(
       ...(namespace ? { namespace } : {}),
       ...(type.labelSelector ? { labelSelector: type.labelSelector } : {}),
       ...(type.keep ? { keep: type.keep } : {}),
+      ...(type.forget ? { forget: type.forget, onForget: pruneOwned } : {}),
       onChange,
     });
 
-  // An owner reference names its owner's kind and group; any version of them is the same object.
-  const primaryGroup = groupOf(controller.for.apiVersion);
+  // The owner an owned object names as its controller, as a primary cache key.
+  const ownerKey = (obj: KubernetesObject) => {
+    const owner = obj.metadata?.ownerReferences?.find(
+      (o) => o.controller && o.kind === controller.for.kind && groupOf(o.apiVersion) === primaryGroup,
+    );
+    return owner ? `${obj.metadata?.namespace ?? ""}/${owner.name}` : undefined;
+  };
+  // Owned objects whose owner is not cached (forgotten, or gone) need no pass either. Only once
+  // every cache holds its first list: before that, an owner may just not have arrived yet.
+  function pruneOwned(): void {
+    if (!informers.every((i) => i.synced)) return;
+    const cached = (key: string) => primaries.some((p) => p.cache.has(key));
+    for (const owned of ownedInformers.values())
+      for (const i of owned)
+        i.forgetWhere((obj) => {
+          const key = ownerKey(obj);
+          return key !== undefined && !cached(key);
+        });
+  }
+
   const scopes = config.namespaces.length > 0 ? config.namespaces : [undefined];
   const startWatching = () => {
     for (const ns of scopes) {
@@ -150,16 +178,14 @@ export function startEngine<T extends KubernetesObject>(
       for (const owned of controller.owns) {
         const i = informer(owned, ns, (obj, kind) => {
           if (kind === "resync") return;
-          const owner = obj.metadata?.ownerReferences?.find(
-            (o) => o.controller && o.kind === controller.for.kind && groupOf(o.apiVersion) === primaryGroup,
-          );
-          if (owner) queue.add(`${obj.metadata?.namespace ?? ""}/${owner.name}`);
+          const owner = ownerKey(obj);
+          if (owner) queue.add(owner);
         });
         informers.push(i);
         ownedInformers.get(owned.plural)?.push(i);
       }
     }
-    synced = Promise.all(informers.map((i) => i.whenSynced())).then(() => undefined);
+    synced = Promise.all(informers.map((i) => i.whenSynced())).then(pruneOwned);
     for (const i of informers) i.start();
   };
 
@@ -189,6 +215,12 @@ export function startEngine<T extends KubernetesObject>(
     primary: storeOf(primaries),
     owned: (plural) => storeOf(ownedInformers.get(plural) ?? []),
     synced: () => informers.length > 0 && informers.every((i) => i.synced),
+    cached: () => {
+      const size = (list: { cache: Map<string, unknown> }[]) => list.reduce((n, i) => n + i.cache.size, 0);
+      const sizes: Record<string, number> = { [controller.for.plural]: size(primaries) };
+      for (const [plural, list] of ownedInformers) sizes[plural] = size(list);
+      return sizes;
+    },
     queue,
     async stop(graceMs) {
       for (const i of informers) i.stop();

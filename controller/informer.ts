@@ -2,6 +2,8 @@
 // resync every key periodically. Keeps a cache by namespace/name and reports each change.
 // Objects pass through `keep` on arrival: it returns what to cache (a trimmed copy), or undefined
 // for objects that are none of the owner's business, which are then neither cached nor reported.
+// Objects `forget` matches need nothing more (a finished run, cleaned up): they leave the cache
+// without a report, so memory holds what is in progress, not everything that ever ran.
 import type { Logger } from "pino";
 import type { Kube, WatchEvent } from "./kube-client.ts";
 
@@ -31,6 +33,10 @@ export interface InformerOptions<T extends KubernetesObject> {
   fieldSelector?: string;
   /** What to cache of an object that arrives; undefined to ignore it. Default: the object. */
   keep?: (obj: T) => T | undefined;
+  /** Objects that need nothing more: dropped from the cache, not reported. Default: none. */
+  forget?: (obj: T) => boolean;
+  /** Called with each object `forget` dropped from the cache. */
+  onForget?: (obj: T) => void;
   resyncMs: number;
   log: Logger;
   onChange: (obj: T, kind: "added" | "modified" | "deleted" | "resync") => void;
@@ -96,6 +102,7 @@ export class Informer<T extends KubernetesObject> {
 
   /** Records an object this process just wrote, so the next read sees it before its watch event. */
   wrote(obj: T): void {
+    if (this.forgotten(objectKey(obj), obj)) return;
     const kept = this.keep(obj);
     if (!kept) return;
     const key = objectKey(kept);
@@ -108,6 +115,22 @@ export class Informer<T extends KubernetesObject> {
 
   private keep(obj: T): T | undefined {
     return this.opts.keep ? this.opts.keep(obj) : obj;
+  }
+
+  /** Whether `forget` matches the object; if so, it is no longer cached (and was not reported). */
+  private forgotten(key: string, obj: T): boolean {
+    if (!this.opts.forget?.(obj)) return false;
+    const cached = this.cache.get(key) ?? this.written.get(key);
+    this.cache.delete(key);
+    this.written.delete(key);
+    if (cached) this.opts.onForget?.(cached);
+    return true;
+  }
+
+  /** Drops every cached object `match` selects, without a report. */
+  forgetWhere(match: (obj: T) => boolean): void {
+    for (const [key, obj] of this.cache) if (match(obj)) this.cache.delete(key);
+    for (const [key, obj] of this.written) if (match(obj)) this.written.delete(key);
   }
 
   /** A newer version arrived from the API server: what this process wrote is no longer newer. */
@@ -137,6 +160,7 @@ export class Informer<T extends KubernetesObject> {
     this.written.clear();
     const seen = new Set<string>();
     for (const item of listed.items) {
+      if (this.forgotten(objectKey(item), item)) continue;
       const obj = this.keep(item);
       if (!obj) continue;
       const key = objectKey(obj);
@@ -211,6 +235,7 @@ export class Informer<T extends KubernetesObject> {
       this.opts.onChange(this.keep(object) ?? cached, "deleted");
       return;
     }
+    if (this.forgotten(key, object)) return;
     const obj = this.keep(object);
     if (!obj) {
       // No longer ours (or never was): forget it.

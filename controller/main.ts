@@ -1,7 +1,7 @@
 // The controller process: configuration, logging, identity (issuer, credentials, policy), HTTP
 // endpoints, the leader-elected engine, and graceful shutdown on SIGTERM.
 import type { Logger } from "pino";
-import { keepPod, keepRun } from "../tasks/scoped-step/cached.ts";
+import { keepPod, keepRun, settledRun } from "../tasks/scoped-step/cached.ts";
 import { fallbackCauses } from "../tasks/scoped-step/credentials/aws-revocation.ts";
 import { credentialGauges } from "../tasks/scoped-step/gauges.ts";
 import { reconcileRun } from "../tasks/scoped-step/reconcile.ts";
@@ -87,6 +87,7 @@ const live: { engine?: Engine<CustomRun> } = {};
 const metrics = new Metrics({
   credentials: () => credentialGauges(live.engine?.objects() ?? []),
   isLeader: () => live.engine?.isLeader() ?? false,
+  cached: () => live.engine?.cached() ?? {},
   keyActivatedAt: () => identity.issuer?.activeKeyActivatedAt() ?? 0,
   revocationFallbackCauses: fallbackCauses,
 });
@@ -144,7 +145,7 @@ const engine = startEngine<CustomRun>(
     },
   },
   {
-    for: { ...customRunType, keep: keepRun },
+    for: { ...customRunType, keep: keepRun, forget: settledRun },
     owns: [
       {
         ...podType,

@@ -18,6 +18,8 @@ export interface MetricsSources {
    * the start, so the first fallback after a start is an increase that `increase()` sees.
    */
   revocationFallbackCauses?: readonly string[];
+  /** Objects in the informer caches, by resource (plural); read at each scrape. */
+  cached?: () => Record<string, number>;
 }
 
 export class Metrics implements RunMetricsPort {
@@ -128,6 +130,16 @@ export class Metrics implements RunMetricsPort {
     const queue = () => this.queue;
     for (const cause of sources.revocationFallbackCauses ?? []) this.revocationFallbacks.inc({ cause }, 0);
     collectProcessMetrics(this.registry);
+    new Gauge({
+      name: "scoped_step_cached_objects",
+      help: "Objects held in the controller's informer caches, by resource: runs in progress and what they own.",
+      labelNames: ["resource"],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const [resource, n] of Object.entries(sources.cached?.() ?? {})) this.set({ resource }, n);
+      },
+    });
     const registers = [this.registry];
     new Gauge({
       name: "scoped_step_workqueue_depth",

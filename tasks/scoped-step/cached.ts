@@ -1,9 +1,11 @@
 // What the controller keeps in memory of the objects it watches: only scoped-step CustomRuns, and of
-// each only what the lifecycle reads. A finished run whose credential is revoked keeps a tombstone
-// (who it is, that it ended, its credential record and finalizer) so a later event or its deletion
-// finds it ended; its spec, results and history are dropped. Step pods keep their identity, the
-// annotations that declare results, the step image and their status. Pure.
+// each only what the lifecycle reads. A run that has settled (finished, revoked, finalizer
+// released) is not kept at all. A finished run whose credential is revoked but whose finalizer is
+// still on keeps a tombstone (who it is, that it ended, its credential record and finalizer) for
+// the pass that releases it; its spec, results and history are dropped. Step pods keep their
+// identity, the annotations that declare results, the step image and their status. Pure.
 import type { V1Pod } from "@kubernetes/client-node";
+import { hasFinalizer } from "./finalizer.ts";
 import { annotations } from "./pod.ts";
 import { isDone, stepState } from "./status.ts";
 import { customTask, isScopedStepRun, type CustomRun } from "./types.ts";
@@ -24,6 +26,17 @@ function meta<M extends CustomRun["metadata"]>(m: M | undefined): M {
   ];
   for (const f of fields) if (m?.[f] !== undefined) out[f as string] = m[f];
   return out as M;
+}
+
+/**
+ * A run that needs no more passes: finished, its credential (if any) revoked, our finalizer
+ * released, not being deleted. The controller forgets it; the ledger sweep still reads the API
+ * server for the runs it revokes for, so nothing depends on the run being cached.
+ */
+export function settledRun(run: CustomRun): boolean {
+  if (!isScopedStepRun(run) || run.metadata.deletionTimestamp || hasFinalizer(run)) return false;
+  const credential = stepState(run.status ?? {}).credential;
+  return isDone(run.status) && (!credential || credential.state === "revoked");
 }
 
 /** The cached form of a CustomRun, or undefined when it is not a scoped-step run. */

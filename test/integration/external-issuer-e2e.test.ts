@@ -9,7 +9,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { CoreV1Api, CustomObjectsApi } from "@kubernetes/client-node";
 import { startTestIdp } from "../support/idp.ts";
-import { account, deployRole, sigv4 } from "../support/identity-world.ts";
+import { account, deployerApp, deployRole, sigv4 } from "../support/identity-world.ts";
 import {
   assertNoSecretWritten,
   pipelineCondition,
@@ -47,18 +47,7 @@ await w.startController(
   [...w.controllerFlags, "--issuer-mode=external", `--external-issuer=${JSON.stringify(externalIssuer)}`],
   w.controllerEnv,
 );
-await w.createApplication("payments", [
-  {
-    name: "api",
-    type: "webservice",
-    traits: [
-      {
-        type: "scoped-identity",
-        properties: { audience: "sts.amazonaws.com", aws: { roleArn: deployRole, region: "eu-west-1" } },
-      },
-    ],
-  },
-]);
+await w.createApplication("payments", deployerApp);
 
 test("a PipelineRun's step gets AWS credentials through the organisation's IdP, and they are revoked at its end", async () => {
   await w.createPipelineRun("release", {

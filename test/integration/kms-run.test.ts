@@ -18,25 +18,13 @@ import { startLocalKms, type LocalKms } from "../support/kms.ts";
 import { ledgerEntries } from "../support/ledger.ts";
 import { eventually } from "../support/wait.ts";
 import { condition, resultsOf } from "../support/world.ts";
-import { deployRole } from "../support/identity-world.ts";
+import { deployerApp } from "../support/identity-world.ts";
 
 const alias = "alias/scoped-step-signing";
 const policy = {
   aws: { allowedRoleArns: ["arn:aws:iam::111122223333:role/payments-*"], maxSessionDuration: 3600 },
   deliveryModes: ["env"],
 };
-const app = [
-  {
-    name: "api",
-    type: "webservice",
-    traits: [
-      {
-        type: "scoped-identity",
-        properties: { audience: "sts.amazonaws.com", aws: { roleArn: deployRole, region: "eu-west-1" } },
-      },
-    ],
-  },
-];
 const callerScript = `${sigv4("sts")} -d "Action=GetCallerIdentity&Version=2011-06-15" "$AWS_ENDPOINT_URL" | sed -n 's:.*<Arn>\\(.*\\)</Arn>.*:\\1:p' > $(results.caller.path)`;
 
 interface KmsWorld {
@@ -48,7 +36,7 @@ interface KmsWorld {
 /** local-kms with a key behind the alias; the controller starts while it is down, then it comes up. */
 async function startKmsWorld(): Promise<KmsWorld> {
   const w = await startIdentityWorld(policy, { controller: false });
-  await w.createApplication("payments", app);
+  await w.createApplication("payments", deployerApp);
   let kms = await startLocalKms({ region: "eu-west-1" });
   const keyArn = await kms.createSigningKey();
   await kms.pointAlias(alias, keyArn);

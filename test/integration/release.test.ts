@@ -31,7 +31,7 @@ import { credentialSecretName } from "../../tasks/scoped-step/pod.ts";
 import { installMonitoringCrds } from "../support/catalog.ts";
 import { namespacedSwitch } from "../support/rbac-world.ts";
 import { realCluster, type NodeTestCluster } from "../support/cluster.ts";
-import { account, deployRole, sigv4 } from "../support/identity-world.ts";
+import { account, deployerApp, sigv4 } from "../support/identity-world.ts";
 import { prometheusTools, promtool, startPrometheus, writeRuleFile } from "../support/prometheus.ts";
 import {
   callerPipeline,
@@ -242,18 +242,7 @@ const installed: Promise<Install> = (async () => {
   );
   await rolloutRestart(c);
   await rolledOut(c, "after the configuration");
-  await w.createApplication("payments", [
-    {
-      name: "api",
-      type: "webservice",
-      traits: [
-        {
-          type: "scoped-identity",
-          properties: { audience: "sts.amazonaws.com", aws: { roleArn: deployRole, region: "eu-west-1" } },
-        },
-      ],
-    },
-  ]);
+  await w.createApplication("payments", deployerApp);
   return { c, w, issuer, logs: new Map() };
 })();
 

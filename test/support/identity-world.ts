@@ -18,6 +18,20 @@ import { startWorld, type World, type WorldOptions } from "./world.ts";
 export const account = "111122223333";
 export const deployRole = `arn:aws:iam::${account}:role/payments-deployer`;
 
+/** An Application whose component api assumes the deployer role, with nothing else in its trait. */
+export const deployerApp = [
+  {
+    name: "api",
+    type: "webservice",
+    traits: [
+      {
+        type: "scoped-identity",
+        properties: { audience: "sts.amazonaws.com", aws: { roleArn: deployRole, region: "eu-west-1" } },
+      },
+    ],
+  },
+];
+
 export interface IdentityWorld extends World {
   peer: AwsPeer;
   /** The issuer the AWS peer trusts (the controller's unless `awsTrusts`), for more roles that trust it. */

@@ -2,7 +2,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import type { V1Pod } from "@kubernetes/client-node";
-import { keepPod, keepRun } from "../../tasks/scoped-step/cached.ts";
+import { keepPod, keepRun, settledRun } from "../../tasks/scoped-step/cached.ts";
 import { podOutcome } from "../../tasks/scoped-step/outcome.ts";
 import { annotations } from "../../tasks/scoped-step/pod.ts";
 import { sameStatus, stepState, withStepState } from "../../tasks/scoped-step/status.ts";
@@ -70,6 +70,26 @@ test("a finished, revoked run shrinks to a tombstone that still reads as ended, 
   assert.equal(kept.status?.conditions?.[0]?.reason, "Succeeded");
   assert.equal(stepState(kept.status ?? {}).credential?.state, "revoked");
   assert.ok(JSON.stringify(kept).length < JSON.stringify(run(done("revoked"))).length / 4);
+});
+
+test("a run is forgotten only once finished, revoked, released and not being deleted", () => {
+  const released = (r: CustomRun): CustomRun => {
+    const copy = structuredClone(r);
+    copy.metadata.finalizers = [];
+    return copy;
+  };
+  assert.equal(settledRun(released(run(done("revoked")))), true);
+  const refused = released(
+    run({ conditions: [{ type: "Succeeded", status: "False", reason: "RoleNotAllowed" }] }),
+  );
+  assert.equal(settledRun(refused), true, "ended before anything was minted");
+  assert.equal(settledRun(run(done("revoked"))), false, "the finalizer is still to be released");
+  assert.equal(settledRun(released(run(done("active")))), false, "the credential is still live");
+  assert.equal(settledRun(released(run(undefined))), false, "in progress");
+  const deleting = released(run(done("revoked")));
+  deleting.metadata.deletionTimestamp = new Date("2026-11-30T00:00:00Z");
+  assert.equal(settledRun(deleting), false, "being deleted");
+  assert.equal(settledRun(released(run(done("revoked"), "SomethingElse"))), false, "not ours");
 });
 
 test("a step pod keeps what its outcome is read from, and nothing of its spec but the step image", () => {
