@@ -16,7 +16,6 @@ import { requireGrant } from "../tasks/scoped-step/policy.ts";
 import type { PolicyPort } from "../tasks/scoped-step/ports.ts";
 import { describeRef, type ResolvedTrait } from "../tasks/scoped-step/trait.ts";
 import { kmsRegionOf, type Config } from "./config.ts";
-import { externalSigner } from "./idp/external.ts";
 import { createIssuer, type Issuer } from "./issuer/index.ts";
 import { resourcePath, type Kube } from "./kube-client.ts";
 import { PolicyStore } from "./policies.ts";
@@ -151,9 +150,10 @@ export async function buildIdentity(
       });
     },
   };
-  // In external mode the run token goes to the organisation's IdP, whose token AWS trusts.
+  // In external mode the run token goes to the organisation's IdP, whose token AWS trusts. Its
+  // OAuth client is loaded only then.
   const signer = config.externalIssuer
-    ? externalSigner({
+    ? (await import("./idp/external.ts")).externalSigner({
         settings: config.externalIssuer,
         own,
         allowInsecure: config.allowInsecureIssuer,

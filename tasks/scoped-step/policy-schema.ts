@@ -2,10 +2,9 @@
 // get. One JSON Schema gives the TypeScript type, the runtime validator (ajv, defaults filled) and,
 // through policy-crd.ts, the CRD's openAPIV3Schema. A few rules the API server cannot check
 // (if/then across fields) are left to ajv: such an object is stored but ignored, so it can only deny.
-import { Ajv } from "ajv";
 import type { FromSchema } from "json-schema-to-ts";
 import type { V1ObjectMeta } from "@kubernetes/client-node";
-import { describeErrors, podTemplateFields, type Validation } from "./schema.ts";
+import { compiledOnFirstUse, describeErrors, podTemplateFields, type Validation } from "./schema.ts";
 
 export const policyApi = {
   group: "scopedstep.dev",
@@ -320,8 +319,7 @@ export function tenantSuppliedPlaceholders(template: string): string[] {
     .filter((name) => (tenantSuppliedSubjectFacts as readonly string[]).includes(name));
 }
 
-const ajv = new Ajv({ allErrors: true, useDefaults: true, strict: true, strictTypes: false });
-const validateSpec = ajv.compile<PolicySpec>(policySpecSchema);
+const specValidator = compiledOnFirstUse((ajv) => ajv.compile<PolicySpec>(policySpecSchema));
 
 /**
  * Validates a copy of a ScopedStepPolicy object as read from the API server, filling defaults.
@@ -332,6 +330,7 @@ export function checkPolicy(input: unknown): Validation<ScopedStepPolicy> {
   const name = obj.metadata?.name;
   if (!name) return { ok: false, message: "metadata.name is missing" };
   const spec = structuredClone(obj.spec ?? {});
+  const validateSpec = specValidator();
   if (!validateSpec(spec)) {
     // "must match then schema" only repeats the error the then-branch already explains.
     return {

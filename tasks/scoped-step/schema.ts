@@ -1,6 +1,6 @@
 // One JSON Schema per object we own. Each gives the TypeScript type (FromSchema), the runtime
 // validator (ajv) and, for the ScopedStep CRD, the openAPIV3Schema (see crd.ts).
-import { Ajv, type ErrorObject } from "ajv";
+import { Ajv, type ErrorObject, type ValidateFunction } from "ajv";
 import type { FromSchema } from "json-schema-to-ts";
 
 const name = { type: "string", pattern: "^[A-Za-z_][A-Za-z0-9_.-]*$", maxLength: 253 } as const;
@@ -249,10 +249,26 @@ export const traitSchema = {
 
 export type TraitProperties = FromSchema<typeof traitSchema>;
 
-const ajv = new Ajv({ allErrors: true, useDefaults: true, strict: true, strictTypes: false });
-const validateStep = ajv.compile<StepSpec>(stepSpecSchema);
-const validateTrait = ajv.compile<TraitProperties>(traitSchema);
-const validatePodTemplate = ajv.compile<PodTemplate>(podTemplateSchema);
+/**
+ * A validator compiled at its first use rather than at start-up: compiling the schemas is most of
+ * the time it takes to load the controller's modules, and a controller is ready before its first
+ * run needs one.
+ */
+export function compiledOnFirstUse<T>(compile: (ajv: Ajv) => ValidateFunction<T>): () => ValidateFunction<T> {
+  let validate: ValidateFunction<T> | undefined;
+  return () =>
+    (validate ??= compile(new Ajv({ allErrors: true, useDefaults: true, strict: true, strictTypes: false })));
+}
+
+const stepValidator = compiledOnFirstUse((ajv) => ajv.compile<StepSpec>(stepSpecSchema));
+const traitValidator = compiledOnFirstUse((ajv) => ajv.compile<TraitProperties>(traitSchema));
+const podTemplateValidator = compiledOnFirstUse((ajv) => ajv.compile<PodTemplate>(podTemplateSchema));
+
+function check<T>(validator: () => ValidateFunction<T>, value: unknown, where: string): Validation<T> {
+  const validate = validator();
+  if (validate(value)) return { ok: true, value };
+  return { ok: false, message: describeErrors(where, validate.errors) };
+}
 
 /** "at spec.params[0].name: must match pattern ...; ..." — short enough for a condition message. */
 export function describeErrors(where: string, errors: ErrorObject[] | null | undefined): string {
@@ -274,19 +290,13 @@ export type Validation<T> = { ok: true; value: T } | { ok: false; message: strin
 
 /** Validates a copy, filling defaults; never mutates the input. */
 export function checkStepSpec(input: unknown, where: string): Validation<StepSpec> {
-  const value = structuredClone(input);
-  if (validateStep(value)) return { ok: true, value };
-  return { ok: false, message: describeErrors(where, validateStep.errors) };
+  return check(stepValidator, structuredClone(input), where);
 }
 
 export function checkTraitProperties(input: unknown, where: string): Validation<TraitProperties> {
-  const value = structuredClone(input ?? {});
-  if (validateTrait(value)) return { ok: true, value };
-  return { ok: false, message: describeErrors(where, validateTrait.errors) };
+  return check(traitValidator, structuredClone(input ?? {}), where);
 }
 
 export function checkPodTemplate(input: unknown, where: string): Validation<PodTemplate> {
-  const value = structuredClone(input ?? {});
-  if (validatePodTemplate(value)) return { ok: true, value };
-  return { ok: false, message: describeErrors(where, validatePodTemplate.errors) };
+  return check(podTemplateValidator, structuredClone(input ?? {}), where);
 }
