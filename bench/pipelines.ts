@@ -10,7 +10,7 @@
 // no images) instead: no kubelet or container start-up in the figures, only the controllers.
 //
 //   node bench/pipelines.ts [N] [batch] [--test-kubelet]    (default: N = 100 of each kind, in batches of 25)
-import { spawn } from "node:child_process";
+
 import { createWriteStream } from "node:fs";
 import { readFile, writeFile } from "node:fs/promises";
 import path from "node:path";
@@ -28,6 +28,7 @@ import {
   benchControlPlane,
   controllerMain,
   controllerNodeArgs,
+  spawnLimited,
   ms,
   namespaces,
   percentile,
@@ -117,8 +118,7 @@ async function main(cp: ControlPlane, nodeIp?: string): Promise<void> {
   const nodeArgs = controllerNodeArgs();
   const main = await controllerMain();
   const spawnedAt = performance.now();
-  const controller = spawn(
-    process.execPath,
+  const controller = spawnLimited(
     [
       ...nodeArgs,
       main,
@@ -145,7 +145,7 @@ async function main(cp: ControlPlane, nodeIp?: string): Promise<void> {
       stdio: ["ignore", "pipe", "inherit"],
     },
   );
-  controller.stdout.pipe(out);
+  controller.stdout?.pipe(out);
   stops.push(async () => {
     const exited = new Promise((r) => controller.once("exit", r));
     controller.kill("SIGTERM");

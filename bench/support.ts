@@ -1,10 +1,12 @@
 // Shared parts of the benchmarks: a control plane, the test kubelet, the controller as a child
 // process, and figures (percentiles, CPU and peak memory of a process from /proc).
+import { existsSync, mkdirSync, readFileSync, rmdirSync, writeFileSync } from "node:fs";
 import { mkdtemp, readFile, symlink } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { spawn, type ChildProcess } from "node:child_process";
+import { spawn, type ChildProcess, type SpawnOptions } from "node:child_process";
 import { fileURLToPath } from "node:url";
+import { parseAllDocuments } from "yaml";
 import { CoordinationV1Api, CoreV1Api, type KubeConfig, type Watch } from "@kubernetes/client-node";
 import { startControlPlane, type ControlPlane } from "../hack/cluster/control-plane.ts";
 import { stripTypes } from "../hack/strip-types.ts";
@@ -63,12 +65,64 @@ export async function namespaces(kc: KubeConfig, ...names: string[]): Promise<vo
   for (const name of names) await core.createNamespace({ body: { metadata: { name } } });
 }
 
+const repo = fileURLToPath(new URL("..", import.meta.url));
+
 /**
- * Node's flags for the controller: the image's (Dockerfile ENTRYPOINT) unless BENCH_NODE_ARGS says
- * otherwise, e.g. BENCH_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" to profile it.
+ * Node's flags for the controller: the image's (between node and the script in the Dockerfile's
+ * ENTRYPOINT) unless BENCH_NODE_ARGS says otherwise, e.g. BENCH_NODE_ARGS="--cpu-prof
+ * --cpu-prof-dir=/tmp/prof" to profile it.
  */
 export function controllerNodeArgs(): string[] {
-  return (process.env.BENCH_NODE_ARGS ?? "--max-semi-space-size=1").split(" ").filter(Boolean);
+  if (process.env.BENCH_NODE_ARGS !== undefined)
+    return process.env.BENCH_NODE_ARGS.split(" ").filter(Boolean);
+  const dockerfile = readFileSync(path.join(repo, "Dockerfile"), "utf8");
+  const entrypoint = /^ENTRYPOINT (\[.*\])$/m.exec(dockerfile)?.[1];
+  const words = entrypoint ? (JSON.parse(entrypoint) as string[]) : [];
+  return words.slice(1, -1);
+}
+
+/** The controller container's memory limit in the release, in bytes. */
+function releaseMemoryLimit(): number {
+  const release = readFileSync(path.join(repo, "catalog", "release.yaml"), "utf8");
+  const deployment = parseAllDocuments(release)
+    .map((d) => d.toJS() as { kind?: string; spec?: { template?: { spec?: { containers?: unknown[] } } } })
+    .find((d) => d.kind === "Deployment");
+  const container = deployment?.spec?.template?.spec?.containers?.[0] as
+    { resources?: { limits?: { memory?: string } } } | undefined;
+  const limit = /^(\d+)Mi$/.exec(container?.resources?.limits?.memory ?? "");
+  if (!limit) throw new Error("catalog/release.yaml: the controller's memory limit is not in Mi");
+  return Number(limit[1]) * 1024 * 1024;
+}
+
+/**
+ * Spawns the controller as its Pod runs: Node sizes its heap from the container's memory limit, so
+ * it runs inside a memory cgroup with the release's limit (cgroup v2 or v1's memory controller,
+ * which a benchmark run as root can make). Where none can be made, it runs without a limit, and
+ * says so.
+ */
+export function spawnLimited(args: string[], options: SpawnOptions): ChildProcess {
+  const name = `scoped-step-bench-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
+  const limit = releaseMemoryLimit();
+  const v2 = existsSync("/sys/fs/cgroup/cgroup.controllers");
+  const dir = v2 ? path.join("/sys/fs/cgroup", name) : path.join("/sys/fs/cgroup/memory", name);
+  try {
+    mkdirSync(dir);
+    writeFileSync(path.join(dir, v2 ? "memory.max" : "memory.limit_in_bytes"), String(limit));
+  } catch (err) {
+    console.log(`the controller runs without a memory limit (no cgroup: ${String(err)})`);
+    return spawn(process.execPath, args, options);
+  }
+  console.log(`the controller runs under the release's memory limit, ${limit / 1024 / 1024} MiB (${dir})`);
+  // prettier-ignore
+  const child = spawn("/bin/sh", ["-c", 'echo $$ > "$0/cgroup.procs" && exec "$@"', dir, process.execPath, ...args], options);
+  child.once("exit", () => {
+    try {
+      rmdirSync(dir);
+    } catch {
+      // A process of it may still be ending; the directory holds no memory.
+    }
+  });
+  return child;
 }
 
 let built: Promise<string> | undefined;
@@ -96,7 +150,7 @@ export function startControllerProcess(
   main = fileURLToPath(new URL("../controller/main.ts", import.meta.url)),
 ): ChildProcess {
   const nodeArgs = controllerNodeArgs();
-  const child = spawn(process.execPath, [...nodeArgs, main, "--http-port=0", "--log-level=warn", ...args], {
+  const child = spawnLimited([...nodeArgs, main, "--http-port=0", "--log-level=warn", ...args], {
     env: { ...process.env, KUBECONFIG: kubeconfig, ...env },
     stdio: ["ignore", "inherit", "inherit"],
   });
