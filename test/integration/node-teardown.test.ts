@@ -9,6 +9,7 @@ import { existsSync, readdirSync, readFileSync, readlinkSync } from "node:fs";
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { logTail } from "../../hack/cluster/processes.ts";
 import { realCluster } from "../support/cluster.ts";
 import { eventually } from "../support/wait.ts";
 
@@ -162,10 +163,8 @@ async function runCli(state: string, ...args: string[]): Promise<void> {
   const code = await exited(child);
   if (code === 0) return;
   // The cluster's own log says why it stopped; it is gone once cluster-down has run.
-  const log = safe(() => readFileSync(path.join(state, "cluster.log"), "utf8")) ?? "(no cluster.log)";
-  assert.fail(
-    `cli.ts ${args.join(" ")} exited with ${code}; the end of cluster.log:\n${log.split("\n").slice(-40).join("\n")}`,
-  );
+  const log = logTail(path.join(state, "cluster.log"));
+  assert.fail(`cli.ts ${args.join(" ")} exited with ${code}; the end of cluster.log:\n${log}`);
 }
 
 /** A cluster held by netns.sh, watching a stand-in for the test run that started it. */
