@@ -35,6 +35,11 @@ function meta<M extends CustomRun["metadata"]>(m: M | undefined): M {
  */
 export function settledRun(run: CustomRun): boolean {
   if (!isScopedStepRun(run) || run.metadata.deletionTimestamp || hasFinalizer(run)) return false;
+  return endedAndRevoked(run);
+}
+
+/** Finished, and its credential (if any) revoked: nothing is left but releasing the run. */
+function endedAndRevoked(run: CustomRun): boolean {
   const credential = stepState(run.status ?? {}).credential;
   return isDone(run.status) && (!credential || credential.state === "revoked");
 }
@@ -42,9 +47,7 @@ export function settledRun(run: CustomRun): boolean {
 /** The cached form of a CustomRun, or undefined when it is not a scoped-step run. */
 export function keepRun(run: CustomRun): CustomRun | undefined {
   if (!run.spec || !isScopedStepRun(run)) return undefined;
-  const credential = stepState(run.status ?? {}).credential;
-  const settled = isDone(run.status) && (!credential || credential.state === "revoked");
-  if (!settled) {
+  if (!endedAndRevoked(run)) {
     const { managedFields: _managed, ...metadata } = run.metadata;
     return { ...run, metadata };
   }
