@@ -21,7 +21,7 @@ import { apiErrorMessage, describeRequest, loadKube } from "./kube-client.ts";
 import { kubeLedger } from "./ledger.ts";
 import { createLogger } from "./log.ts";
 import { readConfigMap, watchSettings } from "./settings.ts";
-import { missingApis, missingApisMessage, podEvent } from "./startup.ts";
+import { missingApis, missingApisMessage, podEvent, type RequiredApi } from "./startup.ts";
 import { watchTektonDefaults } from "./tekton-defaults.ts";
 import { resolutionRequestType } from "../tasks/scoped-step/remote.ts";
 
@@ -42,6 +42,11 @@ const kube = await loadKube().catch((err: unknown) => {
   console.error(`scoped-step: cannot reach the Kubernetes API: ${(err as Error).message}`);
   process.exit(2);
 });
+// Discovery needs no configuration: it runs while the configuration is read.
+const discovery: Promise<{ missing: RequiredApi[]; err?: unknown }> = missingApis(kube).then(
+  (missing) => ({ missing }),
+  (err: unknown) => ({ missing: [], err }),
+);
 let config: Config;
 // Flags and environment first: they say where the configuration ConfigMap is.
 let bootstrap = { namespace: "scoped-step", configMap: "scoped-step-config" };
@@ -71,10 +76,9 @@ try {
 const log = createLogger(config.logLevel);
 
 // Everything below watches these: one missing would fail every run, so say which and stop.
-const missing = await missingApis(kube).catch((err: unknown) => {
-  log.warn({ err }, "could not read the API server's discovery documents; starting anyway");
-  return [];
-});
+const { missing, err: discoveryError } = await discovery;
+if (discoveryError)
+  log.warn({ err: discoveryError }, "could not read the API server's discovery documents; starting anyway");
 if (missing.length > 0) {
   const message = missingApisMessage(missing);
   log.fatal({ missing: missing.map((a) => a.crd) }, message);

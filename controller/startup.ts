@@ -46,21 +46,25 @@ export const requiredApis: RequiredApi[] = [
   },
 ];
 
-/** The required APIs the API server does not serve, read from its discovery documents. */
+/** The required APIs the API server does not serve, read from its discovery documents (all at once). */
 export async function missingApis(
   kube: Kube,
   required: RequiredApi[] = requiredApis,
 ): Promise<RequiredApi[]> {
-  const served = new Map<string, Set<string> | undefined>();
-  for (const gv of new Set(required.map((a) => `${a.group}/${a.version}`))) {
-    try {
-      const list = await kube.request<{ resources?: { name: string }[] }>("GET", `/apis/${gv}`);
-      served.set(gv, new Set((list.resources ?? []).map((r) => r.name)));
-    } catch (err) {
-      if (!(err instanceof KubeError && err.statusCode === 404)) throw err;
-      served.set(gv, undefined);
-    }
-  }
+  const groupVersions = [...new Set(required.map((a) => `${a.group}/${a.version}`))];
+  const served = new Map(
+    await Promise.all(
+      groupVersions.map(async (gv) => {
+        try {
+          const list = await kube.request<{ resources?: { name: string }[] }>("GET", `/apis/${gv}`);
+          return [gv, new Set((list.resources ?? []).map((r) => r.name))] as const;
+        } catch (err) {
+          if (!(err instanceof KubeError && err.statusCode === 404)) throw err;
+          return [gv, undefined] as const;
+        }
+      }),
+    ),
+  );
   return required.filter((a) => !served.get(`${a.group}/${a.version}`)?.has(a.resource));
 }
 

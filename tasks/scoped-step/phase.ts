@@ -10,6 +10,7 @@ import { isRunFailure } from "./failure.ts";
 import { podOutcome, type StepOutcome } from "./outcome.ts";
 import { podName } from "./pod.ts";
 import { redact } from "./redact.ts";
+import type { Resolved } from "./resolve.ts";
 import { isCancelled, isDone, stepState, type StepState } from "./status.ts";
 import type { CustomRun } from "./types.ts";
 
@@ -27,6 +28,8 @@ export interface Observed {
   now: Date;
   /** Used when spec.timeout is not set. */
   defaultTimeoutMs: number;
+  /** The step and grant the intent was recorded for, when this same reconcile resolved them. */
+  resolved?: Resolved;
 }
 
 export type Phase =

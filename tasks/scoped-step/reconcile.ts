@@ -1,7 +1,8 @@
 // The scoped-step run lifecycle: one level-triggered pass over a CustomRun. A pass observes the
 // run, its current pod and credential Secret, asks `decide` (phase.ts) for one action, carries it
 // out, writes status at most once, and reports what changed (transitions.ts). It can stop at any
-// line and the next pass converges.
+// line and the next pass converges. A new attempt's intent pass goes straight on to the mint pass
+// with the run it just wrote and the step it just resolved, so the step pod is one reconcile away.
 import {
   adoptStored,
   identityResults,
@@ -41,6 +42,14 @@ interface Outcome {
   draft?: Draft;
   next: Next;
   failpoint?: Failpoint;
+  /** The intent was recorded for this step and grant: once it is written, the mint pass follows. */
+  resolved?: Resolved;
+}
+
+/** Where a pass leaves the run: when to come back, or the pass to go straight on to. */
+interface Passed {
+  next: Next;
+  then?: { run: CustomRun; resolved: Resolved };
 }
 
 export async function reconcileRun(namespace: string, name: string, ctx: TaskContext): Promise<Next> {
@@ -52,7 +61,12 @@ export async function reconcileRun(namespace: string, name: string, ctx: TaskCon
   }
   if (!isScopedStepRun(run)) return done;
   const observed = await observe(run, ctx);
-  return execute(decide(observed), observed, ctx);
+  const first = await execute(decide(observed), observed, ctx);
+  if (!first.then) return first.next;
+  // The intent is in status: mint now, with what was resolved a moment ago. A later pass (after a
+  // crash, say) resolves again and refuses a grant that changed in between.
+  const minting = { ...(await observe(first.then.run, ctx)), resolved: first.then.resolved };
+  return (await execute(decide(minting), minting, ctx)).next;
 }
 
 /** Reads the attempt's pod and, only when it can matter, its credential Secret. */
@@ -99,14 +113,14 @@ async function vouchedFor(secret: V1Secret, run: CustomRun, attempt: number, ctx
   return entry.secretDigest === secretDigest(secret);
 }
 
-async function execute(action: Action, o: Observed, ctx: TaskContext): Promise<Next> {
+async function execute(action: Action, o: Observed, ctx: TaskContext): Promise<Passed> {
   switch (action.kind) {
     case "finalize":
       await finalize(o.run, ctx);
-      return done;
+      return { next: done };
     case "release":
       await releaseFinalizer(ctx.cluster, o.run);
-      return done;
+      return { next: done };
     case "revoke": {
       const draft = draftOf(o.run);
       if (draft.state.credential)
@@ -125,7 +139,7 @@ async function progress(action: Action, o: Observed, ctx: TaskContext): Promise<
   const draft = draftOf(o.run);
   switch (action.kind) {
     case "record-intent": {
-      const resolved = await resolving(o.run, ctx);
+      const resolved = await resolving(o, ctx);
       if ("refused" in resolved) return end(resolved.refused, o, draft, ctx);
       if ("pending" in resolved) return awaitResolver(resolved, o, draft);
       const facts = runFacts(o.run, attemptOf(o.run), resolved.step);
@@ -141,7 +155,7 @@ async function progress(action: Action, o: Observed, ctx: TaskContext): Promise<
         );
         draft.status.startTime = now.toISOString();
       }
-      return { draft, next: again, failpoint: "after-intent" };
+      return { draft, next: again, failpoint: "after-intent", resolved };
     }
     case "start-pod":
       return startPod(action.credential, o, draft, ctx);
@@ -176,7 +190,7 @@ async function startPod(
   draft: Draft,
   ctx: TaskContext,
 ): Promise<Outcome> {
-  const resolved = await resolving(o.run, ctx);
+  const resolved = await resolving(o, ctx);
   if ("refused" in resolved) return end(resolved.refused, o, draft, ctx);
   if ("pending" in resolved) return awaitResolver(resolved, o, draft);
   const attempt = attemptOf(o.run);
@@ -271,12 +285,11 @@ async function finalize(run: CustomRun, ctx: TaskContext): Promise<void> {
   await releaseFinalizer(ctx.cluster, run);
 }
 
-async function resolving(
-  run: CustomRun,
-  ctx: TaskContext,
-): Promise<Resolved | Pending | { refused: Ending }> {
+/** The step and grant: resolved earlier in this reconcile, or now. */
+async function resolving(o: Observed, ctx: TaskContext): Promise<Resolved | Pending | { refused: Ending }> {
+  if (o.resolved) return o.resolved;
   try {
-    return await resolveRun(run, ctx);
+    return await resolveRun(o.run, ctx);
   } catch (err) {
     if (!isRunFailure(err)) throw err;
     return { refused: { kind: "refused", reason: err.reason, message: err.message } };
@@ -288,17 +301,26 @@ function draftOf(run: CustomRun): Draft {
   return { status, state: stepState(status) };
 }
 
-/** Writes the pass's status once, reports the change, and schedules the attempt's timeout. */
-async function commit(ctx: TaskContext, o: Observed, run: CustomRun, outcome: Outcome): Promise<Next> {
+/**
+ * Writes the pass's status once, reports the change, and schedules the attempt's timeout; a written
+ * intent hands the run on to the mint pass.
+ */
+async function commit(ctx: TaskContext, o: Observed, run: CustomRun, outcome: Outcome): Promise<Passed> {
   let written = run;
+  let wrote = false;
   if (outcome.draft) {
     const { status, state } = outcome.draft;
     const next = withStepState({ ...status, observedGeneration: run.metadata.generation }, state);
-    if (!sameStatus(run.status, next)) written = await ctx.cluster.writeStatus(run, next);
+    if (!sameStatus(run.status, next)) {
+      written = await ctx.cluster.writeStatus(run, next);
+      wrote = true;
+    }
   }
   if (outcome.failpoint) ctx.failpoint?.(outcome.failpoint);
   reportTransition(written, o.run.status ?? {}, ctx);
-  if (outcome.next.requeueAfterMs !== undefined || isDone(written.status)) return outcome.next;
+  if (outcome.resolved && wrote)
+    return { next: outcome.next, then: { run: written, resolved: outcome.resolved } };
+  if (outcome.next.requeueAfterMs !== undefined || isDone(written.status)) return { next: outcome.next };
   const left = timeLeftMs({ ...o, run: written });
-  return left === undefined ? outcome.next : { requeueAfterMs: Math.max(left, 0) + 50 };
+  return { next: left === undefined ? outcome.next : { requeueAfterMs: Math.max(left, 0) + 50 } };
 }

@@ -44,8 +44,8 @@ export class FakeCluster implements ClusterPort {
   scopedSteps = new Map<string, { spec?: unknown }>();
   resolutionRequests = new Map<string, ResolutionRequest>();
   private version = 0;
-  /** Makes the next status write fail as if another writer got there first. */
-  conflictOnNextWrite = false;
+  /** Makes a status write fail as if another writer got there first, after this many succeed. */
+  conflictAfterWrites?: number;
 
   private bump<T extends { metadata?: { resourceVersion?: string } }>(obj: T): T {
     obj.metadata = { ...obj.metadata, resourceVersion: String(++this.version) };
@@ -91,8 +91,8 @@ export class FakeCluster implements ClusterPort {
     return Promise.resolve(run ? clone(run) : undefined);
   }
   writeStatus(run: CustomRun, status: CustomRun["status"]) {
-    if (this.conflictOnNextWrite) {
-      this.conflictOnNextWrite = false;
+    if (this.conflictAfterWrites !== undefined && this.conflictAfterWrites-- === 0) {
+      delete this.conflictAfterWrites;
       return Promise.reject(new ConflictError(`customrun ${run.metadata.name ?? ""}`));
     }
     const stored = this.current(run);

@@ -52,17 +52,29 @@ test("a run walks every phase to success: intent, mint, pod, running, results, r
   const w = fakeWorld();
   start(w, "ok");
   assert.equal(await phase(w, "ok"), "new");
+  // What the API server holds when the provider is asked to mint.
+  const atMint: { finalizers?: string[]; state?: string; startTime?: string; ledger?: string[] }[] = [];
+  const mint = w.provider.mint.bind(w.provider);
+  w.provider.mint = async (facts, grant) => {
+    const run = w.cluster.run(ns, "ok");
+    const ledger = (await w.ctx.ledger.list()).map((e) => e.state);
+    atMint.push({
+      ...(run.metadata.finalizers ? { finalizers: run.metadata.finalizers } : {}),
+      ...(run.status?.startTime ? { startTime: run.status.startTime } : {}),
+      state: stepState(run.status ?? {}).credential?.state ?? "none",
+      ledger,
+    });
+    return mint(facts, grant);
+  };
+  // One reconcile: the intent pass goes straight on to the mint pass and creates the pod.
   await w.pass("ok");
+  assert.equal(atMint.length, 1);
+  assert.deepEqual(atMint[0]?.finalizers, ["scopedstep.dev/cleanup"], "the finalizer is on before the mint");
+  assert.equal(atMint[0]?.state, "minting", "the intent is in status before the mint");
+  assert.ok(atMint[0]?.startTime, "the intent pass also starts the run");
+  assert.deepEqual(atMint[0]?.ledger, ["intent"], "and in the ledger");
   let run = w.cluster.run(ns, "ok");
-  assert.deepEqual(run.metadata.finalizers, ["scopedstep.dev/cleanup"]);
   assert.equal(cond(run)?.reason, "Started");
-  assert.ok(run.status?.startTime, "the intent pass also starts the run");
-  assert.equal(stepState(run.status ?? {}).credential?.state, "minting");
-  assert.equal(w.provider.minted.length, 0, "nothing is minted before the intent is recorded");
-  assert.equal(await phase(w, "ok"), "minting");
-
-  await w.pass("ok");
-  run = w.cluster.run(ns, "ok");
   assert.equal(w.provider.minted.length, 1);
   assert.equal(stepState(run.status ?? {}).credential?.state, "active");
   assert.equal(stepState(run.status ?? {}).pod, "ok-pod");
@@ -202,7 +214,6 @@ test("bad input and refusals end the run with the reason their module named, and
 test("a mint the provider refuses ends the run and revokes by the recorded intent", async () => {
   const w = fakeWorld();
   start(w, "nomint");
-  await w.pass("nomint");
   w.provider.failNextMint = new RunFailure("AWSRoleTrustRejected", "the role does not trust the issuer");
   const run = await w.settle("nomint", done);
   assert.equal(cond(run)?.reason, "AWSRoleTrustRejected");
@@ -221,7 +232,6 @@ test("the revocation method is recorded and published; a mint that issued nothin
 
   const refused = fakeWorld();
   start(refused, "sts-said-no");
-  await refused.pass("sts-said-no");
   refused.provider.failNextMint = new RunFailure("AWSRoleTrustRejected", "untrusted", {
     nothingIssued: true,
   });
@@ -254,7 +264,9 @@ test("a revocation that falls back to expiry still ends the run, with a Warning 
 test("a trait or policy changed between the intent and the mint is refused, with nothing minted", async () => {
   const w = fakeWorld();
   start(w, "swap");
-  await w.pass("swap");
+  // The controller stops after writing the intent; the pass after it resolves again.
+  w.crashAt = "after-intent";
+  await assert.rejects(w.pass("swap"), Crash);
   assert.match(
     stepState(w.cluster.run(ns, "swap").status ?? {}).credential?.grant ?? "",
     /^sha256:[0-9a-f]{64}$/,
@@ -331,7 +343,6 @@ test("the run's own Secret changed after the controller wrote it is not adopted:
   const w = fakeWorld();
   start(w, "edited");
   w.crashAt = "after-secret";
-  await w.pass("edited");
   await assert.rejects(w.pass("edited"), Crash);
   const secret = w.cluster.secrets.get(`${ns}/edited-credentials-0`);
   assert.ok(secret?.metadata?.annotations);
@@ -373,7 +384,6 @@ test("a Secret minted by a version that kept no digest in the ledger is still ad
   const w = fakeWorld();
   start(w, "upgraded");
   w.crashAt = "after-secret";
-  await w.pass("upgraded");
   await assert.rejects(w.pass("upgraded"), Crash);
   const ledger = w.ctx.ledger as FakeLedger;
   for (const entry of ledger.entries.values()) delete entry.secretDigest;
@@ -392,7 +402,6 @@ test("a Secret minted by a version that kept no digest in the ledger is still ad
 test("a transient mint error is thrown for the queue to retry, and the next pass mints", async () => {
   const w = fakeWorld();
   start(w, "flaky");
-  await w.pass("flaky");
   w.provider.failNextMint = new Error("connection reset");
   await assert.rejects(w.pass("flaky"), /connection reset/);
   assert.equal(await phase(w, "flaky"), "minting");
@@ -450,8 +459,8 @@ test("a run of another custom task is left alone", async () => {
 test("a write that loses a conflict is retried by the next pass without minting twice", async () => {
   const w = fakeWorld();
   start(w, "race");
-  await w.pass("race");
-  w.cluster.conflictOnNextWrite = true;
+  // The intent's write goes through; the mint's loses.
+  w.cluster.conflictAfterWrites = 1;
   await assert.rejects(w.pass("race"), /conflict/);
   assert.equal(await phase(w, "race"), "stored", "the minted credential was stored before the write");
   assert.ok(w.cluster.pods.has(`${ns}/race-pod`), "the pod was created before the write, too");
