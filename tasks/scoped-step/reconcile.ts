@@ -128,18 +128,27 @@ async function execute(action: Action, o: Observed, ctx: TaskContext): Promise<P
       return commit(ctx, o, o.run, { draft, next: again });
     }
   }
+  // A new attempt's step, trait and grant are read while the finalizer goes on; what they say is
+  // acted on only once it is there.
+  const resolution = action.kind === "record-intent" ? resolving(o, ctx) : undefined;
+  resolution?.catch(() => undefined);
   // Everything below creates things the finalizer must be there to clean up.
   const { run, added } = await ensureFinalizer(ctx.cluster, o.run);
   if (added) ctx.failpoint?.("after-finalizer");
-  const outcome = await progress(action, { ...o, run }, ctx);
+  const outcome = await progress(action, { ...o, run }, ctx, resolution);
   return commit(ctx, o, run, outcome);
 }
 
-async function progress(action: Action, o: Observed, ctx: TaskContext): Promise<Outcome> {
+async function progress(
+  action: Action,
+  o: Observed,
+  ctx: TaskContext,
+  resolution?: ReturnType<typeof resolving>,
+): Promise<Outcome> {
   const draft = draftOf(o.run);
   switch (action.kind) {
     case "record-intent": {
-      const resolved = await resolving(o, ctx);
+      const resolved = await (resolution ?? resolving(o, ctx));
       if ("refused" in resolved) return end(resolved.refused, o, draft, ctx);
       if ("pending" in resolved) return awaitResolver(resolved, o, draft);
       const facts = runFacts(o.run, attemptOf(o.run), resolved.step);
