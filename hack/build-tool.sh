@@ -119,14 +119,22 @@ complete() {
 }
 if ! complete; then
   mkdir -p "$cache/bin"
+  # One build of a tool at a time: a second caller (a test run started beside `make tools`, say)
+  # waits for it and then takes what it built.
+  exec 9>"$out.lock"
+  flock 9
+fi
+if ! complete; then
   echo "building $name $version (cached as $out; first build takes several minutes)" >&2
   start=$SECONDS
-  rm -rf "$out.tmp"
+  tmp="$(mktemp -d "$out.tmp.XXXXXX")"
+  chmod 755 "$tmp"
+  trap 'rm -rf "$tmp"' EXIT
   # shellcheck disable=SC2086 # $pkg is a list of packages
-  [[ "$pkg" == *" "* ]] && target="$out.tmp/" || target="$out.tmp"
+  [[ "$pkg" == *" "* ]] && target="$tmp/" || target="$tmp/$name"
   (cd "$module_dir" && go build -trimpath -tags "${tags:-}" -ldflags "-s -w $ldflags" -o "$target" $pkg)
   rm -rf "$out"
-  mv "$out.tmp" "$out"
+  if [[ "$pkg" == *" "* ]]; then mv "$tmp" "$out"; else mv "$target" "$out"; fi
   echo "built $name in $((SECONDS - start))s" >&2
 fi
 echo "$out"
