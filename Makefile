@@ -44,10 +44,12 @@ lint: node_modules/.installed
 format: node_modules/.installed
 	npx prettier --write .
 
-## generate: files derived from code (the ScopedStep and ScopedStepPolicy CRDs from their JSON Schemas)
+## generate: files derived from code (the ScopedStep and ScopedStepPolicy CRDs from their JSON Schemas, and
+## the validators ajv compiles from those schemas and the signing key set's)
 generate: node_modules/.installed
 	$(NODE) tasks/scoped-step/crd.ts > catalog/crds/scopedstep.yaml
 	$(NODE) tasks/scoped-step/policy-crd.ts > catalog/crds/scopedsteppolicy.yaml
+	$(NODE) hack/validators.ts
 
 ## release: catalog files derived from the sources (release.yaml, release-monitoring.yaml, the Helm chart,
 ## the scoped-identity trait)

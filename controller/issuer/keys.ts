@@ -3,7 +3,8 @@
 // public half: whoever reads the stored set later cannot sign with a key that no longer signs.
 // The functions that decide a key set's next state are pure; time is always passed in.
 import { calculateJwkThumbprint, exportJWK, generateKeyPair, type JWK } from "jose";
-import { Ajv, type JSONSchemaType } from "ajv";
+import type { JSONSchemaType, ValidateFunction } from "ajv";
+import { validateKeySet as generatedKeySetValidator } from "./key-set.generated.ts";
 
 export type SigningAlgorithm = "ES256" | "RS256";
 export const signingAlgorithms: readonly SigningAlgorithm[] = ["ES256", "RS256"];
@@ -226,7 +227,7 @@ const publicMembers = {
   e: optionalString,
 } as const;
 
-const keySetSchema: JSONSchemaType<KeySet> = {
+export const keySetSchema: JSONSchemaType<KeySet> = {
   type: "object",
   required: ["version", "keys"],
   properties: {
@@ -271,9 +272,8 @@ const keySetSchema: JSONSchemaType<KeySet> = {
   },
 };
 
-const validateKeySet = new Ajv({
-  formats: { "date-time": (s: string) => !Number.isNaN(Date.parse(s)) },
-}).compile(keySetSchema);
+/** keySetSchema, compiled ahead of time by ajv (hack/validators.ts). */
+const validateKeySet = generatedKeySetValidator as unknown as ValidateFunction<KeySet>;
 
 /** Reads a stored key set, refusing anything malformed rather than signing with a guess. */
 export function parseKeySet(text: string): KeySet {

@@ -1,10 +1,12 @@
 // The ScopedStepPolicy object: the operator's rules for which identities steps in a namespace may
-// get. One JSON Schema gives the TypeScript type, the runtime validator (ajv, defaults filled) and,
+// get. One JSON Schema gives the TypeScript type, the runtime validator (ajv's, compiled ahead of
+// time into validators.generated.ts, defaults filled) and,
 // through policy-crd.ts, the CRD's openAPIV3Schema. A few rules the API server cannot check
 // (if/then across fields) are left to ajv: such an object is stored but ignored, so it can only deny.
 import type { FromSchema } from "json-schema-to-ts";
 import type { V1ObjectMeta } from "@kubernetes/client-node";
-import { compiledOnFirstUse, describeErrors, podTemplateFields, type Validation } from "./schema.ts";
+import { compiled, describeErrors, podTemplateFields, type Validation } from "./schema.ts";
+import { validatePolicySpec } from "./validators.generated.ts";
 
 export const policyApi = {
   group: "scopedstep.dev",
@@ -319,7 +321,7 @@ export function tenantSuppliedPlaceholders(template: string): string[] {
     .filter((name) => (tenantSuppliedSubjectFacts as readonly string[]).includes(name));
 }
 
-const specValidator = compiledOnFirstUse((ajv) => ajv.compile<PolicySpec>(policySpecSchema));
+const validateSpec = compiled<PolicySpec>(validatePolicySpec);
 
 /**
  * Validates a copy of a ScopedStepPolicy object as read from the API server, filling defaults.
@@ -330,7 +332,6 @@ export function checkPolicy(input: unknown): Validation<ScopedStepPolicy> {
   const name = obj.metadata?.name;
   if (!name) return { ok: false, message: "metadata.name is missing" };
   const spec = structuredClone(obj.spec ?? {});
-  const validateSpec = specValidator();
   if (!validateSpec(spec)) {
     // "must match then schema" only repeats the error the then-branch already explains.
     return {

@@ -1,7 +1,9 @@
 // One JSON Schema per object we own. Each gives the TypeScript type (FromSchema), the runtime
-// validator (ajv) and, for the ScopedStep CRD, the openAPIV3Schema (see crd.ts).
-import { Ajv, type ErrorObject, type ValidateFunction } from "ajv";
+// validator (compiled ahead of time by ajv: validators.generated.ts, hack/validators.ts) and, for
+// the ScopedStep CRD, the openAPIV3Schema (see crd.ts).
+import type { ErrorObject, ValidateFunction } from "ajv";
 import type { FromSchema } from "json-schema-to-ts";
+import * as generated from "./validators.generated.ts";
 
 const name = { type: "string", pattern: "^[A-Za-z_][A-Za-z0-9_.-]*$", maxLength: 253 } as const;
 const resultName = {
@@ -254,18 +256,14 @@ export type TraitProperties = FromSchema<typeof traitSchema>;
  * the time it takes to load the controller's modules, and a controller is ready before its first
  * run needs one.
  */
-export function compiledOnFirstUse<T>(compile: (ajv: Ajv) => ValidateFunction<T>): () => ValidateFunction<T> {
-  let validate: ValidateFunction<T> | undefined;
-  return () =>
-    (validate ??= compile(new Ajv({ allErrors: true, useDefaults: true, strict: true, strictTypes: false })));
-}
+/** A validator of validators.generated.ts, with the type its schema describes. */
+export const compiled = <T>(validate: unknown): ValidateFunction<T> => validate as ValidateFunction<T>;
 
-const stepValidator = compiledOnFirstUse((ajv) => ajv.compile<StepSpec>(stepSpecSchema));
-const traitValidator = compiledOnFirstUse((ajv) => ajv.compile<TraitProperties>(traitSchema));
-const podTemplateValidator = compiledOnFirstUse((ajv) => ajv.compile<PodTemplate>(podTemplateSchema));
+const stepValidator = compiled<StepSpec>(generated.validateStep);
+const traitValidator = compiled<TraitProperties>(generated.validateTrait);
+const podTemplateValidator = compiled<PodTemplate>(generated.validatePodTemplate);
 
-function check<T>(validator: () => ValidateFunction<T>, value: unknown, where: string): Validation<T> {
-  const validate = validator();
+function check<T>(validate: ValidateFunction<T>, value: unknown, where: string): Validation<T> {
   if (validate(value)) return { ok: true, value };
   return { ok: false, message: describeErrors(where, validate.errors) };
 }
