@@ -26,7 +26,9 @@ import { createTrustingRole, registerIssuer } from "../test/support/aws/trust.ts
 import { startTestKubelet } from "../simulators/kubelet/index.ts";
 import {
   benchControlPlane,
+  benchTenant,
   controllerMain,
+  waitForReady,
   controllerNodeArgs,
   spawnLimited,
   ms,
@@ -35,8 +37,6 @@ import {
   processUsage,
   waitForLease,
 } from "./support.ts";
-import { createScopedStepPolicy } from "../test/support/policy.ts";
-import { createApplication, identityComponent } from "../test/support/application.ts";
 import { ownCrdFiles } from "../test/support/cluster.ts";
 
 type Kind = "taskrun" | "scoped";
@@ -91,15 +91,7 @@ async function main(cp: ControlPlane, nodeIp?: string): Promise<void> {
   const trusted = await registerIssuer(peer);
   const { issuer, port } = trusted;
   createTrustingRole(peer, trusted, { arn: roleArn, subjectLike: `system:scoped-step:${ns}:*` });
-  await createApplication(objects, ns, "payments", [
-    identityComponent({ audience: "sts.amazonaws.com", aws: { roleArn, region: "eu-west-1" } }),
-  ]);
-  await createScopedStepPolicy(objects, ns, {
-    namespaces: [ns],
-    aws: { allowedRoleArns: [`arn:aws:iam::${account}:role/bench-*`], maxSessionDuration: 3600 },
-    deliveryModes: ["env"],
-    revocation: "deny-policy",
-  });
+  await benchTenant(objects, ns, roleArn);
 
   if (!nodeIp) {
     const kubelet = await startTestKubelet(kc, { namespace: ns });
@@ -204,19 +196,6 @@ async function main(cp: ControlPlane, nodeIp?: string): Promise<void> {
 async function rssMiB(pid: number): Promise<number> {
   const status = await readFile(`/proc/${pid}/status`, "utf8");
   return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0) / 1024;
-}
-
-/** Polls /readyz until the controller is ready: keys loaded, policies and (leading) informers synced. */
-async function waitForReady(base: string): Promise<void> {
-  for (const deadline = Date.now() + 120_000; Date.now() < deadline;) {
-    const ok = await fetch(`${base}/readyz`).then(
-      (r) => r.ok,
-      () => false,
-    );
-    if (ok) return;
-    await new Promise((r) => setTimeout(r, 10));
-  }
-  throw new Error("the controller did not become ready in 2 minutes");
 }
 
 /** scoped_step_kube_requests_total by "VERB resource", from the controller's /metrics. */

@@ -7,11 +7,19 @@ import path from "node:path";
 import { spawn, type ChildProcess, type SpawnOptions } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { parseAllDocuments } from "yaml";
-import { CoordinationV1Api, CoreV1Api, type KubeConfig, type Watch } from "@kubernetes/client-node";
+import {
+  CoordinationV1Api,
+  CoreV1Api,
+  type CustomObjectsApi,
+  type KubeConfig,
+  type Watch,
+} from "@kubernetes/client-node";
 import { startControlPlane, type ControlPlane } from "../hack/cluster/control-plane.ts";
 import { stripTypes } from "../hack/strip-types.ts";
 import { startAwsPeer } from "../simulators/aws/server.ts";
 import { controllerAwsSettings, createTrustingRole, registerIssuer } from "../test/support/aws/trust.ts";
+import { createApplication, identityComponent } from "../test/support/application.ts";
+import { createScopedStepPolicy } from "../test/support/policy.ts";
 import { ownCrdFiles } from "../test/support/cluster.ts";
 
 export function percentile(values: number[], p: number): number {
@@ -229,6 +237,23 @@ export function scopedRun(name: string, script: string, results: string[] = []) 
   };
 }
 
+/**
+ * What a tenant namespace holds before its runs: the Application payments, whose component api
+ * names `roleArn`, and a policy granting the roles `bench-*` of that role's account.
+ */
+export async function benchTenant(objects: CustomObjectsApi, ns: string, roleArn: string): Promise<void> {
+  const account = roleArn.split(":")[4] ?? "";
+  await createApplication(objects, ns, "payments", [
+    identityComponent({ audience: "sts.amazonaws.com", aws: { roleArn, region: "eu-west-1" } }),
+  ]);
+  await createScopedStepPolicy(objects, ns, {
+    namespaces: [ns],
+    aws: { allowedRoleArns: [`arn:aws:iam::${account}:role/bench-*`], maxSessionDuration: 3600 },
+    deliveryModes: ["env"],
+    revocation: "deny-policy",
+  });
+}
+
 /** The loopback AWS peer trusting a controller issuer on a free port, and the controller's flags. */
 export async function awsFor(ns: string, roleArn: string) {
   const peer = await startAwsPeer();
@@ -238,4 +263,21 @@ export async function awsFor(ns: string, roleArn: string) {
     subjectLike: `system:scoped-step:${ns}:*`,
   });
   return { peer, ...controllerAwsSettings(peer, trusted) };
+}
+
+/**
+ * Polls /readyz until the controller says it is ready (keys loaded, policies and, leading,
+ * informers synced); fails at once if `gone` says its process has exited.
+ */
+export async function waitForReady(base: string, gone: () => boolean = () => false): Promise<void> {
+  for (const deadline = Date.now() + 120_000; Date.now() < deadline;) {
+    if (gone()) throw new Error("the controller exited before it was ready");
+    const ok = await fetch(`${base}/readyz`).then(
+      (r) => r.ok,
+      () => false,
+    );
+    if (ok) return;
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  throw new Error("the controller did not become ready in 2 minutes");
 }
