@@ -1,11 +1,12 @@
-// A small Kubernetes API client: JSON over one keep-alive HTTPS agent, and watches as streams of
-// JSON lines. The controller uses it instead of @kubernetes/client-node's generated API classes:
+// A small Kubernetes API client: JSON over a bounded pool of keep-alive HTTPS connections, and
+// watches as streams of JSON lines, each on a connection of its own. The controller uses it instead of @kubernetes/client-node's generated API classes:
 // loading those loads every generated model (about 80 MiB of resident memory and 25 MiB of heap
 // before any work), and they convert every response object to classes it never needs.
 // Kubeconfig files with client certificates or tokens, and the in-cluster ServiceAccount, are read
 // here; any other kind of kubeconfig user (exec plugins, auth providers) goes through
 // @kubernetes/client-node's KubeConfig, loaded only then.
 import { readFileSync, statSync } from "node:fs";
+import { createSecureContext } from "node:tls";
 import type http from "node:http";
 import type https from "node:https";
 import { homedir } from "node:os";
@@ -65,7 +66,10 @@ export interface Kube {
 
 interface Endpoint {
   server: URL;
+  /** Requests: at most `maxRequestConnections` at once, kept open and reused. */
   agent: http.Agent;
+  /** Watches: a connection each, however many namespaces are watched. */
+  watchAgent: http.Agent;
   /** Headers that authenticate a request (a bearer token), possibly refreshed. */
   auth: () => Promise<Record<string, string>>;
 }
@@ -80,11 +84,16 @@ function queryString(query: RequestOptions["query"]): string {
 }
 
 function makeClient(endpoint: Endpoint): Kube {
-  const { server, agent } = endpoint;
+  const { server } = endpoint;
   const transport = server.protocol === "https:" ? nodeHttps : nodeHttp;
   const base = server.pathname.replace(/\/$/, "");
 
-  const send = async (method: string, pathAndQuery: string, headers: Record<string, string>) =>
+  const send = async (
+    method: string,
+    pathAndQuery: string,
+    headers: Record<string, string>,
+    agent = endpoint.agent,
+  ) =>
     transport.request({
       protocol: server.protocol,
       hostname: server.hostname.replace(/^\[|\]$/g, ""),
@@ -152,7 +161,7 @@ function makeClient(endpoint: Endpoint): Kube {
         done(aborted ? undefined : err);
       };
       client.onRequest?.("WATCH", path);
-      void send("GET", path + queryString({ ...query, watch: true }), {}).then(
+      void send("GET", path + queryString({ ...query, watch: true }), {}, endpoint.watchAgent).then(
         (req) => {
           current = req;
           if (aborted) req.destroy();
@@ -263,7 +272,7 @@ function fromKubeconfigFile(file: string): Endpoint | undefined {
   const auth = tokenPath ? tokenFile(path.resolve(base, tokenPath)) : () => bearer;
   return {
     server: new URL(server),
-    agent: agentFor(new URL(server), {
+    ...agentsFor(new URL(server), {
       ...(ca ? { ca } : {}),
       ...(cert ? { cert } : {}),
       ...(key ? { key } : {}),
@@ -274,11 +283,23 @@ function fromKubeconfigFile(file: string): Endpoint | undefined {
   };
 }
 
-function agentFor(server: URL, tls: https.AgentOptions): http.Agent {
-  const common = { keepAlive: true, maxFreeSockets: 16 };
-  return server.protocol === "https:"
-    ? new nodeHttps.Agent({ ...common, ...tls })
-    : new nodeHttp.Agent(common);
+/**
+ * Requests in flight at once; more wait for a free connection. Kept open between bursts, so a
+ * busy controller does not pay a TLS handshake per request.
+ */
+const maxRequestConnections = 32;
+
+function agentsFor(server: URL, tls: https.AgentOptions): Pick<Endpoint, "agent" | "watchAgent"> {
+  const pool = { keepAlive: true, maxSockets: maxRequestConnections, maxFreeSockets: maxRequestConnections };
+  if (server.protocol !== "https:")
+    return { agent: new nodeHttp.Agent(pool), watchAgent: new nodeHttp.Agent({ keepAlive: true }) };
+  // One TLS context for every connection: without it each new one parses the CA and key again.
+  const { ca, cert, key, ...rest } = tls;
+  const secure = { ...rest, secureContext: createSecureContext({ ca, cert, key }) };
+  return {
+    agent: new nodeHttps.Agent({ ...secure, ...pool }),
+    watchAgent: new nodeHttps.Agent({ ...secure, keepAlive: true }),
+  };
 }
 
 const inCluster = "/var/run/secrets/kubernetes.io/serviceaccount";
@@ -290,7 +311,7 @@ export async function kubeFromKubeConfig(kc: KubeConfig): Promise<Kube> {
   const server = new URL(cluster.server);
   const first: https.RequestOptions = { headers: {} };
   await kc.applyToHTTPSOptions(first);
-  const agent = agentFor(server, {
+  const agents = agentsFor(server, {
     ...(first.ca ? { ca: first.ca } : {}),
     ...(first.cert ? { cert: first.cert } : {}),
     ...(first.key ? { key: first.key } : {}),
@@ -298,7 +319,7 @@ export async function kubeFromKubeConfig(kc: KubeConfig): Promise<Kube> {
   });
   return makeClient({
     server,
-    agent,
+    ...agents,
     async auth() {
       const opts: https.RequestOptions = { headers: {} };
       await kc.applyToHTTPSOptions(opts);
@@ -335,7 +356,7 @@ export async function loadKube(kubeconfigPath?: string): Promise<Kube> {
   const auth = tokenFile(path.join(inCluster, "token"));
   return makeClient({
     server,
-    agent: agentFor(server, { ca: readFileSync(path.join(inCluster, "ca.crt")) }),
+    ...agentsFor(server, { ca: readFileSync(path.join(inCluster, "ca.crt")) }),
     auth: () => Promise.resolve(auth()),
   });
 }
