@@ -1,5 +1,5 @@
 // Pure helpers for the CustomRun status this task type writes.
-import { canonicalJson } from "./canonical.ts";
+import { sameJson } from "./canonical.ts";
 import type { CredentialRecord } from "./credentials/types.ts";
 import type { StepFailureReason } from "./outcome.ts";
 import type { Condition, CustomRun, CustomRunStatus } from "./types.ts";
@@ -66,7 +66,7 @@ export function setSucceeded(
 
 /** Whether writing `b` over `a` would change nothing (whatever the order of their keys). */
 export function sameStatus(a: CustomRunStatus | undefined, b: CustomRunStatus): boolean {
-  return canonicalJson(a ?? {}) === canonicalJson(b);
+  return sameJson(a ?? {}, b);
 }
 
 export const isCancelled = (run: CustomRun): boolean => run.spec.status === "RunCancelled";

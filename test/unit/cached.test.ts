@@ -6,6 +6,7 @@ import { keepPod, keepRun, settledRun } from "../../tasks/scoped-step/cached.ts"
 import { podOutcome } from "../../tasks/scoped-step/outcome.ts";
 import { annotations } from "../../tasks/scoped-step/pod.ts";
 import { sameStatus, stepState, withStepState } from "../../tasks/scoped-step/status.ts";
+import { canonicalJson, sameJson } from "../../tasks/scoped-step/canonical.ts";
 import type { CustomRun, CustomRunStatus } from "../../tasks/scoped-step/types.ts";
 
 const run = (status: CustomRunStatus | undefined, kind = "ScopedStep"): CustomRun => ({
@@ -132,4 +133,40 @@ test("a status is the same whatever the order of its keys, so an unchanged one i
   ) as CustomRunStatus;
   assert.ok(sameStatus(asServed, ours));
   assert.ok(!sameStatus(asServed, { ...ours, startTime: "u" }));
+});
+
+test("sameJson says what comparing canonical JSON says, without writing it", () => {
+  const at = new Date("2026-01-01T00:00:00.000Z");
+  const values: unknown[] = [
+    {},
+    { a: 1 },
+    { a: 1, b: undefined },
+    { b: undefined, a: 1 },
+    { a: "1" },
+    { a: [1, 2] },
+    { a: [2, 1] },
+    { a: [1, 2, 3] },
+    { a: [1, undefined] },
+    { a: [1, null] },
+    { a: { b: { c: "d" } } },
+    { a: { b: { c: "e" } } },
+    { a: { b: {} } },
+    { a: null },
+    { when: at },
+    { when: at.toISOString() },
+    { when: "2026-01-02T00:00:00.000Z" },
+    [],
+    [{}],
+    "x",
+    1,
+    true,
+    null,
+  ];
+  for (const a of values)
+    for (const b of values)
+      assert.equal(
+        sameJson(a, b),
+        canonicalJson(a) === canonicalJson(b),
+        `${canonicalJson(a)} vs ${canonicalJson(b)}`,
+      );
 });
