@@ -31,7 +31,7 @@ import type { Failpoint, Next, TaskContext } from "./ports.ts";
 import { resolveRun, runFacts, type Pending, type Resolved } from "./resolve.ts";
 import { isDone, sameStatus, setSucceeded, stepState, withStepState } from "./status.ts";
 import { reportTransition } from "./transitions.ts";
-import { isScopedStepRun, type CustomRun } from "./types.ts";
+import { isScopedStepRun, type CustomRun, type CustomRunStatus } from "./types.ts";
 import type { V1Pod, V1Secret } from "@kubernetes/client-node";
 
 const done: Next = {};
@@ -305,8 +305,9 @@ async function resolving(o: Observed, ctx: TaskContext): Promise<Resolved | Pend
   }
 }
 
+/** A copy of the run's status to change: the cached run is never touched. JSON, as it was read. */
 function draftOf(run: CustomRun): Draft {
-  const status = structuredClone(run.status ?? {});
+  const status = JSON.parse(JSON.stringify(run.status ?? {})) as CustomRunStatus;
   return { status, state: stepState(status) };
 }
 
