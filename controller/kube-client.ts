@@ -1,7 +1,8 @@
 // A small Kubernetes API client: JSON over a bounded pool of keep-alive HTTPS connections, and
-// watches as streams of JSON lines, each on a connection of its own. The controller uses it instead of @kubernetes/client-node's generated API classes:
-// loading those loads every generated model (about 80 MiB of resident memory and 25 MiB of heap
-// before any work), and they convert every response object to classes it never needs.
+// watches as streams of JSON lines, each on a connection of its own. The controller uses it
+// instead of @kubernetes/client-node's generated API classes: loading those loads every generated
+// model (about 80 MiB of resident memory and 25 MiB of heap before any work), and they convert
+// every response object to classes it never needs.
 // Kubeconfig files with client certificates or tokens, and the in-cluster ServiceAccount, are read
 // here; any other kind of kubeconfig user (exec plugins, auth providers) goes through
 // @kubernetes/client-node's KubeConfig, loaded only then.
