@@ -433,8 +433,11 @@ const phases: Record<Kind, [string, string][]> = {
   ],
   scoped: [
     ["created", "PipelineRun created -> CustomRun created (Tekton)"],
-    ["child created", "-> startTime and credential intent written (1st pass: finalizer, trait, policy)"],
-    ["intent written", "-> STS request received (2nd pass: Secret looked up, trait, policy, ledger, token)"],
+    ["child created", "-> startTime and credential intent written (intent pass: finalizer, trait, policy)"],
+    [
+      "intent written",
+      "-> STS request received (mint pass, same reconcile: Secret looked up, ledger, token)",
+    ],
     ["sts called", "-> credential Secret created (STS answer, Secret)"],
     ["secret created", "-> pod created (pod, status)"],
     ["pod created", "-> pod Running (kubelet)"],
