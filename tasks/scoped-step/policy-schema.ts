@@ -1,8 +1,8 @@
 // The ScopedStepPolicy object: the operator's rules for which identities steps in a namespace may
 // get. One JSON Schema gives the TypeScript type, the runtime validator (ajv's, compiled ahead of
-// time into validators.generated.ts, defaults filled) and,
-// through policy-crd.ts, the CRD's openAPIV3Schema. A few rules the API server cannot check
-// (if/then across fields) are left to ajv: such an object is stored but ignored, so it can only deny.
+// time into validators.generated.ts, defaults filled) and, through policy-crd.ts, the CRD's
+// openAPIV3Schema. A few rules the API server cannot check (if/then across fields) are left to
+// ajv: such an object is stored but ignored, so it can only deny.
 import type { FromSchema } from "json-schema-to-ts";
 import type { V1ObjectMeta } from "@kubernetes/client-node";
 import { compiled, describeErrors, podTemplateFields, type Validation } from "./schema.ts";

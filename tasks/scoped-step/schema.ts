@@ -251,11 +251,6 @@ export const traitSchema = {
 
 export type TraitProperties = FromSchema<typeof traitSchema>;
 
-/**
- * A validator compiled at its first use rather than at start-up: compiling the schemas is most of
- * the time it takes to load the controller's modules, and a controller is ready before its first
- * run needs one.
- */
 /** A validator of validators.generated.ts, with the type its schema describes. */
 export const compiled = <T>(validate: unknown): ValidateFunction<T> => validate as ValidateFunction<T>;
 
