@@ -299,10 +299,16 @@ test("release.yaml applied verbatim runs the controller as its Deployment: secur
 
 test("the controller serves its OIDC discovery document and keys through its Service", async () => {
   const { c, issuer } = await installed;
-  const discovery = (await (await fetch(`${issuer}/.well-known/openid-configuration`)).json()) as {
-    issuer?: string;
-    jwks_uri?: string;
-  };
+  // Just after a rollout, kube-proxy may still send a new connection to a pod that is gone: wait
+  // for the Service to answer.
+  const discovery = await eventually(
+    "the issuer's discovery document through the Service",
+    async () =>
+      (await (
+        await fetch(`${issuer}/.well-known/openid-configuration`, { signal: AbortSignal.timeout(5_000) })
+      ).json()) as { issuer?: string; jwks_uri?: string },
+    { timeoutMs: 120_000 },
+  );
   assert.equal(discovery.issuer, issuer);
   assert.equal(discovery.jwks_uri, `${issuer}/openid/v1/jwks`);
   const jwks = (await (await fetch(discovery.jwks_uri)).json()) as { keys?: { kid?: string }[] };
