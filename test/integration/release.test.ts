@@ -424,9 +424,16 @@ test("deleting the leader's pod hands leadership to the other replica, which the
   );
   await keepLogs(install, pods);
   await c.core.deleteNamespacedPod({ namespace, name: leader });
+  // The standby, or the pod that replaces the deleted one if it starts first: a replica that is
+  // not the one deleted, and is running.
   await eventually(
-    `${other} to take the lease from ${leader}`,
-    async () => ((await leaseHolder(c)) === other ? true : undefined),
+    `${other} (or the deleted pod's replacement) to take the lease from ${leader}`,
+    async () => {
+      const holder = await leaseHolder(c);
+      if (!holder || holder === leader) return undefined;
+      const running = await controllerPods(c);
+      return running.some((p) => p.metadata?.name === holder) ? true : undefined;
+    },
     { timeoutMs: 120_000, intervalMs: 250 },
   );
   await rolledOut(c, "with the deleted pod replaced");
