@@ -133,6 +133,32 @@ const ctx: TaskContext = {
   entrypointImage: config.entrypointImage,
 };
 
+// The port is bound before the controller tries to lead: a replica that cannot serve its issuer
+// documents or probes must not hold the lease while it fails.
+const server = await startHttpServer(config.httpHost, config.httpPort, {
+  ready: () => {
+    if (!identity.policies.synced) return { ok: false, why: "policies not synced" };
+    // Never sign with anything but the configured key: until it answers, take no traffic.
+    if (identity.issuer && !identity.issuer.ready)
+      return { ok: false, why: `signing key unavailable: ${identity.issuer.notReadyReason ?? "starting"}` };
+    const engine = live.engine;
+    if (!engine) return { ok: false, why: "starting" };
+    if (engine.isLeader() && !engine.synced()) return { ok: false, why: "informers not synced" };
+    return { ok: true, why: "" };
+  },
+  metrics: async () => ({
+    contentType: metrics.registry.contentType,
+    body: await metrics.registry.metrics(),
+  }),
+  ...(identity.issuer ? { oidc: identity.issuer.handler } : {}),
+}).catch(async (err: unknown) => {
+  // The issuer's documents, the probes and the metrics are all served here: without them, stop.
+  const message = `cannot serve HTTP (issuer documents, probes, metrics) on ${config.httpHost}:${config.httpPort}: ${(err as Error).message}`;
+  log.fatal({ err }, message);
+  await podEvent(kube, config.namespace, "HttpPortUnavailable", message);
+  process.exit(2);
+});
+
 const engine = startEngine<CustomRun>(
   kube,
   {
@@ -213,21 +239,6 @@ const maintenance = setInterval(() => {
 }, 60_000);
 maintenance.unref();
 
-const server = await startHttpServer(config.httpHost, config.httpPort, {
-  ready: () => {
-    if (!identity.policies.synced) return { ok: false, why: "policies not synced" };
-    // Never sign with anything but the configured key: until it answers, take no traffic.
-    if (identity.issuer && !identity.issuer.ready)
-      return { ok: false, why: `signing key unavailable: ${identity.issuer.notReadyReason ?? "starting"}` };
-    if (engine.isLeader() && !engine.synced()) return { ok: false, why: "informers not synced" };
-    return { ok: true, why: "" };
-  },
-  metrics: async () => ({
-    contentType: metrics.registry.contentType,
-    body: await metrics.registry.metrics(),
-  }),
-  ...(identity.issuer ? { oidc: identity.issuer.handler } : {}),
-});
 const addr = server.address();
 log.info(
   {

@@ -1,8 +1,19 @@
 // Starting and stopping the control plane's processes. Each runs under guard.sh, which ends it when
 // this Node process dies, however it dies.
 import { spawn, type ChildProcess } from "node:child_process";
-import { openSync, closeSync, readFileSync } from "node:fs";
+import { randomInt } from "node:crypto";
+import {
+  closeSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  utimesSync,
+  writeFileSync,
+} from "node:fs";
 import net from "node:net";
+import os from "node:os";
 import path from "node:path";
 import { hackDir } from "./upstream.ts";
 
@@ -32,21 +43,78 @@ export async function stopSupervised(p: Supervised, graceMs = 15_000): Promise<v
   clearTimeout(timer);
 }
 
-/** Ports the kernel reports free right now; the caller binds them at once. */
-export async function freePorts(count: number): Promise<number[]> {
-  const servers = await Promise.all(
-    Array.from(
-      { length: count },
-      () =>
-        new Promise<net.Server>((resolve, reject) => {
-          const s = net.createServer();
-          s.once("error", reject);
-          s.listen(0, "127.0.0.1", () => resolve(s));
-        }),
-    ),
-  );
-  const ports = servers.map((s) => (s.address() as net.AddressInfo).port);
-  await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
+// Ports for a process started later to bind. listen(0) would answer from the kernel's ephemeral
+// range, where any outgoing connection or another listen(0) can take the port before that process
+// binds it. So they come from a range below it that no Kubernetes component uses by default
+// (kubelet 10250, NodePorts 30000 and up), each claimed by a file so that two processes on this
+// machine never hand out the same one while neither has bound it yet.
+const portRange = { low: 20_000, high: 29_999 };
+const claimDir = path.join(os.tmpdir(), "scoped-step-ports");
+// A claim guards the window between choosing a port and binding it; once bound, the kernel does.
+const claimTtlMs = 30 * 60_000;
+
+function ephemeralRange(): [number, number] {
+  try {
+    const [low, high] = readFileSync("/proc/sys/net/ipv4/ip_local_port_range", "utf8")
+      .trim()
+      .split(/\s+/)
+      .map(Number);
+    if (low && high) return [low, high];
+  } catch {
+    // Not Linux: assume the IANA range.
+  }
+  return [49_152, 65_535];
+}
+
+// This process's claims, removed when it exits: by then what it started has bound or is gone.
+const claimed = new Set<string>();
+process.once("exit", () => {
+  for (const file of claimed) rmSync(file, { force: true });
+});
+
+function claim(port: number): boolean {
+  const file = path.join(claimDir, String(port));
+  try {
+    writeFileSync(file, String(process.pid), { flag: "wx" });
+    claimed.add(file);
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+  }
+  try {
+    if (Date.now() - statSync(file).mtimeMs < claimTtlMs) return false;
+    const now = new Date();
+    utimesSync(file, now, now);
+    claimed.add(file);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function bindable(port: number, host: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.createServer();
+    s.once("error", () => resolve(false));
+    s.listen(port, host, () => s.close(() => resolve(true)));
+  });
+}
+
+/** Free ports outside the ephemeral range, claimed for this process; the caller binds them soon. */
+export async function freePorts(count: number, host = "127.0.0.1"): Promise<number[]> {
+  mkdirSync(claimDir, { recursive: true });
+  const [ephemeralLow, ephemeralHigh] = ephemeralRange();
+  // Where the kernel's range covers all of ours, the claims and the bind check are all there is.
+  const covered = ephemeralLow <= portRange.low && ephemeralHigh >= portRange.high;
+  const overlaps = (p: number) => !covered && p >= ephemeralLow && p <= ephemeralHigh;
+  const ports: number[] = [];
+  for (let tries = 0; ports.length < count; tries++) {
+    if (tries >= 2_000)
+      throw new Error(`no free port in ${portRange.low}-${portRange.high} after ${tries} tries`);
+    const port = portRange.low + randomInt(portRange.high - portRange.low + 1);
+    if (overlaps(port) || ports.includes(port) || !claim(port)) continue;
+    if (await bindable(port, host)) ports.push(port);
+  }
   return ports;
 }
 

@@ -7,6 +7,7 @@ import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
+import { freePorts } from "../../hack/cluster/processes.ts";
 import { eventually } from "./wait.ts";
 
 const run = promisify(execFile);
@@ -21,15 +22,6 @@ export const examplesGitPort = 9418;
 export const examplesGitMirror = (nodeIp: string) => ({
   [examplesGitHost]: `git://${nodeIp}:${examplesGitPort}/`,
 });
-
-async function freePort(host: string): Promise<number> {
-  return new Promise<number>((resolve, reject) => {
-    const s = net.createServer().listen(0, host, () => {
-      const a = s.address();
-      s.close(() => (typeof a === "object" && a ? resolve(a.port) : reject(new Error("no port"))));
-    });
-  });
-}
 
 /**
  * A bare repository `catalog.git` whose `main` holds `files` (path in the repository → content),
@@ -49,7 +41,7 @@ export async function gitDaemon(host: string, files: Record<string, string>, por
   await git(work, "add", ".");
   await git(work, "commit", "-q", "-m", "catalog");
   await git(dir, "clone", "-q", "--bare", work, path.join(dir, "catalog.git"));
-  const listen = port ?? (await freePort(host));
+  const listen = port ?? ((await freePorts(1, host)) as [number])[0];
   // prettier-ignore
   const daemon = spawn("git", ["daemon", "--reuseaddr", "--export-all", `--base-path=${dir}`,
     `--listen=${host}`, `--port=${listen}`, dir], { stdio: "ignore" });

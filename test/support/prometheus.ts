@@ -3,11 +3,11 @@
 // unpacked under the cache folder by hack/prometheus.sh (`make tools`).
 import { execFile, spawn, type ChildProcess } from "node:child_process";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
-import { createServer } from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
 import { parse, stringify } from "yaml";
+import { freePorts } from "../../hack/cluster/processes.ts";
 import { repoRoot } from "./catalog.ts";
 import { eventually } from "./wait.ts";
 
@@ -55,15 +55,6 @@ export async function writeRuleFile(dir: string): Promise<string> {
   return file;
 }
 
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const address = server.address();
-  await new Promise((resolve) => server.close(resolve));
-  if (!address || typeof address === "string") throw new Error("no port");
-  return address.port;
-}
-
 export interface PrometheusServer {
   url: string;
   /** An instant query; throws with Prometheus's error when the expression does not evaluate. */
@@ -87,7 +78,7 @@ export async function startPrometheus(
   },
 ): Promise<PrometheusServer> {
   const dir = await mkdtemp(path.join(os.tmpdir(), "prometheus-"));
-  const port = await freePort();
+  const [port] = (await freePorts(1)) as [number];
   await writeFile(
     path.join(dir, "prometheus.yml"),
     stringify({
