@@ -92,6 +92,24 @@ export function namespaceUidReader(kube: Kube): (name: string) => Promise<string
   };
 }
 
+/**
+ * The controller's own issuer as the credential provider's signer: it adds the namespace's UID to
+ * the run's facts, read while the run's ledger entry is written, and signs once that is done.
+ */
+export function ownSigner(
+  issuer: Pick<Issuer, "issuerUrl" | "issueToken">,
+  namespaceUid: (name: string) => Promise<string>,
+): TokenSigner {
+  return {
+    issuerUrl: issuer.issuerUrl,
+    async issueToken({ recorded, ...request }) {
+      const { uid, ...facts } = request.facts;
+      const [nsUid] = await Promise.all([namespaceUid(facts.namespace), recorded]);
+      return issuer.issueToken({ ...request, facts: { ...facts, customRunUid: uid, namespaceUid: nsUid } });
+    },
+  };
+}
+
 export async function buildIdentity(
   kube: Kube,
   config: Config,
@@ -139,17 +157,7 @@ export async function buildIdentity(
     allowInsecureIssuer: config.allowInsecureIssuer,
     logger: log,
   });
-  const namespaceUid = namespaceUidReader(kube);
-  const own: TokenSigner = {
-    issuerUrl: issuer.issuerUrl,
-    async issueToken(request) {
-      const { uid, ...facts } = request.facts;
-      return issuer.issueToken({
-        ...request,
-        facts: { ...facts, customRunUid: uid, namespaceUid: await namespaceUid(facts.namespace) },
-      });
-    },
-  };
+  const own = ownSigner(issuer, namespaceUidReader(kube));
   // In external mode the run token goes to the organisation's IdP, whose token AWS trusts. Its
   // OAuth client is loaded only then.
   const signer = config.externalIssuer

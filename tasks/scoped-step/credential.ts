@@ -67,10 +67,15 @@ export async function mintCredential(
   let minted;
   try {
     checkGrant(record, grant);
-    // The ledger entry first: from here on, whatever happens to the run, it can be revoked.
+    // The ledger entry first: from there on, whatever happens to the run, it can be revoked. The
+    // provider prepares while it is written (the token's facts), and issues nothing before.
     const entry = intentEntry(record, ledgerRun(run), provider.lifetimeSeconds(grant), ctx.now());
-    await ctx.ledger.recordIntent(entry);
-    minted = await provider.mint(facts, grant);
+    const recorded = ctx.ledger.recordIntent(entry);
+    const minting = provider.mint(facts, grant, recorded);
+    // Settled below: the ledger's failure, if any, is the one to report.
+    minting.catch(() => undefined);
+    await recorded;
+    minted = await minting;
   } catch (err) {
     ctx.metrics?.credentialFailed(provider.name, isRunFailure(err) ? err.reason : "Transient");
     // The cloud answered that it issued nothing: the ledger says so, and the sweeper denies nothing.
@@ -103,7 +108,7 @@ export async function mintCredential(
     secretDigest: secret ? secretDigest(secret) : noSecret,
   });
   if (secret && !(await ctx.cluster.createSecret(secret)))
-    throw secretNotOwned(run, secret.metadata?.name ?? "");
+    throw secretNotOwned(run, secret.metadata?.name ?? "", { taken: true });
   ctx.failpoint?.("after-secret");
   ctx.log.info(
     { ...runLog(run), audit: "mint", provider: provider.name, attempt: record.attempt, ...active.results },
@@ -236,12 +241,14 @@ export function identityResults(record: CredentialRecord | undefined): RunResult
   return out;
 }
 
-export function secretNotOwned(run: CustomRun, secret: string): RunFailure {
+/** `taken`: found at the name when the controller went to create it, so never to be deleted. */
+export function secretNotOwned(run: CustomRun, secret: string, opts: { taken?: boolean } = {}): RunFailure {
   return new RunFailure(
     "CredentialSecretNotOwned",
     `Secret ${secret} in namespace ${run.metadata.namespace ?? ""} was not created for this run (uid ` +
       `${run.metadata.uid ?? ""}), or was changed after it was; that name is reserved for the run's credential, so it is neither used nor ` +
       `deleted: delete it and re-run`,
+    opts.taken ? { foreignSecret: secret } : {},
   );
 }
 

@@ -10,11 +10,18 @@ export class RunFailure extends Error {
    * nothing, so it stays false.
    */
   readonly nothingIssued: boolean;
-  constructor(reason: string, message: string, opts: { nothingIssued?: boolean } = {}) {
+  /** A Secret found at the credential's name that is not the run's: never to be deleted. */
+  readonly foreignSecret: string | undefined;
+  constructor(
+    reason: string,
+    message: string,
+    opts: { nothingIssued?: boolean; foreignSecret?: string } = {},
+  ) {
     super(message);
     this.name = "RunFailure";
     this.reason = reason;
     this.nothingIssued = opts.nothingIssued ?? false;
+    this.foreignSecret = opts.foreignSecret;
   }
 }
 

@@ -61,16 +61,38 @@ export async function reconcileRun(namespace: string, name: string, ctx: TaskCon
   }
   if (!isScopedStepRun(run)) return done;
   const observed = await observe(run, ctx);
-  const first = await execute(decide(observed), observed, ctx);
+  const action = decide(observed);
+  const secret = action.kind === "record-intent" ? lookAhead(run, ctx) : undefined;
+  const first = await execute(action, observed, ctx);
   if (!first.then) return first.next;
   // The intent is in status: mint now, with what was resolved a moment ago. A later pass (after a
   // crash, say) resolves again and refuses a grant that changed in between.
-  const minting = { ...(await observe(first.then.run, ctx)), resolved: first.then.resolved };
+  const minting = { ...(await observe(first.then.run, ctx, secret)), resolved: first.then.resolved };
   return (await execute(decide(minting), minting, ctx)).next;
 }
 
+/** A credential Secret read ahead of the pass that needs it; `read` fails as undefined. */
+interface SecretAhead {
+  name: string;
+  read: Promise<{ secret: V1Secret | undefined } | undefined>;
+}
+
+/**
+ * The new attempt's credential Secret, read while its intent is recorded rather than after. Nothing
+ * of this attempt's can be at that name yet, so whatever is there now is foreign, as it would be a
+ * moment later; one planted in between is refused when the mint's create finds the name taken.
+ */
+function lookAhead(run: CustomRun, ctx: TaskContext): SecretAhead {
+  const name = credentialSecretName(run.metadata.name ?? "", attemptOf(run));
+  const read = ctx.cluster.getSecret(run.metadata.namespace ?? "", name).then(
+    (secret) => ({ secret }),
+    () => undefined,
+  );
+  return { name, read };
+}
+
 /** Reads the attempt's pod and, only when it can matter, its credential Secret. */
-export async function observe(run: CustomRun, ctx: TaskContext): Promise<Observed> {
+export async function observe(run: CustomRun, ctx: TaskContext, ahead?: SecretAhead): Promise<Observed> {
   const observed: Observed = { run, now: ctx.now(), defaultTimeoutMs: ctx.defaultTimeoutMs };
   const record = attemptRecord(run);
   if (run.metadata.deletionTimestamp || isDone(run.status) || !record) return observed;
@@ -83,7 +105,9 @@ export async function observe(run: CustomRun, ctx: TaskContext): Promise<Observe
   const needsSecret =
     record.state === "minting" || !observed.pod || podOutcome(observed.pod).phase === "failed";
   if (record.state !== "revoked" && needsSecret) {
-    const secret = await ctx.cluster.getSecret(namespace, credentialSecretName(name, record.attempt));
+    const secretName = credentialSecretName(name, record.attempt);
+    const early = ahead?.name === secretName ? await ahead.read : undefined;
+    const secret = early ? early.secret : await ctx.cluster.getSecret(namespace, secretName);
     if (secret && ownedBy(secret, run) && (await vouchedFor(secret, run, record.attempt, ctx)))
       observed.secret = secret;
     else if (secret) observed.foreignSecret = secret.metadata?.name ?? "";
@@ -219,7 +243,9 @@ async function startPod(
     } catch (err) {
       if (!isRunFailure(err)) throw err;
       if (err.nothingIssued) draft.state.credential = nothingIssued(record, ctx.now());
-      return end({ kind: "refused", reason: err.reason, message: err.message }, o, draft, ctx);
+      // A Secret that took the credential's name first is the tenant's: revocation leaves it.
+      const seen = err.foreignSecret ? { ...o, foreignSecret: err.foreignSecret } : o;
+      return end({ kind: "refused", reason: err.reason, message: err.message }, seen, draft, ctx);
     }
   } else if (typeof credential === "object" && "adopt" in credential && record) {
     draft.state.credential = adoptStored(record, credential.adopt);

@@ -205,14 +205,16 @@ export function fakeProvider(): FakeProvider {
       session: `${facts.customRun}-${facts.attempt}`,
       role: grant.trait.properties.aws?.roleArn ?? "",
     }),
-    mint(facts: RunFacts) {
+    async mint(facts: RunFacts, _grant: Grant, recorded?: Promise<unknown>) {
+      // As a real provider: nothing is issued before the ledger holds the intent.
+      await recorded;
       const failure = provider.failNextMint;
       if (failure) {
         delete provider.failNextMint;
-        return Promise.reject(failure);
+        throw failure;
       }
       provider.minted.push(facts);
-      return Promise.resolve({
+      return {
         results: { "identity-subject": `system:scoped-step:${facts.namespace}:${facts.customRun}` },
         expiresAt: "2030-01-01T00:00:00.000Z",
         secretData: { ...fakeSecretValues },
@@ -221,7 +223,7 @@ export function fakeProvider(): FakeProvider {
           env: {},
           files: {},
         },
-      });
+      };
     },
     describe: (record: CredentialRecord) => `subject ${record.results["identity-subject"] ?? ""}`,
     revoke(record: CredentialRecord) {

@@ -302,3 +302,29 @@ test("steps get AWS_ENDPOINT_URL with their credentials only when the operator s
     assert.equal(minted.mount.env.AWS_REGION, "eu-west-1", delivery);
   }
 });
+
+test("nothing reaches STS before the ledger holds the intent: a ledger write that fails issues no session", async (t) => {
+  const w = await world(t);
+  const roleArn = `arn:aws:iam::${home}:role/deployer`;
+  w.trustingRole(roleArn, [readArtifacts]);
+  const p = provider(w);
+  const stsCalls = () => w.peer.calls().filter((c) => c.action === "AssumeRoleWithWebIdentity");
+
+  // The world's signer signs at once, whatever `recorded` says: the provider itself holds STS back.
+  const failed = p.mint(
+    w.facts("unrecorded"),
+    w.grant({ roleArn }),
+    Promise.reject(new Error("etcd timed out")),
+  );
+  await assert.rejects(failed, /etcd timed out/);
+  assert.deepEqual(stsCalls(), [], "no call went to STS");
+  assert.equal(w.peer.sessions().length, 0);
+
+  let record = () => {};
+  const recorded = new Promise<void>((resolve) => (record = resolve));
+  const minting = p.mint(w.facts("recorded"), w.grant({ roleArn }), recorded);
+  record();
+  const minted = await minting;
+  assert.ok(minted.secretData.sessionToken);
+  assert.equal(stsCalls().length, 1);
+});

@@ -15,6 +15,7 @@ import {
 } from "../../controller/issuer/index.ts";
 import { checkIssuerUrl } from "../../controller/issuer/documents.ts";
 import { parseKeySet } from "../../controller/issuer/keys.ts";
+import { ownSigner } from "../../controller/identity.ts";
 
 const issuerUrl = "http://127.0.0.1:8443";
 const facts: RunFacts = {
@@ -526,4 +527,51 @@ describe("key custody", () => {
       /active key k1 without its private JWK/,
     );
   });
+});
+
+test("the controller's signer reads the namespace's UID while the ledger is written, and signs only after it", async () => {
+  const signed: TokenRequest[] = [];
+  const issuer = {
+    issuerUrl,
+    issueToken: (r: TokenRequest) => {
+      signed.push(r);
+      return memoryIssuer().then((i) => i.issueToken(r));
+    },
+  };
+  const reads: string[] = [];
+  const signer = ownSigner(issuer, (name) => {
+    reads.push(name);
+    return Promise.resolve(`uid-of-${name}`);
+  });
+  const customRunUid = "0b7d4c3e-0000-4000-8000-000000000002";
+  const runFacts = {
+    namespace: "team-a",
+    uid: customRunUid,
+    customRun: "deploy-run-x7k2p",
+    application: "payments",
+    component: "api",
+    serviceAccount: "deployer",
+  };
+
+  const failed = signer.issueToken({
+    facts: runFacts,
+    audience: "sts.amazonaws.com",
+    recorded: Promise.reject(new Error("etcd timed out")),
+  });
+  await assert.rejects(failed, /etcd timed out/);
+  assert.deepEqual(reads, ["team-a"], "the namespace was read all the same");
+  assert.equal(signed.length, 0, "nothing was signed for an intent the ledger does not hold");
+
+  let record = () => {};
+  const recorded = new Promise<void>((resolve) => (record = resolve));
+  const issuing = signer.issueToken({ facts: runFacts, audience: "sts.amazonaws.com", recorded });
+  assert.deepEqual(reads, ["team-a", "team-a"], "read before the ledger answered");
+  assert.equal(signed.length, 0);
+  record();
+  const token = await issuing;
+  assert.equal(signed.length, 1);
+  assert.equal(signed[0]?.facts.namespaceUid, "uid-of-team-a");
+  assert.equal(signed[0]?.facts.customRunUid, customRunUid);
+  assert.ok(!("recorded" in (signed[0] ?? {})), "the issuer is not handed the ledger's promise");
+  assert.ok(token.token);
 });

@@ -55,7 +55,8 @@ test("a run walks every phase to success: intent, mint, pod, running, results, r
   // What the API server holds when the provider is asked to mint.
   const atMint: { finalizers?: string[]; state?: string; startTime?: string; ledger?: string[] }[] = [];
   const mint = w.provider.mint.bind(w.provider);
-  w.provider.mint = async (facts, grant) => {
+  w.provider.mint = async (facts, grant, recorded) => {
+    await recorded;
     const run = w.cluster.run(ns, "ok");
     const ledger = (await w.ctx.ledger.list()).map((e) => e.state);
     atMint.push({
@@ -64,7 +65,7 @@ test("a run walks every phase to success: intent, mint, pod, running, results, r
       state: stepState(run.status ?? {}).credential?.state ?? "none",
       ledger,
     });
-    return mint(facts, grant);
+    return mint(facts, grant, recorded);
   };
   // One reconcile: the intent pass goes straight on to the mint pass and creates the pod.
   await w.pass("ok");
@@ -529,3 +530,47 @@ for (const point of ["after-failure", "after-revoke", "after-terminal"] as const
     assert.doesNotMatch(written, jwtShape);
   });
 }
+
+test("a ledger that cannot take the intent fails the pass before anything is stored, however fast the provider", async () => {
+  const w = fakeWorld();
+  // A provider that ignores `recorded` and answers at once: the lifecycle still waits for the ledger.
+  const mint = w.provider.mint.bind(w.provider);
+  w.provider.mint = (facts, grant) => mint(facts, grant);
+  const ledger = w.ctx.ledger;
+  w.ctx.ledger = { ...ledger, recordIntent: () => Promise.reject(new Error("etcd timed out")) };
+  start(w, "run");
+  await assert.rejects(w.pass("run"), /etcd timed out/, "thrown for the queue to retry");
+  assert.equal(w.cluster.secrets.size + w.cluster.pods.size, 0, "no Secret, no pod");
+  assert.equal(stepState(w.cluster.run(ns, "run").status ?? {}).credential?.state, "minting");
+
+  w.ctx.ledger = ledger;
+  await untilPod(w, "run");
+  assert.equal(stepState(w.cluster.run(ns, "run").status ?? {}).credential?.state, "active");
+  assert.ok(w.cluster.secrets.has(`${ns}/run-credentials-0`));
+});
+
+test("a Secret planted while the intent is written is refused at the mint, which is revoked, not mounted", async () => {
+  const w = fakeWorld();
+  const writeStatus = w.cluster.writeStatus.bind(w.cluster);
+  let planted = false;
+  // The new attempt's Secret is looked up beside the intent's status write: plant one just after.
+  w.cluster.writeStatus = async (run, status) => {
+    const written = await writeStatus(run, status);
+    if (!planted) {
+      planted = true;
+      await w.cluster.createSecret(forged("run-credentials-0", "{}"));
+    }
+    return written;
+  };
+  start(w, "run");
+  const run = await w.settle("run", done);
+  assert.equal(cond(run)?.reason, "CredentialSecretNotOwned");
+  assert.equal(w.provider.minted.length, 1, "the look-ahead saw no Secret, so the mint went ahead");
+  assert.equal(w.provider.revoked.length, 1, "and its credential was revoked");
+  assert.equal(w.cluster.pods.size, 0, "no pod mounted anything");
+  assert.deepEqual(
+    [...w.cluster.secrets.values()].map((s) => s.data?.accessKeyId),
+    [Buffer.from("TENANTKEY").toString("base64")],
+    "the planted Secret is left alone",
+  );
+});

@@ -170,7 +170,7 @@ export function awsProvider(opts: AwsProviderOptions): CredentialProvider {
       return props.aws.sessionDuration ?? defaultSessionSeconds;
     },
 
-    async mint(facts, grant): Promise<MintedCredential> {
+    async mint(facts, grant, recorded): Promise<MintedCredential> {
       const props = grant.trait.properties;
       const delivery = props.delivery ?? "env";
       const aws = props.aws;
@@ -199,7 +199,10 @@ export function awsProvider(opts: AwsProviderOptions): CredentialProvider {
           sourceIdentity: source,
           ...(grant.subjectTemplate ? { subjectTemplate: grant.subjectTemplate } : {}),
           ...(grant.allowTenantSuppliedSubjectFacts ? { allowTenantSuppliedSubjectFacts: true } : {}),
+          recorded,
         });
+        // Whatever the signer did, nothing leaves this process before the ledger holds the intent.
+        await recorded;
       } catch (err) {
         if (err instanceof Error && "reason" in err && typeof err.reason === "string") {
           throw new RunFailure(err.reason, err.message, { nothingIssued: true });

@@ -6,7 +6,10 @@ export const noopProvider: CredentialProvider = {
   name: "none",
   intent: () => ({}),
   lifetimeSeconds: () => 0,
-  mint: () => Promise.resolve({ results: {}, secretData: {}, mount: { secretEnv: {}, env: {}, files: {} } }),
+  mint: async (_facts, _grant, recorded) => {
+    await recorded;
+    return { results: {}, secretData: {}, mount: { secretEnv: {}, env: {}, files: {} } };
+  },
   describe: () => "",
   revoke: () => Promise.resolve({ method: "none" }),
 };

@@ -85,6 +85,11 @@ export interface TokenSigner {
     sourceIdentity?: string;
     subjectTemplate?: string;
     allowTenantSuppliedSubjectFacts?: boolean;
+    /**
+     * Resolves once the run's ledger entry is written. The signer may read what it needs before
+     * then, but signs nothing until it resolves, and fails if it rejects.
+     */
+    recorded?: Promise<unknown>;
   }): Promise<{ token: string; jti: string; expiresAt: Date; subject: string; audience: string }>;
 }
 
@@ -109,7 +114,12 @@ export interface CredentialProvider {
    * keeps its entry, and a deny lasts, at least that long.
    */
   lifetimeSeconds(grant: Grant): number;
-  mint(facts: RunFacts, grant: Grant): Promise<MintedCredential>;
+  /**
+   * `recorded` resolves once the ledger holds the intent (absent: it already does). The provider
+   * may prepare before then (read what it needs), but issues nothing, and signs nothing, until it
+   * resolves.
+   */
+  mint(facts: RunFacts, grant: Grant, recorded?: Promise<unknown>): Promise<MintedCredential>;
   /** The identity a record stands for, in words for Events ("subject ... as ... until ..."). */
   describe(record: CredentialRecord): string;
   /** Idempotent; must work from a record still in state "minting". */
