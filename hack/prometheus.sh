@@ -22,6 +22,12 @@ fi
 
 out="$cache/prometheus-${version//[^A-Za-z0-9.+-]/_}"
 if [[ ! -x "$out/promtool" || ! -x "$out/prometheus" ]]; then
+  # One unpacking at a time: a second caller waits, then finds it done.
+  mkdir -p "$cache"
+  exec 9>"$out.lock"
+  flock 9
+fi
+if [[ ! -x "$out/promtool" || ! -x "$out/prometheus" ]]; then
   echo "unpacking Debian's prometheus $version into $out" >&2
   work="$(mktemp -d)"
   trap 'rm -rf "$work"' EXIT

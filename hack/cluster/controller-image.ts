@@ -36,6 +36,7 @@ import {
   hashFiles,
   packageClosure,
   podmanStorage,
+  archiveScratch,
   type Recipe,
 } from "./images.ts";
 import { hackDir } from "./upstream.ts";
@@ -212,8 +213,12 @@ export async function buildControllerImage(
       throw new Error(`podman build of the controller image failed: ${String(err)}\n${stdout}`);
     });
     await mkdir(cacheDir, { recursive: true });
-    await run("podman", [...podman, "save", "--format", "docker-archive", "-o", `${archive}.tmp`, ref], big);
-    await rename(`${archive}.tmp`, archive);
+    await run(
+      "podman",
+      [...podman, "save", "--format", "docker-archive", "-o", archiveScratch(archive), ref],
+      big,
+    );
+    await rename(archiveScratch(archive), archive);
     await pruneArchives(archive);
     const { stdout: size } = await run("podman", [
       ...podman,

@@ -263,11 +263,19 @@ async function tektonRecipes(): Promise<Recipe[]> {
   );
 }
 
-/** podman's global flags for a storage of its own under `work`, removed afterwards: nothing is left in /var/lib/containers. */
+/**
+ * podman's global flags for a storage and state of its own under `work`, removed afterwards:
+ * nothing is left in /var/lib/containers, and the `system reset` that ends a build cannot remove
+ * the state (by default /run/libpod) of another build running beside it.
+ */
 export function podmanStorage(work: string): string[] {
   // prettier-ignore
-  return ["--root", path.join(work, "storage"), "--runroot", path.join(work, "run"), "--storage-driver", "vfs"];
+  return ["--root", path.join(work, "storage"), "--runroot", path.join(work, "run"),
+    "--tmpdir", path.join(work, "tmp"), "--storage-driver", "vfs"];
 }
+
+/** Where an archive is written before it is renamed into the cache: one per process building it. */
+export const archiveScratch = (archive: string) => `${archive}.${process.pid}.tmp`;
 
 export async function buildImage(
   recipe: Recipe,
@@ -298,8 +306,12 @@ export async function buildImage(
     await run("podman", [...podman, "import", ...changes.flatMap((c) => ["--change", c]),
       path.join(work, "rootfs.tar"), ref], big);
     await mkdir(cacheDir, { recursive: true });
-    await run("podman", [...podman, "save", "--format", "docker-archive", "-o", `${archive}.tmp`, ref], big);
-    await rename(`${archive}.tmp`, archive);
+    await run(
+      "podman",
+      [...podman, "save", "--format", "docker-archive", "-o", archiveScratch(archive), ref],
+      big,
+    );
+    await rename(archiveScratch(archive), archive);
     await run("podman", [...podman, "system", "reset", "--force"], big).catch(() => undefined);
   } finally {
     await rm(work, { recursive: true, force: true });
