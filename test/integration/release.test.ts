@@ -299,19 +299,23 @@ test("release.yaml applied verbatim runs the controller as its Deployment: secur
 
 test("the controller serves its OIDC discovery document and keys through its Service", async () => {
   const { c, issuer } = await installed;
-  // Just after a rollout, kube-proxy may still send a new connection to a pod that is gone: wait
-  // for the Service to answer.
-  const discovery = await eventually(
-    "the issuer's discovery document through the Service",
-    async () =>
-      (await (
-        await fetch(`${issuer}/.well-known/openid-configuration`, { signal: AbortSignal.timeout(5_000) })
-      ).json()) as { issuer?: string; jwks_uri?: string },
+  // Just after a rollout, kube-proxy may still send a new connection to a pod that is gone, for
+  // either request: wait for the Service to answer both, one after the other.
+  const get = async <T>(url: string) =>
+    (await (await fetch(url, { signal: AbortSignal.timeout(5_000) })).json()) as T;
+  const { discovery, jwks } = await eventually(
+    "the issuer's discovery document and keys through the Service",
+    async () => {
+      const discovery = await get<{ issuer?: string; jwks_uri?: string }>(
+        `${issuer}/.well-known/openid-configuration`,
+      );
+      const jwks = await get<{ keys?: { kid?: string }[] }>(discovery.jwks_uri ?? `${issuer}/openid/v1/jwks`);
+      return { discovery, jwks };
+    },
     { timeoutMs: 120_000 },
   );
   assert.equal(discovery.issuer, issuer);
   assert.equal(discovery.jwks_uri, `${issuer}/openid/v1/jwks`);
-  const jwks = (await (await fetch(discovery.jwks_uri)).json()) as { keys?: { kid?: string }[] };
   assert.ok((jwks.keys ?? []).length > 0, "at least one signing key is published");
   const secret = await c.core.readNamespacedSecret({ namespace, name: "scoped-step-signing-keys" });
   const stored = Object.values(secret.data ?? {})
