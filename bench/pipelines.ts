@@ -433,10 +433,13 @@ const phases: Record<Kind, [string, string][]> = {
   ],
   scoped: [
     ["created", "PipelineRun created -> CustomRun created (Tekton)"],
-    ["child created", "-> startTime and credential intent written (intent pass: finalizer, trait, policy)"],
+    [
+      "child created",
+      "-> startTime and credential intent written (intent pass: finalizer, trait, policy; Secret read beside)",
+    ],
     [
       "intent written",
-      "-> STS request received (mint pass, same reconcile: Secret looked up, ledger, token)",
+      "-> STS request received (mint pass, same reconcile: ledger, namespace read beside it, token)",
     ],
     ["sts called", "-> credential Secret created (STS answer, Secret)"],
     ["secret created", "-> pod created (pod, status)"],
