@@ -10,18 +10,7 @@
 import { execFile } from "node:child_process";
 import { createHash } from "node:crypto";
 import { existsSync } from "node:fs";
-import {
-  mkdir,
-  mkdtemp,
-  readdir,
-  readFile,
-  rename,
-  rm,
-  stat,
-  symlink,
-  utimes,
-  writeFile,
-} from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, readFile, rename, rm, symlink, utimes, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
@@ -37,6 +26,7 @@ import {
   packageClosure,
   podmanStorage,
   archiveScratch,
+  pruneArchives,
   type Recipe,
 } from "./images.ts";
 import { hackDir } from "./upstream.ts";
@@ -161,19 +151,6 @@ async function contextFiles(): Promise<string[]> {
 }
 
 /**
- * Every change to the sources makes a new archive of about 190 MB: the others go once unused for an
- * hour (a hit refreshes an archive's time), so a run of another checkout sharing the cache still
- * finds the one it is about to import.
- */
-async function pruneArchives(keep: string): Promise<void> {
-  for (const file of await readdir(cacheDir)) {
-    const archive = path.join(cacheDir, file);
-    if (!/^controller-[0-9a-f]{16}\.tar$/.test(file) || archive === keep) continue;
-    if (Date.now() - (await stat(archive)).mtimeMs > 3_600_000) await rm(archive, { force: true });
-  }
-}
-
-/**
  * Builds the controller image unless cached; outside the node's namespace, since the build stage
  * fetches the production dependencies from the npm registry.
  */
@@ -219,7 +196,7 @@ export async function buildControllerImage(
       big,
     );
     await rename(archiveScratch(archive), archive);
-    await pruneArchives(archive);
+    await pruneArchives("controller", archive);
     const { stdout: size } = await run("podman", [
       ...podman,
       "image",

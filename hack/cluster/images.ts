@@ -16,14 +16,16 @@ import {
   readlink,
   rename,
   rm,
+  stat,
   symlink,
+  utimes,
   writeFile,
 } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
-import { buildTool, moduleDir, tekton } from "./upstream.ts";
+import { buildTool, hackDir, moduleDir, tekton } from "./upstream.ts";
 
 const run = promisify(execFile);
 const big = { maxBuffer: 64 << 20 };
@@ -77,9 +79,17 @@ export const cacheDir = path.join(
 );
 const registry = "scoped-step.local";
 
+const repoRoot = path.dirname(hackDir);
+
+/**
+ * A path as a cache key sees it: this repository's files by their place in it, so every clone of
+ * the same commit finds the images another clone built.
+ */
+const keyPath = (f: string) => (f.startsWith(repoRoot + path.sep) ? path.relative(repoRoot, f) : f);
+
 export async function hashFiles(files: string[]): Promise<string> {
   const h = createHash("sha256");
-  for (const f of files) h.update(f).update(await readFile(f));
+  for (const f of files) h.update(keyPath(f)).update(await readFile(f));
   return h.digest("hex");
 }
 
@@ -274,6 +284,23 @@ export function podmanStorage(work: string): string[] {
     "--tmpdir", path.join(work, "tmp"), "--storage-driver", "vfs"];
 }
 
+/**
+ * A change to an image's inputs makes a new archive (the controller's is about 190 MB): the others
+ * of the same image go once unused for an hour (a hit refreshes an archive's time), so a run of
+ * another checkout sharing the cache still finds the one it is about to import.
+ */
+export async function pruneArchives(name: string, keep: string): Promise<void> {
+  const prefix = `${name.replace("/", "-")}-`;
+  for (const file of await readdir(cacheDir)) {
+    const archive = path.join(cacheDir, file);
+    if (!file.startsWith(prefix) || !/^[0-9a-f]{16}\.tar$/.test(file.slice(prefix.length))) continue;
+    if (archive === keep) continue;
+    // Gone already: another run pruned it.
+    const age = Date.now() - ((await stat(archive).catch(() => undefined))?.mtimeMs ?? Date.now());
+    if (age > 3_600_000) await rm(archive, { force: true });
+  }
+}
+
 /** Where an archive is written before it is renamed into the cache: one per process building it. */
 export const archiveScratch = (archive: string) => `${archive}.${process.pid}.tmp`;
 
@@ -283,13 +310,16 @@ export async function buildImage(
 ): Promise<{ ref: string; archive: string }> {
   const files = recipe.inputs.filter((i) => i.startsWith("/"));
   const key = createHash("sha256")
-    .update(JSON.stringify({ ...recipe, fill: recipe.fill.toString() }))
+    .update(JSON.stringify({ ...recipe, inputs: recipe.inputs.map(keyPath), fill: recipe.fill.toString() }))
     .update(await hashFiles(files))
     .digest("hex")
     .slice(0, 16);
   const ref = `${registry}/${recipe.name}:${key}`;
   const archive = path.join(cacheDir, `${recipe.name.replace("/", "-")}-${key}.tar`);
-  if (existsSync(archive)) return { ref, archive };
+  if (existsSync(archive)) {
+    await utimes(archive, new Date(), new Date());
+    return { ref, archive };
+  }
   log(`building image ${ref}`);
   const work = await mkdtemp(path.join(os.tmpdir(), "scoped-step-image-"));
   try {
@@ -312,6 +342,7 @@ export async function buildImage(
       big,
     );
     await rename(archiveScratch(archive), archive);
+    await pruneArchives(recipe.name, archive);
     await run("podman", [...podman, "system", "reset", "--force"], big).catch(() => undefined);
   } finally {
     await rm(work, { recursive: true, force: true });
