@@ -3,7 +3,7 @@
 import type { CredentialProvider, CredentialRecord } from "./credentials/types.ts";
 import type { LifecycleReason } from "./ending.ts";
 import type { EventPort, RunMetricsPort } from "./ports.ts";
-import { credentialsOf, isDone, stepState, succeededCondition } from "./status.ts";
+import { credentialsOf, isDone, succeededCondition } from "./status.ts";
 import type { CustomRun, CustomRunStatus } from "./types.ts";
 
 export interface RunEvent {
@@ -50,10 +50,6 @@ export function transitionEvents(
   const earlier = new Map(credentialsOf(before).map((c) => [c.attempt, c]));
   for (const record of credentialsOf(after))
     events.push(...credentialEvents(earlier.get(record.attempt), record, provider));
-
-  const pod = stepState(after).pod;
-  if (pod && pod !== stepState(before).pod)
-    events.push({ type: "Normal", reason: "PodCreated", message: `created step pod ${pod}` });
 
   const retried = after.retriesStatus?.length ?? 0;
   if (retried > (before.retriesStatus?.length ?? 0)) {

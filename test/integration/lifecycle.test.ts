@@ -81,7 +81,7 @@ for (const way of ["params", "customSpec", "ScopedStep"] as const) {
       (r) => !(r.metadata.finalizers ?? []).length,
     );
     assert.deepEqual(finished.metadata.finalizers ?? [], []);
-    await w.waitForEvents(name, ["Started", "PodCreated", "Succeeded"]);
+    await w.waitForEvents(name, ["Started", "Succeeded"]);
   });
 
   test(`a step defined by ${way} that exits non-zero fails with its exit code and last lines`, async () => {

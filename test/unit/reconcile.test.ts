@@ -103,7 +103,7 @@ test("a run walks every phase to success: intent, mint, pod, running, results, r
   assert.deepEqual(w.cluster.run(ns, "ok").metadata.finalizers, []);
   assert.deepEqual(
     w.events.map((e) => e.reason),
-    ["Started", "CredentialMinted", "PodCreated", "CredentialRevoked", "Succeeded"],
+    ["Started", "CredentialMinted", "CredentialRevoked", "Succeeded"],
   );
 });
 
