@@ -256,7 +256,7 @@ export async function benchTenant(objects: CustomObjectsApi, ns: string, roleArn
 
 /** The loopback AWS peer trusting a controller issuer on a free port, and the controller's flags. */
 export async function awsFor(ns: string, roleArn: string) {
-  const peer = await startAwsPeer();
+  const peer = await startAwsPeer({ cacheKeys: true });
   const trusted = await registerIssuer(peer);
   createTrustingRole(peer, trusted, {
     arn: roleArn,

@@ -1,7 +1,9 @@
 // Web identity token verification as STS does it for an IAM OIDC provider: find the provider by
-// `iss`, fetch the discovery document and then the JWKS over HTTP (every time: no cache, so a test
-// that takes the issuer down sees the failure at once), verify the signature with the `kid`, then
-// check `aud`, `sub` and the validity window with IAM's five minutes of clock-skew tolerance.
+// `iss`, fetch the discovery document and then the JWKS over HTTP, verify the signature with the
+// `kid`, then check `aud`, `sub` and the validity window with IAM's five minutes of clock-skew
+// tolerance. By default nothing is cached, so a test that takes the issuer down sees the failure at
+// once; with a key cache, the JWKS is kept as long as its Cache-Control max-age allows (as STS does)
+// and fetched again when a token names a key it does not hold.
 import { compactVerify, createLocalJWKSet, decodeJwt, decodeProtectedHeader, errors } from "jose";
 import type { JSONWebKeySet, JWTPayload } from "jose";
 import { AwsError } from "./wire.ts";
@@ -35,22 +37,42 @@ export function issuerHostPath(url: string): string {
   return url.replace(/^https?:\/\//, "").replace(/\/$/, "");
 }
 
-async function fetchJson(url: string, timeoutMs: number): Promise<unknown> {
+/** Key sets fetched earlier, by issuer, and until when (ms since the epoch) each may be used. */
+export type KeyCache = Map<string, { keys: JSONWebKeySet; until: number }>;
+
+async function fetchJson(url: string, timeoutMs: number): Promise<{ body: unknown; maxAgeS: number }> {
   const response = await fetch(url, { signal: AbortSignal.timeout(timeoutMs) });
   if (!response.ok) throw new Error(`${url} answered ${response.status}`);
-  return response.json();
+  const control = response.headers.get("cache-control") ?? "";
+  const maxAge = /(?:^|[,\s])max-age=(\d+)/.exec(control)?.[1];
+  const cacheable = maxAge !== undefined && !/no-cache|no-store/.test(control);
+  return { body: await response.json(), maxAgeS: cacheable ? Number(maxAge) : 0 };
 }
 
-async function fetchKeys(issuer: string, timeoutMs: number): Promise<JSONWebKeySet> {
+/** The issuer's key set: held in the cache while fresh and holding `kid`, else fetched. */
+async function fetchKeys(
+  issuer: string,
+  timeoutMs: number,
+  at: Date,
+  cache?: KeyCache,
+  kid?: string,
+): Promise<JSONWebKeySet> {
+  const held = cache?.get(issuer);
+  const known = held?.keys.keys.some((k) => kid === undefined || k.kid === kid);
+  if (held && known && held.until > at.getTime()) return held.keys;
   try {
     const discovery = await fetchJson(
       `${issuer.replace(/\/$/, "")}/.well-known/openid-configuration`,
       timeoutMs,
     );
-    const jwksUri = (discovery as { jwks_uri?: unknown }).jwks_uri;
+    const jwksUri = (discovery.body as { jwks_uri?: unknown }).jwks_uri;
     if (typeof jwksUri !== "string") throw new Error("no jwks_uri");
-    const jwks = (await fetchJson(jwksUri, timeoutMs)) as { keys?: unknown };
+    const fetched = await fetchJson(jwksUri, timeoutMs);
+    const jwks = fetched.body as { keys?: unknown };
     if (!Array.isArray(jwks.keys)) throw new Error("no keys");
+    const maxAgeS = Math.min(discovery.maxAgeS, fetched.maxAgeS);
+    if (cache && maxAgeS > 0)
+      cache.set(issuer, { keys: jwks as JSONWebKeySet, until: at.getTime() + maxAgeS * 1000 });
     return jwks as JSONWebKeySet;
   } catch {
     throw invalid(VERIFICATION_KEY_UNAVAILABLE);
@@ -86,10 +108,13 @@ export async function verifyWebIdentityToken(
   providers: Map<string, OidcProvider>,
   now: Date,
   fetchTimeoutMs: number,
+  /** Where key sets are kept between calls; none, and every call fetches them. */
+  cache?: KeyCache,
 ): Promise<VerifiedToken> {
   let claims: JWTPayload;
+  let kid: string | undefined;
   try {
-    decodeProtectedHeader(token);
+    kid = decodeProtectedHeader(token).kid;
     claims = decodeJwt(token);
   } catch {
     throw invalid(NOT_A_JWT);
@@ -99,7 +124,7 @@ export async function verifyWebIdentityToken(
   const provider = providers.get(issuerHostPath(iss));
   if (!provider) throw invalid(`No OpenIDConnect provider found in your account for ${iss}`);
 
-  await verifySignature(token, await fetchKeys(provider.url, fetchTimeoutMs));
+  await verifySignature(token, await fetchKeys(provider.url, fetchTimeoutMs, now, cache, kid));
 
   requireClaim(claims, "aud");
   requireClaim(claims, "sub");

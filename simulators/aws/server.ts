@@ -61,6 +61,11 @@ export interface AwsPeerOptions {
   port?: number;
   /** How long STS waits for the issuer's discovery document and JWKS. Default 5000 ms. */
   jwksFetchTimeoutMs?: number;
+  /**
+   * Keep each issuer's JWKS as long as its Cache-Control max-age says, as STS does, rather than
+   * fetching it for every call (the default, so that an issuer taken down fails the next call).
+   */
+  cacheKeys?: boolean;
 }
 
 export interface AwsCredentials {
@@ -511,6 +516,7 @@ export async function startAwsPeer(opts: AwsPeerOptions = {}): Promise<AwsPeer> 
     accountId,
     clockOffsetMs: 0,
     fetchTimeoutMs: opts.jwksFetchTimeoutMs ?? 5000,
+    ...(opts.cacheKeys ? { keyCache: new Map() } : {}),
     admin,
     providers: new Map(),
     roles: new Map(),

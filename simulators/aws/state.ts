@@ -63,6 +63,7 @@ export interface AdminUser {
 
 import type { Invalidation } from "./cloudfront.ts";
 import type { RegistryPassword } from "./ecr.ts";
+import type { KeyCache } from "./oidc.ts";
 
 export interface StoredObject {
   body: Buffer;
@@ -101,6 +102,8 @@ export interface PeerState {
   /** Milliseconds added to the real clock, so tests can let sessions expire without sleeping. */
   clockOffsetMs: number;
   fetchTimeoutMs: number;
+  /** Issuers' key sets kept between calls, when the peer caches them. */
+  keyCache?: KeyCache;
   admin: AdminUser;
   /** Keyed by `<account>/<issuer host and path>`: each account registers its own providers. */
   providers: Map<string, OidcProvider>;

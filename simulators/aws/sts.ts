@@ -227,7 +227,7 @@ export async function assumeRoleWithWebIdentity(
     [...state.providers.values()].filter((p) => p.accountId === account).map((p) => [p.hostPath, p]),
   );
   state.tokensSeen.add(token);
-  const verified = await verifyWebIdentityToken(token, providers, at, state.fetchTimeoutMs);
+  const verified = await verifyWebIdentityToken(token, providers, at, state.fetchTimeoutMs, state.keyCache);
   const claims = sessionClaims(verified.claims);
   const role = state.roles.get(roleArn);
   // STS does not tell a missing role from one that does not trust the caller.

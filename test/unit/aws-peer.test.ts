@@ -51,6 +51,10 @@ interface Issuer {
   ): Promise<string>;
   /** While unavailable, the discovery document and JWKS answer 503. */
   setAvailable(available: boolean): void;
+  /** The Cache-Control header of both documents; none by default. */
+  setCacheControl(value: string | undefined): void;
+  /** How many times the JWKS has been fetched. */
+  jwksFetches(): number;
   stop(): Promise<void>;
 }
 
@@ -58,11 +62,17 @@ async function startIssuer(alg: "ES256" | "RS256" = "ES256"): Promise<Issuer> {
   const { privateKey, publicKey } = await generateKeyPair(alg);
   const jwk = { ...(await exportJWK(publicKey)), kid: "key-1", alg, use: "sig" };
   let available = true;
+  let cacheControl: string | undefined;
+  let jwksFetches = 0;
   let base = "";
   const server = createServer((req, res) => {
     const json = (body: unknown): void => {
-      res.writeHead(200, { "Content-Type": "application/json" }).end(JSON.stringify(body));
+      const headers = { "Content-Type": "application/json" };
+      res
+        .writeHead(200, cacheControl ? { ...headers, "Cache-Control": cacheControl } : headers)
+        .end(JSON.stringify(body));
     };
+    if (req.url === "/issuer/jwks") jwksFetches++;
     if (!available) res.writeHead(503).end();
     else if (req.url === "/issuer/.well-known/openid-configuration") {
       json({
@@ -92,6 +102,10 @@ async function startIssuer(alg: "ES256" | "RS256" = "ES256"): Promise<Issuer> {
     setAvailable(value) {
       available = value;
     },
+    setCacheControl(value) {
+      cacheControl = value;
+    },
+    jwksFetches: () => jwksFetches,
     stop: () =>
       new Promise<void>((resolve) => {
         server.close(() => resolve());
@@ -154,9 +168,10 @@ async function fixture(
     conditions?: (hp: string) => Conditions;
     actions?: string[];
     maxSessionDuration?: number;
+    cacheKeys?: boolean;
   } = {},
 ): Promise<Fixture> {
-  const peer = await startAwsPeer();
+  const peer = await startAwsPeer({ cacheKeys: options.cacheKeys ?? false });
   t.after(() => peer.stop());
   const issuer = await startIssuer(options.alg);
   t.after(() => issuer.stop());
@@ -553,6 +568,45 @@ describe("AssumeRoleWithWebIdentity", () => {
     });
     f.issuer.setAvailable(true);
     await f.assume();
+  });
+
+  test("with cacheKeys, keeps the JWKS for its max-age and fetches it again for a key it does not hold", async (t) => {
+    const f = await fixture(t, { cacheKeys: true });
+    f.issuer.setCacheControl("public, max-age=300");
+    await f.assume();
+    assert.equal(f.issuer.jwksFetches(), 1);
+    f.issuer.setAvailable(false);
+    await f.assume();
+    assert.equal(f.issuer.jwksFetches(), 1, "the second call is verified with the cached keys");
+    const other = (await generateKeyPair("ES256")).privateKey;
+    const unknownKid = await f.issuer.sign({}, { key: other, kid: "key-2", at: f.peer.now() });
+    const missing = await failure(
+      f.sts.send(
+        new AssumeRoleWithWebIdentityCommand({
+          RoleArn: ROLE_ARN,
+          RoleSessionName: "run-2",
+          WebIdentityToken: unknownKid,
+        }),
+      ),
+    );
+    assert.equal(missing.name, "InvalidIdentityTokenException", "a kid not held is fetched for");
+    f.peer.advanceClock(301);
+    const stale = await failure(f.assume());
+    assert.equal(stale.name, "InvalidIdentityTokenException", "keys past their max-age are fetched again");
+    f.issuer.setAvailable(true);
+    await f.assume();
+    assert.equal(f.issuer.jwksFetches(), 2);
+  });
+
+  test("with cacheKeys, keeps nothing an issuer marks no-cache or gives no max-age", async (t) => {
+    for (const cacheControl of ["no-cache, max-age=300", undefined]) {
+      const f = await fixture(t, { cacheKeys: true });
+      f.issuer.setCacheControl(cacheControl);
+      await f.assume();
+      f.issuer.setAvailable(false);
+      const err = await failure(f.assume());
+      assert.equal(err.name, "InvalidIdentityTokenException", String(cacheControl));
+    }
   });
 
   test("fails with injected IDPCommunicationError, which the SDK retries", async (t) => {
