@@ -135,7 +135,7 @@ export function startEngine<T extends KubernetesObject>(
   const informer = <O extends KubernetesObject>(
     type: Watched<O>,
     namespace: string | undefined,
-    onChange: (obj: O, kind: "added" | "modified" | "deleted" | "resync") => void,
+    onChange: (obj: O, kind: "added" | "modified" | "deleted" | "resync", echo?: boolean) => void,
   ) =>
     new Informer<O>({
       kube,
@@ -172,7 +172,11 @@ export function startEngine<T extends KubernetesObject>(
   const scopes = config.namespaces.length > 0 ? config.namespaces : [undefined];
   const startWatching = () => {
     for (const ns of scopes) {
-      const primary = informer<T>(controller.for, ns, (obj) => queue.add(objectKey(obj)));
+      // The echo of a primary this process wrote needs no pass: the pass that wrote it said what
+      // comes next (a requeue, or nothing until something else changes).
+      const primary = informer<T>(controller.for, ns, (obj, _kind, echo) => {
+        if (!echo) queue.add(objectKey(obj));
+      });
       primaries.push(primary);
       informers.push(primary as unknown as Informer<KubernetesObject>);
       for (const owned of controller.owns) {

@@ -39,7 +39,11 @@ export interface InformerOptions<T extends KubernetesObject> {
   onForget?: (obj: T) => void;
   resyncMs: number;
   log: Logger;
-  onChange: (obj: T, kind: "added" | "modified" | "deleted" | "resync") => void;
+  /**
+   * Each change. `echo`: the event brings back exactly the version this process wrote (`wrote`),
+   * which the writer has already acted on.
+   */
+  onChange: (obj: T, kind: "added" | "modified" | "deleted" | "resync", echo?: boolean) => void;
 }
 
 export const objectKey = (o: KubernetesObject): string =>
@@ -53,6 +57,13 @@ export const objectKey = (o: KubernetesObject): string =>
 function olderThan(a: string | undefined, b: string | undefined): boolean {
   if (!a || !b || !/^\d+$/.test(a) || !/^\d+$/.test(b)) return false;
   return BigInt(a) < BigInt(b);
+}
+
+/** Whether two kept forms of an object differ in nothing but their resourceVersion. */
+function sameKept(a: KubernetesObject, b: KubernetesObject): boolean {
+  const unversioned = (o: KubernetesObject) =>
+    JSON.stringify({ ...o, metadata: { ...o.metadata, resourceVersion: undefined } });
+  return unversioned(a) === unversioned(b);
 }
 
 export class Informer<T extends KubernetesObject> {
@@ -226,6 +237,7 @@ export class Informer<T extends KubernetesObject> {
     if (version) this.lastVersion = version;
     if (type === "BOOKMARK") return;
     const key = objectKey(object);
+    const echo = version !== undefined && this.written.get(key)?.metadata?.resourceVersion === version;
     this.caughtUp(key, version);
     if (type === "DELETED") {
       this.written.delete(key);
@@ -246,7 +258,11 @@ export class Informer<T extends KubernetesObject> {
       }
       return;
     }
+    const before = this.cache.get(key);
     this.cache.set(key, obj);
-    this.opts.onChange(obj, type === "ADDED" ? "added" : "modified");
+    // What the owner keeps of it is unchanged (a pod's Ready condition flipped, say): its passes
+    // read only what is kept, so none would decide anything new.
+    if (before && sameKept(before, obj)) return;
+    this.opts.onChange(obj, type === "ADDED" ? "added" : "modified", echo);
   }
 }

@@ -300,7 +300,8 @@ async function end(ending: Ending, o: Observed, draft: Draft, ctx: TaskContext):
   const identity = identityResults(draft.state.credential);
   const now = ctx.now();
   if (retrying) return { draft: retryAttempt(draft, ending, now, identity, retries), next: again };
-  return { draft: finishRun(draft, ending, now, identity), next: done, failpoint: "after-terminal" };
+  // Straight on to releasing the run: its finalizer comes off once the end is written.
+  return { draft: finishRun(draft, ending, now, identity), next: again, failpoint: "after-terminal" };
 }
 
 async function finalize(run: CustomRun, ctx: TaskContext): Promise<void> {
