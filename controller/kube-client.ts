@@ -15,6 +15,7 @@ import path from "node:path";
 import type { KubeConfig } from "@kubernetes/client-node";
 import { parse as parseYaml } from "yaml";
 import { nodeHttp, nodeHttps } from "./builtin.ts";
+import { http2Requests, type Answer, type Http2Requests } from "./http2-requests.ts";
 
 /** A request the API server answered with an error status; `status` is its Status object, if any. */
 export class KubeError extends Error {
@@ -67,7 +68,9 @@ export interface Kube {
 
 interface Endpoint {
   server: URL;
-  /** Requests: at most `maxRequestConnections` at once, kept open and reused. */
+  /** Requests, over https: one HTTP/2 session, while the server speaks HTTP/2. */
+  h2?: Http2Requests;
+  /** Requests otherwise: at most `maxRequestConnections` at once, kept open and reused. */
   agent: http.Agent;
   /** Watches: a connection each, however many namespaces are watched. */
   watchAgent: http.Agent;
@@ -105,46 +108,53 @@ function makeClient(endpoint: Endpoint): Kube {
       headers: { Accept: "application/json", ...headers, ...(await endpoint.auth()) },
     });
 
+  /** One request over HTTP/1.1, on a pooled keep-alive connection. */
+  const overHttp1 = async (
+    method: string,
+    target: string,
+    headers: Record<string, string>,
+    body?: Buffer,
+  ) => {
+    const req = await send(method, target, headers);
+    return new Promise<Answer>((resolve, reject) => {
+      req.setTimeout(requestTimeoutMs, () =>
+        req.destroy(new Error(`${method} ${target.split("?")[0] ?? target}: timed out`)),
+      );
+      req.on("error", reject);
+      req.on("response", (res) => {
+        const chunks: Buffer[] = [];
+        res.on("data", (c: Buffer) => chunks.push(c));
+        res.on("error", reject);
+        res.on("end", () =>
+          resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString("utf8") }),
+        );
+      });
+      req.end(body);
+    });
+  };
+
   const client: Kube = {
     async request<T>(method: string, path: string, opts: RequestOptions = {}): Promise<T> {
       const target = path + queryString(opts.query);
       const body = opts.body === undefined ? undefined : Buffer.from(JSON.stringify(opts.body));
       client.onRequest?.(method, path);
-      const req = await send(method, target, {
-        ...(body
-          ? {
-              "Content-Type": opts.mergePatch ? "application/merge-patch+json" : "application/json",
-              "Content-Length": String(body.length),
-            }
-          : {}),
-      });
-      return new Promise<T>((resolve, reject) => {
-        req.setTimeout(requestTimeoutMs, () => req.destroy(new Error(`${method} ${path}: timed out`)));
-        req.on("error", reject);
-        req.on("response", (res) => {
-          const chunks: Buffer[] = [];
-          res.on("data", (c: Buffer) => chunks.push(c));
-          res.on("error", reject);
-          res.on("end", () => {
-            const text = Buffer.concat(chunks).toString("utf8");
-            const code = res.statusCode ?? 0;
-            if (code < 200 || code >= 300) {
-              reject(new KubeError(method, path, code, parseStatus(text)));
-              return;
-            }
-            if (opts.text) {
-              resolve(text as T);
-              return;
-            }
-            try {
-              resolve((text ? JSON.parse(text) : undefined) as T);
-            } catch (err) {
-              reject(err instanceof Error ? err : new Error(String(err)));
-            }
-          });
-        });
-        req.end(body);
-      });
+      const headers: Record<string, string> = body
+        ? {
+            "Content-Type": opts.mergePatch ? "application/merge-patch+json" : "application/json",
+            "Content-Length": String(body.length),
+          }
+        : {};
+      const { h2 } = endpoint;
+      let answer: Answer | undefined;
+      if (h2?.available) {
+        const all = { accept: "application/json", ...headers, ...(await endpoint.auth()) };
+        answer = await h2.send(method, base + target, all, body);
+      }
+      answer ??= await overHttp1(method, target, headers, body);
+      if (answer.status < 200 || answer.status >= 300)
+        throw new KubeError(method, path, answer.status, parseStatus(answer.text));
+      if (opts.text) return answer.text as T;
+      return (answer.text ? JSON.parse(answer.text) : undefined) as T;
     },
 
     watch<T>(
@@ -290,7 +300,12 @@ function fromKubeconfigFile(file: string): Endpoint | undefined {
  */
 const maxRequestConnections = 32;
 
-function agentsFor(server: URL, tls: https.AgentOptions): Pick<Endpoint, "agent" | "watchAgent"> {
+/**
+ * Requests over HTTP/2 when the server is https and speaks it, else over a pool of HTTP/1.1
+ * connections; watches each on an HTTP/1.1 connection of its own, so that no watch waits on a
+ * server's limit of streams per connection.
+ */
+function agentsFor(server: URL, tls: https.AgentOptions): Pick<Endpoint, "agent" | "watchAgent" | "h2"> {
   const pool = { keepAlive: true, maxSockets: maxRequestConnections, maxFreeSockets: maxRequestConnections };
   if (server.protocol !== "https:")
     return { agent: new nodeHttp.Agent(pool), watchAgent: new nodeHttp.Agent({ keepAlive: true }) };
@@ -298,6 +313,12 @@ function agentsFor(server: URL, tls: https.AgentOptions): Pick<Endpoint, "agent"
   const { ca, cert, key, ...rest } = tls;
   const secure = { ...rest, secureContext: createSecureContext({ ca, cert, key }) };
   return {
+    h2: http2Requests(server.origin, {
+      secureContext: secure.secureContext,
+      ...(rest.rejectUnauthorized === false ? { rejectUnauthorized: false } : {}),
+      ...(rest.servername ? { servername: rest.servername } : {}),
+      timeoutMs: requestTimeoutMs,
+    }),
     agent: new nodeHttps.Agent({ ...secure, ...pool }),
     watchAgent: new nodeHttps.Agent({ ...secure, keepAlive: true }),
   };
