@@ -172,7 +172,7 @@ export function startEngine<T extends KubernetesObject>(
   const scopes = config.namespaces.length > 0 ? config.namespaces : [undefined];
   const startWatching = () => {
     for (const ns of scopes) {
-      // The echo of a primary this process wrote needs no pass: the pass that wrote it said what
+      // The echo of an object this process wrote needs no pass: the pass that wrote it said what
       // comes next (a requeue, or nothing until something else changes).
       const primary = informer<T>(controller.for, ns, (obj, _kind, echo) => {
         if (!echo) queue.add(objectKey(obj));
@@ -180,8 +180,9 @@ export function startEngine<T extends KubernetesObject>(
       primaries.push(primary);
       informers.push(primary as unknown as Informer<KubernetesObject>);
       for (const owned of controller.owns) {
-        const i = informer(owned, ns, (obj, kind) => {
-          if (kind === "resync") return;
+        // An owned object's echo (the pod a pass just created) needs no pass either.
+        const i = informer(owned, ns, (obj, kind, echo) => {
+          if (kind === "resync" || echo) return;
           const owner = ownerKey(obj);
           if (owner) queue.add(owner);
         });
