@@ -43,7 +43,10 @@ export interface Http2Options {
 
 interface Session {
   session: Http2.ClientHttp2Session;
-  /** Streams in flight, and when each must be answered by: the session keeps the process alive only while there are some. */
+  /**
+   * Streams in flight, and when each must be answered by. The session keeps the process alive only
+   * while there are some.
+   */
   streams: Map<Http2.ClientHttp2Stream, { deadline: number; timedOut: () => void }>;
   /** When the last stream ended. */
   idleSince: number;
@@ -84,7 +87,6 @@ export function http2Requests(origin: string, options: Http2Options): Http2Reque
     const forget = () => {
       if (current === entry) current = undefined;
     };
-    session.on("close", () => clearInterval(timer));
     session.on("connect", () => {
       entry.connected = true;
       // A server that picks no protocol (rather than refusing ours) is not speaking HTTP/2 either.
@@ -98,7 +100,10 @@ export function http2Requests(origin: string, options: Http2Options): Http2Reque
       forget();
     });
     session.on("goaway", forget);
-    session.on("close", forget);
+    session.on("close", () => {
+      clearInterval(timer);
+      forget();
+    });
     session.unref();
     current = entry;
     return entry;
