@@ -149,15 +149,13 @@ export function http2Requests(origin: string, options: Http2Options): Http2Reque
           entry.session.unref();
         }
         const code = stream.rstCode ?? 0;
+        const request = `${method} ${path.split("?")[0] ?? path}`;
         if (ended && status > 0 && !timedOut && failure === undefined)
           resolve({ status, text: Buffer.concat(chunks).toString("utf8") });
-        else if (timedOut) reject(new Error(`${method} ${path.split("?")[0] ?? path}: timed out`));
+        else if (timedOut) reject(new Error(`${request}: timed out`));
         else if (!entry.connected || code === NGHTTP2_REFUSED_STREAM)
           reject(new NotSent(failure?.message ?? `stream refused (code ${code})`));
-        else
-          reject(
-            failure ?? new Error(`${method} ${path.split("?")[0] ?? path}: stream closed (code ${code})`),
-          );
+        else reject(failure ?? new Error(`${request}: stream closed (code ${code})`));
       });
       stream.end(body);
     });

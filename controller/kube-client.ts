@@ -92,6 +92,13 @@ function makeClient(endpoint: Endpoint): Kube {
   const transport = server.protocol === "https:" ? nodeHttps : nodeHttp;
   const base = server.pathname.replace(/\/$/, "");
 
+  /** A request's headers with what every request carries: JSON accepted, and the credentials. */
+  const authorized = async (headers: Record<string, string>) => ({
+    Accept: "application/json",
+    ...headers,
+    ...(await endpoint.auth()),
+  });
+
   const send = async (
     method: string,
     pathAndQuery: string,
@@ -105,7 +112,7 @@ function makeClient(endpoint: Endpoint): Kube {
       method,
       path: base + pathAndQuery,
       agent,
-      headers: { Accept: "application/json", ...headers, ...(await endpoint.auth()) },
+      headers: await authorized(headers),
     });
 
   /** One request over HTTP/1.1, on a pooled keep-alive connection. */
@@ -146,10 +153,7 @@ function makeClient(endpoint: Endpoint): Kube {
         : {};
       const { h2 } = endpoint;
       let answer: Answer | undefined;
-      if (h2?.available) {
-        const all = { accept: "application/json", ...headers, ...(await endpoint.auth()) };
-        answer = await h2.send(method, base + target, all, body);
-      }
+      if (h2?.available) answer = await h2.send(method, base + target, await authorized(headers), body);
       answer ??= await overHttp1(method, target, headers, body);
       if (answer.status < 200 || answer.status >= 300)
         throw new KubeError(method, path, answer.status, parseStatus(answer.text));

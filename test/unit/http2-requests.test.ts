@@ -13,6 +13,7 @@ import { test } from "node:test";
 import { createSecureContext } from "node:tls";
 import { http2Requests } from "../../controller/http2-requests.ts";
 import { loadKube } from "../../controller/kube-client.ts";
+import { eventually } from "../support/wait.ts";
 
 const dir = mkdtempSync(path.join(tmpdir(), "scoped-step-h2-"));
 execFileSync("openssl", [
@@ -81,11 +82,6 @@ function kubeconfigFor(server: string): string {
   );
   return file;
 }
-
-const until = async (what: string, check: () => boolean) => {
-  for (let i = 0; i < 500 && !check(); i++) await new Promise((r) => setTimeout(r, 10));
-  assert.ok(check(), what);
-};
 
 test("many requests at once share one session, each answered with its own body", async (t) => {
   const server = await h2Server((stream, headers) =>
@@ -166,7 +162,9 @@ test("a session idle for idleMs is closed, and the next request opens another", 
   const h2 = http2Requests(server.origin, { secureContext, timeoutMs: 5000, idleMs: 100 });
   t.after(() => h2.close());
   await h2.send("GET", "/a", {}, undefined);
-  await until("the idle session to close", () => server.counts().closedSessions === 1);
+  await eventually("the idle session to close", () =>
+    Promise.resolve(server.counts().closedSessions === 1 || undefined),
+  );
   await h2.send("GET", "/b", {}, undefined);
   assert.equal(server.counts().sessions, 2);
 });
